@@ -1,0 +1,1 @@
+"""Alembic migrations of the verdict database (shipped as a package so installs find them)."""

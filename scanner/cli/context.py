@@ -1,0 +1,71 @@
+"""What every command shares: the settings, the database, and one-line error reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from scanner.db import check_connection, make_engine, unavailable_message
+from scanner.errors import DeepscanError
+from scanner.settings import Settings
+
+EXIT_ITEM_ERRORS = 3
+
+
+class DeepscanGroup(click.Group):
+    """A group that turns deepscan's own errors into one line on stderr (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DeepscanError, DBAPIError) as exc:
+            app = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            if app is not None and app.debug:
+                raise
+            if isinstance(exc, DBAPIError):
+                engine = app.engine_if_open if app is not None else None
+                message = unavailable_message(engine, exc) if engine is not None else str(exc.orig).splitlines()[0]
+            else:
+                message = str(exc)
+            raise click.ClickException(message) from None
+
+
+@dataclass
+class AppContext:
+    """Lazily built settings and engine, so `--help` and bad options cost nothing."""
+
+    build_settings: Callable[[], Settings]
+    debug: bool = False
+    _settings: Settings | None = field(default=None, init=False)
+    _engine: Engine | None = field(default=None, init=False)
+
+    @classmethod
+    def lazy(cls, build_settings: Callable[[], Settings], *, debug: bool) -> AppContext:
+        return cls(build_settings=build_settings, debug=debug)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = self.build_settings()
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        """The database engine, connected once to fail early with a clear line."""
+        if self._engine is None:
+            engine = make_engine(self.settings.database_url)
+            check_connection(engine)
+            self._engine = engine
+        return self._engine
+
+    @property
+    def engine_if_open(self) -> Engine | None:
+        return self._engine
+
+
+pass_app = click.make_pass_decorator(AppContext)

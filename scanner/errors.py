@@ -1,0 +1,31 @@
+"""The exceptions deepscan raises, split by what the caller should do about them.
+
+`PermanentError` means the input itself is bad (a corrupt file, a 404): the item ends `error`
+with the message as its reason and is never retried. `TransientError` means the world was
+briefly unavailable (network, database, broker): the work is retried with backoff.
+Every message is one line a moderator or operator can act on.
+"""
+
+
+class DeepscanError(Exception):
+    """Root of every error deepscan raises on purpose."""
+
+
+class ConfigError(DeepscanError):
+    """A setting or option is invalid: fix the configuration and run again."""
+
+
+class DatabaseUnavailableError(DeepscanError):
+    """The database cannot be reached or refused the connection."""
+
+
+class CheckpointError(DeepscanError):
+    """A checkpoint file is missing, not a safetensors file, truncated or tampered with."""
+
+
+class PermanentError(DeepscanError):
+    """The media item itself cannot be scanned; retrying will not help."""
+
+
+class TransientError(DeepscanError):
+    """A temporary failure (network, database, broker); the work should be retried."""

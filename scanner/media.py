@@ -1,0 +1,91 @@
+"""What a piece of media is, judged from its bytes, and image decoding shared by workers and training.
+
+Both the workers and the training/evaluation code decode images here, so the pixels a model is
+evaluated on are the pixels it scores in production.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from scanner.errors import PermanentError
+
+DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; larger images are refused as decompression bombs
+
+MediaKind = Literal["image", "video", "unknown"]
+
+_IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (0, b"\xff\xd8\xff"),  # JPEG
+    (0, b"\x89PNG\r\n\x1a\n"),
+    (0, b"GIF87a"),
+    (0, b"GIF89a"),
+    (0, b"BM"),
+    (0, b"II*\x00"),  # TIFF, little-endian
+    (0, b"MM\x00*"),  # TIFF, big-endian
+)
+_VIDEO_BRANDS_AT_4 = (b"ftyp",)  # MP4 / MOV / 3GP family: size, then 'ftyp'
+_VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
+    (0, b"FLV"),
+    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
+    (0, b"\x00\x00\x01\xb3"),  # MPEG-1/2 video
+)
+
+
+def sniff_kind(head: bytes) -> MediaKind:
+    """Classify media from its first bytes (at least 16), never from its name or Content-Type."""
+    if any(head[offset:].startswith(sig) for offset, sig in _IMAGE_SIGNATURES):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video"
+    if head[4:8] in _VIDEO_BRANDS_AT_4:
+        brand = head[8:12]
+        # HEIF/AVIF stills share the ISO container with MP4.
+        return "image" if brand in {b"avif", b"avis", b"heic", b"heix", b"mif1"} else "video"
+    if any(head[offset:].startswith(sig) for offset, sig in _VIDEO_SIGNATURES):
+        return "video"
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:  # MPEG transport stream
+        return "video"
+    return "unknown"
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to an HxWx3 uint8 RGB array, EXIF orientation applied.
+
+    Animated formats (GIF, WebP) give their first frame. Raises PermanentError with a one-line
+    reason for empty, truncated, unknown or oversized images.
+    """
+    if not data:
+        raise PermanentError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise PermanentError(f"image is {width}x{height}, over the {max_pixels:,}-pixel limit")
+                img.seek(0)
+                img.load()
+                rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except PermanentError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PermanentError(f"image over the {max_pixels:,}-pixel limit (decompression bomb?)") from None
+    except UnidentifiedImageError:
+        raise PermanentError("not an image or video") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PermanentError(f"corrupt image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def read_image_file(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file from disk (see `decode_image`)."""
+    with open(path, "rb") as fh:
+        return decode_image(fh.read(), max_pixels=max_pixels)

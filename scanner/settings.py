@@ -1,0 +1,119 @@
+"""One typed settings object, built from `DEEPSCAN_*` environment variables.
+
+Nothing reads the environment at import time: a process calls `Settings.from_env()` once at
+start (the CLI does it in its root group) and passes the object down. CLI options mirror these
+variables through Click's `envvar=`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from scanner.errors import ConfigError
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_FETCH_THREADS = 8
+DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_VIDEO_BYTES = 2 * 1024 * 1024 * 1024
+DEFAULT_HTTP_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_HTTP_READ_TIMEOUT_S = 30.0
+DEFAULT_QUEUE = "deepscan"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """Where deepscan keeps its embedded database and demo files when nothing else is said."""
+    if env.get("DEEPSCAN_HOME"):
+        return Path(env["DEEPSCAN_HOME"]).expanduser()
+    xdg = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "deepscan"
+
+
+def validate_device(device: str) -> str:
+    """Accept auto, cpu, cuda or cuda:N; raise ConfigError for anything else."""
+    base, _, index = device.partition(":")
+    if base not in DEVICE_CHOICES or (index and (base != "cuda" or not index.isdigit())):
+        raise ConfigError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a deepscan process needs to know about its environment."""
+
+    home: Path
+    database_url: str
+    broker_url: str | None = None
+    checkpoint: Path | None = None
+    device: str = "auto"
+    s3_endpoint_url: str | None = None
+    queue: str = DEFAULT_QUEUE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    fetch_threads: int = DEFAULT_FETCH_THREADS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
+    http_connect_timeout_s: float = DEFAULT_HTTP_CONNECT_TIMEOUT_S
+    http_read_timeout_s: float = DEFAULT_HTTP_READ_TIMEOUT_S
+    allow_private_urls: bool = False
+    local_roots: tuple[Path, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from `env` (default: `os.environ`)."""
+        env = os.environ if env is None else env
+        home = default_home(env)
+        checkpoint = env.get("DEEPSCAN_CHECKPOINT")
+        roots = env.get("DEEPSCAN_LOCAL_ROOTS", "")
+        return cls(
+            home=home,
+            database_url=env.get("DEEPSCAN_DATABASE_URL") or f"sqlite:///{home / 'deepscan.db'}",
+            broker_url=env.get("DEEPSCAN_BROKER_URL") or None,
+            checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
+            device=validate_device(env.get("DEEPSCAN_DEVICE") or "auto"),
+            s3_endpoint_url=env.get("DEEPSCAN_S3_ENDPOINT_URL") or None,
+            queue=env.get("DEEPSCAN_QUEUE") or DEFAULT_QUEUE,
+            batch_size=_int(env, "DEEPSCAN_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+            fetch_threads=_int(env, "DEEPSCAN_FETCH_THREADS", DEFAULT_FETCH_THREADS),
+            max_image_bytes=_int(env, "DEEPSCAN_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
+            max_video_bytes=_int(env, "DEEPSCAN_MAX_VIDEO_BYTES", DEFAULT_MAX_VIDEO_BYTES),
+            http_connect_timeout_s=_float(env, "DEEPSCAN_HTTP_CONNECT_TIMEOUT_S", DEFAULT_HTTP_CONNECT_TIMEOUT_S),
+            http_read_timeout_s=_float(env, "DEEPSCAN_HTTP_READ_TIMEOUT_S", DEFAULT_HTTP_READ_TIMEOUT_S),
+            allow_private_urls=_flag(env, "DEEPSCAN_ALLOW_PRIVATE_URLS"),
+            local_roots=tuple(Path(p).expanduser().resolve() for p in roots.split(os.pathsep) if p),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given fields replaced; `None` values leave a field as it is."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: scans run in-process."""
+        return self.broker_url is None

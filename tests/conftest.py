@@ -1,0 +1,83 @@
+"""Fixtures shared by the whole suite: migrated databases on SQLite and PostgreSQL, Redis, a CLI runner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, delete
+
+from scanner import migrate
+from scanner.db import make_engine
+from scanner.models import Base
+from tests import services
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the user's real ~/.local/share/deepscan or inherits their DEEPSCAN_* settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("DEEPSCAN_") and not name.startswith("DEEPSCAN_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DEEPSCAN_HOME", str(tmp_path_factory.mktemp("deepscan-home")))
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file migrated to head, shared by the session (tables are emptied after each test)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'deepscan.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, built by running the migrations."""
+    with services.fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test using this runs once on SQLite and once on PostgreSQL, starting from empty tables."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    yield url
+    empty_tables(url)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def empty_tables(url: str) -> None:
+    eng = make_engine(url)
+    with eng.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+    eng.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A dedicated Redis database, flushed before and after the test."""
+    import redis
+
+    url = services.redis_url()
+    services.require(url, "Redis")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from scanner.errors import ConfigError
+from scanner.settings import Settings
+
+
+def test_defaults_use_an_embedded_sqlite_file_under_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DEEPSCAN_HOME": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'deepscan.db'}"
+    assert settings.embedded
+    assert settings.device == "auto"
+    assert settings.checkpoint is None
+
+
+def test_xdg_data_home_is_honoured_without_deepscan_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"XDG_DATA_HOME": str(tmp_path)})
+    assert settings.home == tmp_path / "deepscan"
+
+
+def test_environment_overrides_every_default(tmp_path: Path) -> None:
+    env = {
+        "DEEPSCAN_DATABASE_URL": "postgresql+psycopg://db/deepscan",
+        "DEEPSCAN_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "DEEPSCAN_CHECKPOINT": str(tmp_path / "m.safetensors"),
+        "DEEPSCAN_DEVICE": "cuda:1",
+        "DEEPSCAN_BATCH_SIZE": "128",
+    }
+    settings = Settings.from_env(env)
+    assert settings.database_url == "postgresql+psycopg://db/deepscan"
+    assert not settings.embedded
+    assert settings.checkpoint == tmp_path / "m.safetensors"
+    assert settings.device == "cuda:1"
+    assert settings.batch_size == 128
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:0", ""])
+def test_bad_device_is_refused_with_the_accepted_forms(device: str) -> None:
+    if device == "":
+        assert Settings.from_env({"DEEPSCAN_DEVICE": device}).device == "auto"
+        return
+    with pytest.raises(ConfigError, match="use auto, cpu, cuda or cuda:N"):
+        Settings.from_env({"DEEPSCAN_DEVICE": device})
+
+
+def test_non_numeric_batch_size_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="DEEPSCAN_BATCH_SIZE"):
+        Settings.from_env({"DEEPSCAN_BATCH_SIZE": "many"})
