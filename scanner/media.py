@@ -29,6 +29,7 @@ _IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"MM\x00*"),  # TIFF, big-endian
 )
 _VIDEO_BRANDS_AT_4 = (b"ftyp",)  # MP4 / MOV / 3GP family: size, then 'ftyp'
+_QUICKTIME_ATOMS_AT_4 = (b"moov", b"mdat", b"wide", b"free", b"pnot")  # older QuickTime files start without 'ftyp'
 _VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
     (0, b"FLV"),
@@ -49,6 +50,8 @@ def sniff_kind(head: bytes) -> MediaKind:
         brand = head[8:12]
         # HEIF/AVIF stills share the ISO container with MP4.
         return "image" if brand in {b"avif", b"avis", b"heic", b"heix", b"mif1"} else "video"
+    if head[4:8] in _QUICKTIME_ATOMS_AT_4:
+        return "video"
     if any(head[offset:].startswith(sig) for offset, sig in _VIDEO_SIGNATURES):
         return "video"
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:  # MPEG transport stream

@@ -1,0 +1,296 @@
+"""Real encoded media for tests: images in every supported format, MP4 videos, and the bad inputs.
+
+Everything is generated on the fly from a seed (no downloads, no binary fixtures in the repository)
+and written with the same encoders users' files come from (Pillow, OpenCV's FFmpeg), so a test
+that decodes these files exercises the real decoders.
+
+Videos carry their frame number as a row of black/white squares along the top edge (bit i of the
+frame index in square i); `read_frame_number` reads it back, so a test can check exactly which
+frames a sampler picked. A pure red square sits in the bottom-left corner (`red_corner`), so a
+test can tell RGB from BGR.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IMAGE_FORMATS = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
+_PIL_FORMATS = {
+    "jpeg": "JPEG",
+    "jpg": "JPEG",
+    "png": "PNG",
+    "webp": "WEBP",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+    "tif": "TIFF",
+    "gif": "GIF",
+}
+
+DEFAULT_IMAGE_SIZE = (96, 72)  # (width, height) in pixels
+DEFAULT_FACE_SIZE = (256, 256)
+_FRAME_CODE_BITS = 12  # frame numbers up to 4095
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def pattern_rgb(size: tuple[int, int] = DEFAULT_IMAGE_SIZE, *, seed: int = 0) -> np.ndarray:
+    """A smooth, seed-dependent picture (gradients and blobs): compresses like a photo, not like noise."""
+    width, height = size
+    rng = _rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.empty((height, width, 3), np.float32)
+    for channel in range(3):
+        fx, fy, phase = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 2 * np.pi)
+        img[..., channel] = 127 + 100 * np.sin(2 * np.pi * (fx * xx / width + fy * yy / height) + phase)
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(5, max(6, min(size) / 3))
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def face_rgb(size: tuple[int, int] = DEFAULT_FACE_SIZE, *, seed: int = 0) -> np.ndarray:
+    """A drawn frontal face (skin oval, hair, brows, eyes, nose, mouth) that OpenCV's Haar cascade detects.
+
+    Verified by tests/unit/test_faces.py for square sizes from 128 to 640 pixels. The face fills about
+    60% of the shorter side, centred; `seed` varies the background and the noise.
+    """
+    width, height = size
+    rng = _rng(seed)
+    img = np.empty((height, width, 3), np.uint8)
+    img[:] = rng.integers(60, 170, 3, dtype=np.uint8)
+    side = min(width, height)
+    cx, cy = width // 2, height // 2
+    fw, fh = int(side * 0.30), int(side * 0.40)
+    cv2.ellipse(img, (cx, cy - int(fh * 0.25)), (int(fw * 1.08), int(fh * 0.9)), 0, 180, 360, (40, 30, 25), -1)
+    cv2.ellipse(img, (cx, cy), (fw, fh), 0, 0, 360, (200, 160, 140), -1)
+    eye_y, eye_dx = cy - int(fh * 0.18), int(fw * 0.42)
+    for sign in (-1, 1):
+        ex = cx + sign * eye_dx
+        cv2.ellipse(img, (ex, eye_y - int(fh * 0.17)), (int(fw * 0.26), int(fh * 0.04)), 0, 180, 360, (60, 40, 30), -1)
+        cv2.ellipse(img, (ex, eye_y), (int(fw * 0.22), int(fh * 0.07)), 0, 0, 360, (240, 240, 240), -1)
+        cv2.circle(img, (ex, eye_y), int(fh * 0.06), (50, 35, 30), -1)
+    cv2.line(img, (cx, eye_y + int(fh * 0.05)), (cx, eye_y + int(fh * 0.35)), (170, 130, 110), max(2, side // 60))
+    cv2.ellipse(img, (cx, eye_y + int(fh * 0.38)), (int(fw * 0.15), int(fh * 0.04)), 0, 0, 360, (150, 110, 95), -1)
+    cv2.ellipse(img, (cx, cy + int(fh * 0.45)), (int(fw * 0.35), int(fh * 0.08)), 0, 0, 360, (150, 60, 60), -1)
+    blurred = cv2.GaussianBlur(img, (0, 0), max(side / 200, 0.5))
+    noisy: np.ndarray = np.clip(blurred + rng.normal(0, 4, blurred.shape), 0, 255).astype(np.uint8)
+    return noisy
+
+
+def encode_image(rgb: np.ndarray, fmt: str) -> bytes:
+    """Encode an RGB array with Pillow in `fmt` (jpeg, png, webp, bmp, tiff or gif)."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=_PIL_FORMATS[fmt.lower()])
+    return buf.getvalue()
+
+
+def _format_for(path: Path, fmt: str | None) -> str:
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in _PIL_FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}: use one of {', '.join(IMAGE_FORMATS)}")
+    return fmt
+
+
+def write_image(
+    path: Path, fmt: str | None = None, size: tuple[int, int] = DEFAULT_IMAGE_SIZE, *, seed: int = 0, face: bool = False
+) -> Path:
+    """Write a real image file; `fmt` defaults to the file's suffix. `face=True` draws `face_rgb`."""
+    rgb = face_rgb(size, seed=seed) if face else pattern_rgb(size, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_image(rgb, _format_for(path, fmt)))
+    return path
+
+
+def face_photo(path: Path, size: tuple[int, int] = DEFAULT_FACE_SIZE, *, seed: int = 0) -> Path:
+    """Write a JPEG (or the suffix's format) of a drawn face that the Haar cascade finds."""
+    return write_image(path, size=size, seed=seed, face=True)
+
+
+def write_exif_rotated_jpeg(path: Path, size: tuple[int, int] = (80, 40), *, orientation: int = 6) -> Path:
+    """A JPEG stored `size` (w, h) with an EXIF orientation tag (6 = display rotated 90° clockwise).
+
+    The stored pixels are red in the left half and blue in the right; after orientation 6 is applied
+    the displayed image is h x w with red on top and blue at the bottom.
+    """
+    width, height = size
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[:, : width // 2] = (255, 0, 0)
+    rgb[:, width // 2 :] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[_EXIF_ORIENTATION_TAG] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def _stamp_frame_number(bgr: np.ndarray, index: int) -> None:
+    """Write `index` as black/white squares along the top, and a pure red square bottom-left (colour order)."""
+    height, width = bgr.shape[:2]
+    cell = width // _FRAME_CODE_BITS
+    for bit in range(_FRAME_CODE_BITS):
+        bgr[0:cell, bit * cell : (bit + 1) * cell] = 255 if (index >> bit) & 1 else 0
+    bgr[height - 2 * cell :, : 2 * cell] = (0, 0, 255)  # BGR order: red
+
+
+def red_corner(rgb: np.ndarray) -> np.ndarray:
+    """The mean colour of the red square `write_video` paints bottom-left (pure red if read as RGB)."""
+    height, width = rgb.shape[:2]
+    cell = width // _FRAME_CODE_BITS
+    mean: np.ndarray = rgb[height - 2 * cell + 2 : height - 2, 2 : 2 * cell - 2].reshape(-1, 3).mean(axis=0)
+    return mean
+
+
+def read_frame_number(rgb: np.ndarray) -> int:
+    """The frame index `write_video` stamped into a frame (robust to lossy compression)."""
+    width = rgb.shape[1]
+    cell = width // _FRAME_CODE_BITS
+    centre = cell // 2
+    bits = [int(rgb[centre, bit * cell + centre].mean() > 127) for bit in range(_FRAME_CODE_BITS)]
+    return sum(value << bit for bit, value in enumerate(bits))
+
+
+def write_video(
+    path: Path,
+    seconds: float = 2.0,
+    fps: float = 10.0,
+    size: tuple[int, int] = (192, 144),
+    *,
+    seed: int = 0,
+    face: bool = False,
+) -> Path:
+    """Write an MP4 ('mp4v') of `seconds * fps` frames, each stamped with its frame number, whatever `path`'s suffix.
+
+    The picture drifts from frame to frame; `face=True` puts `face_rgb` under the stamp. Raises
+    RuntimeError if OpenCV cannot encode or read back the file.
+    """
+    width, height = size
+    if width < _FRAME_CODE_BITS * 8:
+        raise ValueError(f"video width must be at least {_FRAME_CODE_BITS * 8} pixels to carry the frame stamp")
+    frames = round(seconds * fps)
+    base = face_rgb(size, seed=seed) if face else pattern_rgb(size, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".writing.mp4")  # OpenCV picks the container from the suffix
+    writer = cv2.VideoWriter(str(staging), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MP4 to {staging}")
+    try:
+        for index in range(frames):
+            bgr = np.ascontiguousarray(np.roll(base, index, axis=1)[..., ::-1]) if not face else base[..., ::-1].copy()
+            _stamp_frame_number(bgr, index)
+            writer.write(bgr)
+    finally:
+        writer.release()
+    _check_video_decodes(staging, frames)
+    staging.replace(path)
+    return path
+
+
+def _check_video_decodes(path: Path, frames: int) -> None:
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        ok, _ = cap.read()
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    if not ok or count != frames:
+        raise RuntimeError(f"{path} does not decode back ({count} of {frames} frames)")
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+
+
+def write_zero_byte(path: Path) -> Path:
+    """An empty file (named .jpg by the callers that want the worst case)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def write_truncated_jpeg(path: Path, *, keep_fraction: float = 0.5) -> Path:
+    """A real JPEG cut off part way: it sniffs as an image but cannot be decoded."""
+    data = encode_image(pattern_rgb((160, 120), seed=7), "jpeg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: int(len(data) * keep_fraction)])
+    return path
+
+
+def write_text_as_jpeg(path: Path) -> Path:
+    """A plain text file with an image name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("this is not a picture, just some notes\n" * 4)
+    return path
+
+
+HTML_BYTES = b"<!DOCTYPE html>\n<html><head><title>Not found</title></head><body><h1>Oops</h1></body></html>\n"
+
+
+def write_html(path: Path) -> Path:
+    """An HTML page (what a CDN error page or a login wall returns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(HTML_BYTES)
+    return path
+
+
+def write_garbage_mp4(path: Path, *, garbage_bytes: int = 8192) -> Path:
+    """A real MP4 header ('ftyp' box) followed by random bytes: sniffs as video, no frame decodes."""
+    header = b"\x00\x00\x00\x1cftypisom\x00\x00\x02\x00isomiso2mp41"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + _rng(3).bytes(garbage_bytes))
+    return path
+
+
+def write_corrupt_frames_mp4(path: Path) -> Path:
+    """A valid MP4 container (index intact, opens fine) whose frame data is random: no frame decodes."""
+    write_video(path, seconds=1.0, fps=10.0)
+    data = bytearray(path.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+    data[start:end] = _rng(4).bytes(end - start)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """A bad file and the one-line reason its scan must end with (a substring of it)."""
+
+    path: Path
+    reason: str
+
+
+def write_bad_inputs(folder: Path) -> list[BadInput]:
+    """Every bad input of issue 4, each with the reason fetching or decoding it must give."""
+    return [
+        BadInput(write_zero_byte(folder / "empty.jpg"), "empty file (0 bytes)"),
+        BadInput(write_truncated_jpeg(folder / "truncated.jpg"), "corrupt image"),
+        BadInput(write_text_as_jpeg(folder / "notes.jpg"), "not an image or video"),
+        BadInput(write_html(folder / "page.jpg"), "not an image or video"),
+        BadInput(write_garbage_mp4(folder / "garbage.mp4"), "video has no decodable frames"),
+    ]
+
+
+def write_mixed_folder(folder: Path, *, images: int = 21, videos: int = 2, seed: int = 0) -> list[Path]:
+    """Good media for an end-to-end scan: JPEG/PNG/WebP images (one in three a face) and MP4 videos.
+
+    Returns the written paths, sorted. Add `write_bad_inputs(folder)` for the bad ones.
+    """
+    written = []
+    for index in range(images):
+        fmt = ("jpg", "png", "webp")[index % 3]
+        size = (128, 128) if index % 3 == 0 else DEFAULT_IMAGE_SIZE
+        written.append(
+            write_image(folder / f"img_{index:03d}.{fmt}", size=size, seed=seed + index, face=index % 3 == 0)
+        )
+    for index in range(videos):
+        written.append(write_video(folder / f"clip_{index}.mp4", seconds=3.0, fps=10.0, seed=seed + index))
+    return sorted(written)

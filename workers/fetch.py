@@ -1,0 +1,429 @@
+"""Fetch one media item's bytes from a local file, HTTP(S) or S3, with every limit a public scanner needs.
+
+`fetch(url, settings)` reads the first bytes, decides from them (never from the name or the
+Content-Type) whether the item is an image or a video, then streams the rest under that kind's
+byte cap: images into memory, videos into a temporary file (local videos are read in place).
+It returns a `Fetched` with the content's sha256, or raises `PermanentError` with a one-line
+reason a moderator can act on (`http 404`, `file not found`, `image exceeds 50 MB limit ...`).
+
+Transient failures (connection errors, timeouts, HTTP 429/5xx, S3 throttling) are retried here,
+`DEFAULT_FETCH_TRIES` times with exponential backoff from `DEFAULT_RETRY_BACKOFF_S`; when they
+persist the item still ends with a PermanentError (`http 503 after 3 tries`), because an item
+must end `error` with a reason rather than loop forever.
+
+HTTP safety: redirects are followed here (at most `DEFAULT_MAX_REDIRECTS`), re-checking each hop
+with the SSRF guard of `workers.ssrf` (private, loopback, link-local... addresses are refused
+unless `settings.allow_private_urls`). Credentials and query strings never appear in log lines
+or reasons.
+
+Thread use: call `fetch` from many threads; give each thread its own `requests.Session`
+(`make_http_session`); one boto3 client may be shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import re
+import stat
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+
+from scanner.errors import PermanentError, TransientError
+from scanner.media import MediaKind, sniff_kind
+from scanner.settings import Settings
+from scanner.sources import file_url_path, is_allowed_local_path, make_s3_client, parse_s3_url, url_scheme
+from workers.ssrf import check_host, make_http_session
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FETCH_TRIES = 3  # attempts per item for transient failures, the first included
+DEFAULT_RETRY_BACKOFF_S = 0.5  # wait before the first retry; doubles for each further one
+DEFAULT_MAX_REDIRECTS = 5
+DEFAULT_CHUNK_BYTES = 256 * 1024  # read size while streaming
+SNIFF_BYTES = 512  # bytes read before deciding image or video (sniff_kind needs up to 189)
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_S3_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_S3_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
+_S3_RETRYABLE = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout", "InternalError"}
+    | {"ServiceUnavailable", "500", "502", "503", "504"}
+)
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}")
+
+
+@dataclass(eq=False)
+class Fetched:
+    """One fetched item. Images carry `data`; videos carry `path` (call `close()` or use `with`)."""
+
+    url: str
+    kind: MediaKind
+    size: int
+    sha256: str
+    etag: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    path: Path | None = None
+    owns_path: bool = False  # True when `path` is a temporary copy that `close()` deletes
+    _cleanup: weakref.finalize[Any, Any] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.owns_path and self.path is not None:
+            # Deleted at close(), or when this object is garbage collected if the caller forgets.
+            self._cleanup = weakref.finalize(self, _unlink_quietly, self.path)
+
+    def close(self) -> None:
+        """Delete the temporary file this item owns (a no-op for images and local videos)."""
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def __enter__(self) -> Fetched:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _give_up(exc: TransientError, tries: int) -> PermanentError:
+    """The item's final reason once a transient failure outlasted every try."""
+    reason = str(exc)
+    return PermanentError(
+        f"{reason} after {tries} tries" if reason.startswith("http ") else f"{reason} ({tries} tries)"
+    )
+
+
+# --- the entry point ----------------------------------------------------------------------------
+
+
+def fetch(url: str, settings: Settings, *, s3_client: Any = None, http: requests.Session | None = None) -> Fetched:
+    """Fetch `url` (file://, http(s)://, s3://) under the settings' caps; PermanentError on failure."""
+    scheme = url_scheme(url)
+    if scheme == "file":
+        return _fetch_local(url, settings)
+    if scheme in ("http", "https"):
+        session = http if http is not None else make_http_session(settings)
+        try:
+            return _with_retries(url, lambda: _fetch_http(url, settings, session))
+        finally:
+            if http is None:
+                session.close()
+    if scheme == "s3":
+        client = s3_client if s3_client is not None else make_s3_client(settings, attempts=1)
+        return _with_retries(url, lambda: _fetch_s3(url, settings, client))
+    raise PermanentError(
+        f"unsupported URL scheme {scheme!r}" if scheme else "not a URL (expected file://, http(s)://, s3://)"
+    )
+
+
+def _with_retries(url: str, attempt: Callable[[], Fetched]) -> Fetched:
+    tries = DEFAULT_FETCH_TRIES
+    for number in range(1, tries + 1):
+        try:
+            return attempt()
+        except TransientError as exc:
+            if number == tries:
+                raise _give_up(exc, tries) from None
+            delay_s = DEFAULT_RETRY_BACKOFF_S * 2 ** (number - 1)
+            logger.info("fetch of %s failed (%s); retry %d in %.1f s", redact_url(url), exc, number, delay_s)
+            time.sleep(delay_s)
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def redact_url(url: str) -> str:
+    """`url` without user info, query string or fragment: safe for log lines."""
+    if url_scheme(url) in ("s3", "file", ""):
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def format_bytes(count: int) -> str:
+    """A byte count the way a person writes it: 50 MB, 2 GB, 1.5 KB (binary units)."""
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if count >= size:
+            return f"{round(count / size, 1):g} {unit}"
+    return f"{count} bytes"
+
+
+# --- receiving: sniff, cap, hash, store ---------------------------------------------------------
+
+
+class _Sink(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+    def finish(self) -> tuple[bytes | None, Path | None, bool]: ...
+    def discard(self) -> None: ...
+
+
+class _MemorySink:
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def finish(self) -> tuple[bytes | None, Path | None, bool]:
+        return b"".join(self._chunks), None, False
+
+    def discard(self) -> None:
+        self._chunks.clear()
+
+
+class _TempFileSink:
+    def __init__(self, suffix: str) -> None:
+        self._file = tempfile.NamedTemporaryFile(prefix="deepscan-", suffix=suffix, delete=False)  # noqa: SIM115
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def finish(self) -> tuple[bytes | None, Path | None, bool]:
+        self._file.close()
+        return None, Path(self._file.name), True
+
+    def discard(self) -> None:
+        self._file.close()
+        _unlink_quietly(Path(self._file.name))
+
+
+class _InPlaceSink:
+    """For local videos: hash the bytes, keep nothing, hand back the file itself."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def write(self, chunk: bytes) -> None:
+        pass
+
+    def finish(self) -> tuple[bytes | None, Path | None, bool]:
+        return None, self._path, False
+
+    def discard(self) -> None:
+        pass
+
+
+def _unlink_quietly(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Origin:
+    url: str
+    etag: str | None
+    declared_size: int | None
+    local_path: Path | None = None  # set for local files: videos are read in place
+
+
+def _receive(chunks: Iterable[bytes], origin: _Origin, settings: Settings) -> Fetched:
+    """Sniff the kind from the first bytes, then stream the rest under that kind's cap."""
+    stream = iter(chunks)
+    head = b""
+    for chunk in stream:
+        head += chunk
+        if len(head) >= SNIFF_BYTES:
+            break
+    if not head:
+        raise PermanentError("empty file (0 bytes)")
+    kind = sniff_kind(head)
+    if kind == "unknown":
+        raise PermanentError("not an image or video")
+    limit = settings.max_image_bytes if kind == "image" else settings.max_video_bytes
+    if origin.declared_size is not None and origin.declared_size > limit:
+        raise _too_big(kind, limit)
+    sink = _sink_for(kind, origin)
+    try:
+        size, digest = _drain(itertools.chain((head,), stream), sink, kind, limit)
+        data, path, owns = sink.finish()
+    except BaseException:
+        sink.discard()
+        raise
+    return Fetched(origin.url, kind, size, digest, _clean_etag(origin.etag), data=data, path=path, owns_path=owns)
+
+
+def _sink_for(kind: MediaKind, origin: _Origin) -> _Sink:
+    if kind == "image":
+        return _MemorySink()
+    if origin.local_path is not None:
+        return _InPlaceSink(origin.local_path)
+    suffix = Path(urlsplit(origin.url).path).suffix if url_scheme(origin.url) != "s3" else Path(origin.url).suffix
+    return _TempFileSink(suffix if _SAFE_SUFFIX.fullmatch(suffix) else ".video")
+
+
+def _drain(chunks: Iterator[bytes], sink: _Sink, kind: MediaKind, limit: int) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(kind, limit)
+        digest.update(chunk)
+        sink.write(chunk)
+    return size, digest.hexdigest()
+
+
+def _too_big(kind: MediaKind, limit: int) -> PermanentError:
+    return PermanentError(f"{kind} exceeds {format_bytes(limit)} limit (DEEPSCAN_MAX_{kind.upper()}_BYTES)")
+
+
+def _clean_etag(etag: str | None) -> str | None:
+    return etag.strip().strip('"') if etag else None
+
+
+# --- local files --------------------------------------------------------------------------------
+
+
+def _fetch_local(url: str, settings: Settings) -> Fetched:
+    try:
+        path = file_url_path(url).resolve()
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from None
+    if not is_allowed_local_path(path, settings):
+        raise PermanentError("refused: file is outside the allowed local roots (DEEPSCAN_LOCAL_ROOTS)")
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # checked before open(): opening a FIFO would block
+            raise PermanentError("not a regular file")
+        with path.open("rb") as fh:
+            chunks = iter(lambda: fh.read(DEFAULT_CHUNK_BYTES), b"")
+            return _receive(chunks, _Origin(url, None, info.st_size, local_path=path), settings)
+    except FileNotFoundError:
+        raise PermanentError("file not found") from None
+    except PermissionError:
+        raise PermanentError("permission denied reading file") from None
+    except OSError as exc:
+        raise PermanentError(f"cannot read file: {exc.strerror or type(exc).__name__}") from None
+
+
+# --- HTTP(S) ------------------------------------------------------------------------------------
+
+
+def _fetch_http(url: str, settings: Settings, session: requests.Session) -> Fetched:
+    host = urlsplit(url).hostname or "?"
+    try:
+        response = _open_following_redirects(url, settings, session)
+        with response:
+            declared = response.headers.get("Content-Length")
+            size = int(declared) if declared and declared.isdigit() else None
+            origin = _Origin(url, response.headers.get("ETag"), size)
+            return _receive(response.iter_content(DEFAULT_CHUNK_BYTES), origin, settings)
+    except requests.ConnectTimeout:
+        raise TransientError(f"connection to {host} timed out after {settings.http_connect_timeout_s:g} s") from None
+    except requests.ReadTimeout:
+        raise TransientError(f"timed out after {settings.http_read_timeout_s:g} s") from None
+    except requests.exceptions.SSLError:
+        raise PermanentError(f"TLS error with {host} (certificate not trusted?)") from None
+    except requests.ConnectionError as exc:
+        if _caused_by_read_timeout(exc):
+            raise TransientError(f"timed out after {settings.http_read_timeout_s:g} s") from None
+        raise TransientError(f"connection to {host} failed") from None
+    except requests.exceptions.ChunkedEncodingError:
+        raise TransientError(f"connection to {host} dropped mid-download") from None
+    except requests.exceptions.ContentDecodingError:
+        raise PermanentError("response body is not valid for its Content-Encoding") from None
+    except requests.exceptions.InvalidURL:
+        raise PermanentError("invalid URL") from None
+
+
+def _caused_by_read_timeout(exc: requests.ConnectionError) -> bool:
+    """requests reports a read timeout while streaming the body as a ConnectionError."""
+    return any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+
+
+def _open_following_redirects(url: str, settings: Settings, session: requests.Session) -> requests.Response:
+    """GET `url`, following up to DEFAULT_MAX_REDIRECTS redirects, each hop checked like the first."""
+    for _hop in range(DEFAULT_MAX_REDIRECTS + 1):
+        _check_http_url(url, settings)
+        timeout = (settings.http_connect_timeout_s, settings.http_read_timeout_s)
+        response = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+        location = response.headers.get("Location")
+        if response.status_code in _REDIRECT_STATUSES and location:
+            response.close()
+            url = urljoin(url, location)
+            continue
+        _check_status(response)
+        return response
+    raise PermanentError(f"too many redirects (more than {DEFAULT_MAX_REDIRECTS})")
+
+
+def _check_status(response: requests.Response) -> None:
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    response.close()
+    if code == 429 or code >= 500:
+        raise TransientError(f"http {code}")
+    raise PermanentError(f"http {code}")
+
+
+def _check_http_url(url: str, settings: Settings) -> None:
+    """Refuse non-HTTP redirect targets and (unless allowed) hosts that resolve to non-public addresses."""
+    scheme = url_scheme(url)
+    if scheme not in ("http", "https"):
+        raise PermanentError(f"refused: redirect to unsupported URL scheme {scheme!r}")
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise PermanentError("invalid URL: bad port") from None
+    if not parts.hostname:
+        raise PermanentError("invalid URL: no host")
+    if not settings.allow_private_urls:
+        check_host(parts.hostname, port)
+
+
+# --- S3 -----------------------------------------------------------------------------------------
+
+
+def _fetch_s3(url: str, settings: Settings, client: Any) -> Fetched:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = parse_s3_url(url)
+    if not key:
+        raise PermanentError("s3 URL names no object key")
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key)
+        body = obj["Body"]
+        try:
+            origin = _Origin(url, obj.get("ETag"), obj.get("ContentLength"))
+            return _receive(body.iter_chunks(DEFAULT_CHUNK_BYTES), origin, settings)
+        finally:
+            body.close()
+    except ClientError as exc:
+        raise _s3_client_error(exc) from None
+    except (BotoCoreError, urllib3.exceptions.HTTPError) as exc:
+        raise _s3_transport_error(exc, settings) from None
+
+
+def _s3_client_error(exc: Any) -> Exception:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in _S3_NOT_FOUND:
+        return PermanentError("s3 object not found")
+    if code == "NoSuchBucket":
+        return PermanentError("s3 bucket not found")
+    if code in _S3_DENIED:
+        return PermanentError("s3 access denied (check the worker's AWS credentials and the bucket policy)")
+    if code == "InvalidObjectState":
+        return PermanentError("s3 object is archived (restore it from Glacier first)")
+    if code in _S3_RETRYABLE:
+        return TransientError(f"s3 {code}")
+    return PermanentError(f"s3 error {code or 'unknown'}")
+
+
+def _s3_transport_error(exc: Exception, settings: Settings) -> Exception:
+    from botocore.exceptions import NoCredentialsError, ReadTimeoutError
+
+    if isinstance(exc, NoCredentialsError):
+        return PermanentError("no AWS credentials for s3 (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+    if isinstance(exc, ReadTimeoutError | urllib3.exceptions.ReadTimeoutError):
+        return TransientError(f"s3 timed out after {settings.http_read_timeout_s:g} s")
+    return TransientError(f"s3 unreachable ({type(exc).__name__})")

@@ -1,0 +1,111 @@
+"""The SSRF guard: scanning a URL must never make a worker reach into its own network.
+
+A URL given to a scanner can come from anyone, and a worker usually sits inside a network with
+metadata services (169.254.169.254), databases and admin panels. So, unless
+`Settings.allow_private_urls` is set, a URL whose host resolves to a private, loopback,
+link-local, shared, reserved or multicast address is refused, on every redirect hop
+(`check_host`, called by `workers.fetch`).
+
+Checking the name alone leaves a gap: a hostile DNS server can answer the check with a public
+address and the connection a moment later with a private one (DNS rebinding). Sessions from
+`make_http_session` close it by checking the address each new connection actually reached,
+before anything is sent. They ignore proxy settings from the environment (`trust_env=False`),
+since through a proxy the connected address would be the proxy's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from scanner.errors import PermanentError, TransientError
+from scanner.settings import Settings
+
+USER_AGENT = "deepscan/0.1 (+media scanner)"
+
+
+def check_host(host: str, port: int) -> None:
+    """Refuse `host` if any address it resolves to is not public (PermanentError; TransientError if DNS is down)."""
+    for address in _resolve(host, port):
+        refuse_if_private(address)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """The IP addresses `host` resolves to (a seam tests replace to simulate public hosts)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            raise TransientError(f"DNS lookup of {host} failed") from None
+        raise PermanentError(f"unknown host {host}") from None
+    return [str(info[4][0]) for info in infos]
+
+
+def is_public_address(address: str) -> bool:
+    """True for globally routable unicast addresses; False for private, loopback, link-local, reserved..."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def refuse_if_private(address: str) -> None:
+    """PermanentError naming `address` unless it is public."""
+    if not is_public_address(address):
+        raise PermanentError(
+            f"refused: host resolves to private address {address} (set DEEPSCAN_ALLOW_PRIVATE_URLS=1 to allow)"
+        )
+
+
+def _guard_socket(sock: socket.socket) -> socket.socket:
+    """Check the address a new connection actually reached (defeats DNS rebinding after `_resolve`)."""
+    try:
+        refuse_if_private(str(sock.getpeername()[0]))
+    except PermanentError:
+        sock.close()
+        raise
+    return sock
+
+
+class _GuardedHTTPConnection(urllib3.connection.HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _guard_socket(super()._new_conn())
+
+
+class _GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _guard_socket(super()._new_conn())
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections refuse non-public peers (PermanentError passes through requests)."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+def make_http_session(settings: Settings) -> requests.Session:
+    """A session for `fetch`: connection pooling, and the SSRF guard on every connection it opens."""
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    if not settings.allow_private_urls:
+        session.trust_env = False  # no proxies from the environment: the guard must see the real peer
+        adapter = _GuardedAdapter(pool_maxsize=max(10, settings.fetch_threads))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
