@@ -1,5 +1,313 @@
-"""Placeholder until its commands land."""
+"""`deepscan train`, `deepscan evaluate` and `deepscan demo-data`: the detector's commands.
+
+The work is done by `training.train.train`, `training.evaluate.evaluate` and
+`training.synthetic.write_demo_data`; torch and the training modules are imported inside each
+command so `deepscan --help` stays fast (`training.config` is deliberately torch-free).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
 
 import click
 
-COMMANDS: list[click.Command] = []
+from scanner.cli.context import AppContext, pass_app
+from training import config as cfg
+
+DEVICE_OPTION = click.option(
+    "--device",
+    metavar="DEVICE",
+    default=None,
+    help="auto, cpu, cuda or cuda:N [env DEEPSCAN_DEVICE; default: auto = CUDA when available].",
+)
+BATCH_SIZE_HELP = "Images per batch."
+WORKERS_OPTION = click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Image decoding processes; 0 decodes in the main process [default: CPU cores - 1, at most 8].",
+)
+LABELS_OPTION = click.option(
+    "--labels",
+    type=click.Choice(cfg.LABEL_SOURCES),
+    default="auto",
+    show_default=True,
+    help="Where labels come from: split folders (real/, fake/), the 140k CSV manifests "
+    "(label 1 = real, 0 = fake), or auto (folders when present, else the manifests).",
+)
+DATA_HELP = (
+    "Data set root: the 140k layout {train,valid,test}/{real,fake}/ (also found under "
+    "real_vs_fake/real-vs-fake/), its train/valid/test.csv manifests, or a plain real/ + fake/ tree "
+    "(split 80/10/10 by --seed)."
+)
+
+
+def _device(app: AppContext, device: str | None) -> str:
+    from scanner.settings import validate_device
+
+    return validate_device(device) if device else app.settings.device
+
+
+def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ("none", "imagenet") or Path(value).is_file():
+        return value
+    raise click.BadParameter(f"{value!r} is neither 'imagenet', 'none' nor an existing weights file", ctx, param)
+
+
+@click.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help=DATA_HELP)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint to write (.safetensors), the best epoch by validation ROC AUC. Beside it go "
+    "NAME.metrics.jsonl (one JSON line per epoch) and NAME.train-state.safetensors (for --resume).",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(cfg.ARCH_CHOICES),
+    default=cfg.DEFAULT_ARCH,
+    show_default=True,
+    help="ResNet depth; resnet18 is small enough for CPU demos and tests.",
+)
+@click.option(
+    "--pretrained",
+    default=cfg.DEFAULT_PRETRAINED,
+    show_default=True,
+    metavar="imagenet|none|PATH",
+    callback=_pretrained,
+    help="Initial backbone weights: torchvision's ImageNet weights (from the torch cache, "
+    "$TORCH_HOME/hub/checkpoints, downloaded there once when online), a local torchvision-format "
+    "weights file, or none (from scratch).",
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=32),
+    default=cfg.DEFAULT_IMAGE_SIZE_PX,
+    show_default=True,
+    help="Model input side in pixels; whole images are resized (not cropped) to it, here and in the workers.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=cfg.DEFAULT_EPOCHS,
+    show_default=True,
+    help="Most epochs to train; early stopping may end sooner.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=cfg.DEFAULT_BATCH_SIZE, show_default=True, help=BATCH_SIZE_HELP
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=cfg.DEFAULT_LR,
+    show_default=True,
+    help="Peak AdamW learning rate, reached after a linear warmup and followed by cosine decay.",
+)
+@click.option(
+    "--freeze-backbone-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Train only the new one-logit head for the first N epochs (useful with pretrained weights).",
+)
+@click.option(
+    "--self-blend",
+    is_flag=True,
+    help="Train from real images only: fakes are made on the fly by blending an altered copy of each "
+    "face back into it (Self-Blended Images). Fake images in DATA are ignored.",
+)
+@DEVICE_OPTION
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seeds weight init, shuffling, augmentation, self-blending and the plain-tree split.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from OUT's training state; pass the same options as before.",
+)
+@click.option(
+    "--target-fpr",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=cfg.DEFAULT_TARGET_FPR,
+    show_default=True,
+    help="False-positive rate on the validation split's real images at which the threshold is calibrated.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=cfg.DEFAULT_PATIENCE_EPOCHS,
+    show_default=True,
+    help="Stop after this many epochs without a better validation ROC AUC.",
+)
+@click.option("--no-augment", is_flag=True, help="Turn off flips, crops, colour jitter, blur and JPEG re-compression.")
+@WORKERS_OPTION
+@LABELS_OPTION
+@pass_app
+def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: str | None, **options: Any) -> None:
+    """Fine-tune a detector on DATA and write the best checkpoint to OUT.
+
+    AdamW with warmup and cosine decay, early stopping on validation ROC AUC. After each better
+    epoch the threshold is calibrated on the validation split at --target-fpr and written into
+    the checkpoint with the metrics.
+    """
+    if out.suffix != ".safetensors":
+        raise click.BadParameter("the checkpoint must end in .safetensors", param_hint="--out")
+    from training.train import train as run_training
+
+    logging.getLogger("training").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))  # epoch lines
+    config = cfg.TrainConfig(data=data, out=out, augment=not no_augment, device=_device(app, device), **options)
+    result = run_training(config)
+    stopped = " (stopped early)" if result.stopped_early else ""
+    rows = [
+        ("checkpoint", str(result.checkpoint)),
+        ("version", result.model_version),
+        ("best epoch", f"{result.best_epoch} of {result.epochs_run}{stopped}"),
+        ("valid ROC AUC", f"{result.metrics['roc_auc']:.4f}"),
+        ("threshold", f"{result.threshold:.6f} (at {config.target_fpr:g} false-positive rate on valid)"),
+        ("metrics log", str(result.metrics_log)),
+        ("time", f"{result.seconds:.0f} s"),
+    ]
+    click.echo("\n".join(f"{name:<14} {value}" for name, value in rows))
+
+
+@click.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help=DATA_HELP)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint to evaluate (.safetensors) [env DEEPSCAN_CHECKPOINT].",
+)
+@click.option("--split", type=click.Choice(cfg.SPLITS), default="test", show_default=True, help="Which split to score.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: metrics for people. json: metrics at top level (roc_auc, ...) plus `files`, every "
+    "file's path, label and score.",
+)
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write roc.png and score_histogram.png (scores per class) into.",
+)
+@click.option(
+    "--scores-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every file's score to this CSV (columns path,label,score; score = P(fake)).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0, max=1),
+    default=None,
+    help="Judge accuracy and the confusion matrix at this threshold instead of the checkpoint's.",
+)
+@DEVICE_OPTION
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=cfg.DEFAULT_EVAL_BATCH_SIZE,
+    show_default=True,
+    help=BATCH_SIZE_HELP,
+)
+@WORKERS_OPTION
+@LABELS_OPTION
+@pass_app
+def evaluate(
+    app: AppContext,
+    /,
+    data: Path,
+    checkpoint: Path | None,
+    fmt: str,
+    plots: Path | None,
+    scores_out: Path | None,
+    device: str | None,
+    **options: Any,
+) -> None:
+    """Score a split of DATA with a checkpoint and report how well it separates real from fake.
+
+    Reports ROC AUC, average precision, accuracy at the checkpoint's threshold, equal error
+    rate, TPR at 1% and 0.1% FPR, the confusion matrix and counts per class. Images are decoded
+    and preprocessed exactly as the workers do; unreadable ones are skipped and counted.
+    """
+    from training.evaluate import evaluate as run_evaluation
+    from training.evaluate import write_scores_csv
+    from training.plots import write_plots
+
+    checkpoint = checkpoint or app.settings.checkpoint
+    if checkpoint is None:
+        raise click.UsageError("pass --checkpoint or set DEEPSCAN_CHECKPOINT")
+    report = run_evaluation(data, checkpoint, device=_device(app, device), **options)
+    if scores_out is not None:
+        write_scores_csv(report, scores_out)
+    if plots is not None:
+        m = report.metrics
+        write_plots(report.labels, report.scores, roc_auc=m.roc_auc, threshold=m.threshold, out=plots)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(format_table(report.to_dict(per_file=False)))
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as aligned `name  value` lines."""
+    rows = [
+        ("checkpoint", report["checkpoint"]),
+        ("model version", report["model_version"][:16]),
+        ("split", f"{report['split']} ({report['real']} real, {report['fake']} fake, {report['skipped']} skipped)"),
+        ("ROC AUC", f"{report['roc_auc']:.4f}"),
+        ("average precision", f"{report['average_precision']:.4f}"),
+        ("threshold", f"{report['threshold']:.6f}"),
+        ("accuracy", f"{report['accuracy']:.4f}"),
+        ("EER", f"{report['eer']:.4f}"),
+        ("TPR @ 1% FPR", f"{report['tpr_at_fpr_1pct']:.4f}"),
+        ("TPR @ 0.1% FPR", f"{report['tpr_at_fpr_0_1pct']:.4f}"),
+        (
+            "confusion",
+            f"real->real {report['tn']}, real->fake {report['fp']}, fake->real {report['fn']}, "
+            f"fake->fake {report['tp']}",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+@click.command("demo-data")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--count",
+    type=click.IntRange(min=20),
+    default=cfg.DEFAULT_DEMO_COUNT,
+    show_default=True,
+    help="Images per class (real and fake), split 70/15/15 into train/valid/test.",
+)
+@click.option("--seed", type=int, default=cfg.DEFAULT_DEMO_SEED, show_default=True, help="Seeds every image and video.")
+def demo_data(out: Path, count: int, seed: int) -> None:
+    """Write a synthetic, labelled demo data set to OUT (no downloads).
+
+    Face-like "real" JPEGs and "fake" ones whose face was swapped by a simulated generator (an
+    upsampling fingerprint in a blended face region), in the 140k layout
+    OUT/{train,valid,test}/{real,fake}/, plus three MP4 clips in OUT/videos/ whose manipulated
+    frame range is listed in OUT/demo-manifest.json. A demo and test aid only: it says nothing
+    about how well a model detects real deepfakes.
+    """
+    from training.synthetic import DEMO_NOTE, write_demo_data
+
+    manifest = write_demo_data(out, count=count, seed=seed)
+    click.echo(f"wrote {2 * count} images and 3 videos under {out}; manifest {manifest}")
+    click.echo(DEMO_NOTE)
+
+
+COMMANDS: list[click.Command] = [train, evaluate, demo_data]

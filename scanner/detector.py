@@ -1,0 +1,256 @@
+"""The detector: one definition of the model, its preprocessing and its inference, shared by
+training and the workers so that train and serve can never disagree.
+
+The model is a torchvision ResNet whose classifier is replaced by a single logit;
+`score = sigmoid(logit)` is the probability that an image is manipulated (fake).
+Preprocessing is a small frozen value that travels inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from scanner.errors import CheckpointError, ConfigError
+
+ARCHS = ("resnet50", "resnet34", "resnet18")
+DEFAULT_ARCH = "resnet50"
+DEFAULT_IMAGE_SIZE_PX = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRETRAINED_CHOICES = ("none", "imagenet")
+DEFAULT_DOWNLOAD_TIMEOUT_S = 20.0
+DEFAULT_DOWNLOAD_CHUNK_BYTES = 1 << 20
+
+_WEIGHTS = {
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+}
+_HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torchvision names files <arch>-<sha256 prefix>.pth
+_RESIZE_MODES = ("bilinear",)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes the model's input: resize straight to `image_size` x `image_size`
+    (bilinear, antialiased; no crop, so nothing at the borders of a face crop is lost), scale to
+    [0, 1], then normalise with `mean` and `std` per channel."""
+
+    image_size: int = DEFAULT_IMAGE_SIZE_PX
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16:
+            raise ConfigError(f"image size {self.image_size} px is too small: use 16 px or more")
+        if self.resize not in _RESIZE_MODES:
+            raise ConfigError(f"unknown resize mode {self.resize!r}: use one of {', '.join(_RESIZE_MODES)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("preprocessing needs three means and three positive standard deviations")
+
+    def to_metadata(self) -> dict[str, str]:
+        """String fields for a safetensors header."""
+        return {
+            "image_size": str(self.image_size),
+            "mean": ",".join(repr(v) for v in self.mean),
+            "std": ",".join(repr(v) for v in self.std),
+            "resize": self.resize,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> Preprocessing:
+        """Read back what `to_metadata` wrote; a missing or malformed field raises CheckpointError."""
+        try:
+            return cls(
+                image_size=int(meta["image_size"]),
+                mean=_three_floats(meta["mean"]),
+                std=_three_floats(meta["std"]),
+                resize=meta.get("resize", "bilinear"),
+            )
+        except (KeyError, ValueError, ConfigError) as exc:
+            raise CheckpointError(f"checkpoint preprocessing metadata is invalid ({exc})") from None
+
+
+def _three_floats(text: str) -> tuple[float, float, float]:
+    a, b, c = (float(part) for part in text.split(","))
+    return (a, b, c)
+
+
+def build_model(arch: str = DEFAULT_ARCH, pretrained: str = "none") -> nn.Module:
+    """A torchvision ResNet with a one-logit head.
+
+    `pretrained` is "none" (random weights), "imagenet" (torchvision's weights from the torch
+    cache, downloaded once when online) or the path of a local torchvision-format weights file
+    (.pth/.pt state dict, read with `weights_only=True`, or .safetensors). Only the backbone is
+    taken from pretrained weights; the head always starts fresh.
+    """
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
+    factory: Callable[..., nn.Module] = getattr(torchvision.models, arch)
+    model = factory(weights=None)
+    if pretrained == "imagenet":
+        _load_backbone(model, arch, imagenet_state_dict(arch), source=f"ImageNet weights for {arch}")
+    elif pretrained != "none":
+        _load_backbone(model, arch, read_weights_file(Path(pretrained)), source=str(pretrained))
+    head = model.get_submodule("fc")
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"torchvision {arch} has no linear fc head")
+    model.fc = nn.Linear(head.in_features, 1)
+    return model
+
+
+def _load_backbone(model: nn.Module, arch: str, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = {k for k in model.state_dict() if not k.startswith("fc.")}
+    missing, unexpected = sorted(expected - backbone.keys()), sorted(backbone.keys() - expected)
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise CheckpointError(
+            f"{source} does not fit {arch}: {len(missing)} missing and {len(unexpected)} unexpected keys "
+            f"(e.g. {example!r}); pass weights saved from torchvision's {arch}"
+        )
+    try:
+        model.load_state_dict(backbone, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source} does not fit {arch}: {str(exc).splitlines()[1].strip()}") from None
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A torchvision state dict from `path` without unpickling arbitrary objects."""
+    if not path.is_file():
+        raise CheckpointError(f"pretrained weights file {path} does not exist: pass a path, 'imagenet' or 'none'")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for a bad file; all mean the same here
+        raise CheckpointError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}") from None
+    if isinstance(state, dict) and isinstance(state.get("model", state.get("state_dict")), dict):
+        state = state.get("model", state.get("state_dict"))  # torchvision reference-script checkpoints
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file {path} is not a state dict of tensors")
+    return state
+
+
+def imagenet_weights_path(arch: str) -> Path:
+    """Where torchvision's ImageNet weights for `arch` live in the torch cache ($TORCH_HOME)."""
+    url: str = _WEIGHTS[arch].url
+    return Path(str(torch.hub.get_dir())) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights for `arch`, from the torch cache or downloaded into it.
+
+    Offline, this fails within `DEFAULT_DOWNLOAD_TIMEOUT_S` with one line naming the file to
+    place in the cache.
+    """
+    path = imagenet_weights_path(arch)
+    if not path.is_file():
+        url: str = _WEIGHTS[arch].url
+        try:
+            _download(url, path)
+        except (OSError, urllib.error.URLError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise CheckpointError(
+                f"cannot download ImageNet weights for {arch} ({reason}): put {url} at {path}, "
+                "or pass --pretrained PATH or --pretrained none"
+            ) from None
+    return read_weights_file(path)
+
+
+def _download(url: str, dest: Path) -> None:
+    """Download to a temp file beside `dest`, check torchvision's hash prefix, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DEFAULT_DOWNLOAD_TIMEOUT_S) as resp:
+            while chunk := resp.read(DEFAULT_DOWNLOAD_CHUNK_BYTES):
+                digest.update(chunk)
+                out.write(chunk)
+        match = _HASH_PREFIX.search(dest.name)
+        if match and not digest.hexdigest().startswith(match.group(1)):
+            raise OSError(f"downloaded file does not match hash prefix {match.group(1)}")
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def preprocess(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:
+    """One HxWx3 uint8 RGB image to a normalised 3xSxS float32 tensor (deterministic)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} array of shape {rgb.shape}")
+    pixels = np.require(rgb, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # torch refuses read-only arrays
+    x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    size = (prep.image_size, prep.image_size)
+    if x.shape[-2:] != size:
+        x = F.interpolate(x, size=size, mode=prep.resize, antialias=True, align_corners=False)
+    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std)[0].contiguous()
+
+
+def preprocess_batch(images: Sequence[np.ndarray], prep: Preprocessing) -> torch.Tensor:
+    """Several images (any sizes) to one NxCxSxS batch."""
+    if not images:
+        return torch.empty((0, 3, prep.image_size, prep.image_size), dtype=torch.float32)
+    return torch.stack([preprocess(rgb, prep) for rgb in images])
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N to a torch device; auto picks CUDA when one is available."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base, _, index = device.partition(":")
+    if base not in ("cpu", "cuda") or (index and (base != "cuda" or not index.isdigit())):
+        raise ConfigError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available: use --device cpu")
+    return torch.device(device)
+
+
+def supports_bf16(device: torch.device) -> bool:
+    """bf16 autocast only on CUDA devices that support it; CPU stays fp32 so scores match training."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast where the device supports it, otherwise a no-op."""
+    if supports_bf16(device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """Eval mode, on `device`, channels_last; call once per process after building or loading."""
+    return model.eval().to(device).to(memory_format=torch.channels_last)
+
+
+def score_batch(model: nn.Module, batch: torch.Tensor, device: torch.device) -> np.ndarray:
+    """P(manipulated) for each image of an NxCxSxS batch, as float32 numpy in [0, 1]."""
+    if batch.shape[0] == 0:
+        return np.empty((0,), dtype=np.float32)
+    with torch.inference_mode(), autocast(device):
+        x = batch.to(device=device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        logits = model(x).reshape(-1)
+    return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32, copy=False)

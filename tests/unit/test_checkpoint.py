@@ -1,0 +1,134 @@
+"""The safetensors checkpoint: round trip, train/serve parity, atomic writes, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from scanner import checkpoint as ckpt
+from scanner.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from scanner.detector import prepare_for_inference, preprocess_batch, score_batch
+from scanner.errors import CheckpointError
+from tests.training_helpers import tiny_meta, tiny_model, tiny_rgb, write_tiny_checkpoint
+
+PARITY_ATOL = 1e-5
+
+
+def test_round_trip_keeps_metadata_and_versions_by_file_hash(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    meta = tiny_meta(threshold=0.8125)
+    version = save_checkpoint(path, tiny_model(), meta)
+    loaded = load_checkpoint(path)
+    assert version == loaded.model_version == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.meta == meta
+    assert loaded.path == path
+    assert not loaded.model.training
+    assert read_checkpoint_meta(path) == (meta, version)
+
+
+def test_loaded_checkpoint_scores_like_the_model_in_memory(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    model, _ = write_tiny_checkpoint(path, seed=3)
+    cpu = torch.device("cpu")
+    loaded = load_checkpoint(path, cpu)
+    batch = preprocess_batch([tiny_rgb(i, fake=i % 2 == 1, size=80) for i in range(8)], loaded.meta.preprocessing)
+    before = score_batch(prepare_for_inference(model, cpu), batch, cpu)
+    after = score_batch(loaded.model, batch, cpu)
+    assert np.abs(before - after).max() <= PARITY_ATOL
+    assert before.std() > 0, "scores must vary for the comparison to mean anything"
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.safetensors"
+    _, first = write_tiny_checkpoint(path, seed=0)
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_tiny_checkpoint(path, seed=1)
+    assert load_checkpoint(path).model_version == first, "the old checkpoint is intact"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def _refusal(path: Path) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_pickle_is_refused_without_unpickling(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    torch.save(tiny_model().state_dict(), path)
+    assert "pickled PyTorch file" in _refusal(path)
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    assert "does not exist" in _refusal(tmp_path / "nope.safetensors")
+
+
+def test_truncated_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    write_tiny_checkpoint(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert "corrupt or truncated" in _refusal(path)
+    path.write_bytes(data[:50])
+    assert "not a safetensors file" in _refusal(path)
+
+
+def test_flipped_weight_bytes_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    write_tiny_checkpoint(path)
+    data = bytearray(path.read_bytes())
+    data[-1000] ^= 0x40
+    path.write_bytes(bytes(data))
+    assert "modified after it was written" in _refusal(path)
+
+
+def test_edited_threshold_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    write_tiny_checkpoint(path)
+    data = path.read_bytes()
+    assert data.count(b'"threshold":"0.5"') == 1
+    path.write_bytes(data.replace(b'"threshold":"0.5"', b'"threshold":"0.1"'))  # same length: still parses
+    assert "modified after it was written" in _refusal(path)
+
+
+def test_safetensors_without_deepscan_metadata_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "plain.safetensors"
+    save_file(tiny_model().state_dict(), str(path))
+    assert "not a deepscan checkpoint" in _refusal(path)
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": "something-else"})
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_weights_of_another_arch_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    meta = tiny_meta()
+    meta.arch = "resnet34"
+    save_checkpoint(path, tiny_model(), meta)
+    assert "do not fit resnet34" in _refusal(path)
+
+
+def test_metadata_is_plain_strings_with_every_documented_field(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    write_tiny_checkpoint(path)
+    data = path.read_bytes()
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    for key in ("arch", "image_size", "mean", "std", "threshold", "target_fpr", "metrics", "label_meaning"):
+        assert key in header
+    for key in ("train_config", "created_at", ckpt.DIGEST_KEY, "format", "format_version"):
+        assert key in header
+    assert "1 = fake" in header["label_meaning"]

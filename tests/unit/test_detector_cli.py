@@ -1,0 +1,86 @@
+"""`deepscan train / evaluate / demo-data`: documented options, fast help, one-line mistakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from scanner import detector
+from scanner.cli import cli
+from scanner.cli import detector as commands
+from training import config
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.delenv("DEEPSCAN_CHECKPOINT", raising=False)
+    monkeypatch.delenv("DEEPSCAN_DEVICE", raising=False)
+    monkeypatch.setenv("DEEPSCAN_HOME", str(tmp_path / "home"))
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", commands.COMMANDS, ids=lambda c: c.name)
+def test_every_option_is_documented(runner: CliRunner, command: click.Command) -> None:
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{command.name} {param.opts} has no help"
+    result = runner.invoke(cli, [command.name or "", "--help"])
+    assert result.exit_code == 0
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.opts[0] in result.output
+
+
+def test_registered_commands() -> None:
+    assert {c.name for c in commands.COMMANDS} == {"train", "evaluate", "demo-data"}
+
+
+def test_torch_free_names_match_the_model_module() -> None:
+    assert config.ARCH_CHOICES == detector.ARCHS
+    assert config.DEFAULT_ARCH == detector.DEFAULT_ARCH
+    assert config.DEFAULT_IMAGE_SIZE_PX == detector.DEFAULT_IMAGE_SIZE_PX
+
+
+def test_the_commands_module_does_not_import_torch() -> None:
+    code = "import sys, scanner.cli.detector; assert 'torch' not in sys.modules and 'cv2' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_pretrained_value_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(
+        cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--pretrained", "imagenet21k"]
+    )
+    assert result.exit_code == 2
+    assert "neither 'imagenet', 'none' nor an existing weights file" in result.output
+
+
+def test_checkpoint_must_be_safetensors(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 2
+    assert ".safetensors" in result.output
+
+
+def test_empty_data_folder_fails_with_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    result = runner.invoke(cli, ["train", "--data", str(tmp_path), "--out", str(out), "--pretrained", "none"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: no train images under")
+    assert result.output.count("\n") == 1
+
+
+def test_evaluate_needs_a_checkpoint(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["evaluate", "--data", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "DEEPSCAN_CHECKPOINT" in result.output
+
+
+def test_demo_data_writes_the_manifest(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["demo-data", str(tmp_path / "demo"), "--count", "20", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "demo" / "demo-manifest.json").is_file()
+    assert "not a claim about real deepfakes" in result.output

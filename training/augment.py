@@ -1,0 +1,90 @@
+"""Training-time augmentation for robustness to what platforms do to uploads.
+
+Flips, a random resized crop, mild colour jitter, blur and JPEG re-compression at a random
+quality, applied to the decoded uint8 RGB image before preprocessing. Evaluation and the
+workers never augment. Every random choice comes from the generator passed in, so a seed
+reproduces an epoch exactly.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from scanner.media import decode_image
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and ranges of each augmentation (p = 0 turns one off)."""
+
+    flip_p: float = 0.5
+    crop_p: float = 0.5
+    crop_scale: tuple[float, float] = (0.75, 1.0)  # fraction of the image area kept
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width / height of the crop
+    jitter_p: float = 0.5
+    jitter_strength: float = 0.1  # brightness, contrast and saturation vary by up to +-10%
+    blur_p: float = 0.15
+    blur_sigma_px: tuple[float, float] = (0.3, 1.0)
+    jpeg_p: float = 0.4
+    jpeg_quality: tuple[int, int] = (60, 95)
+
+
+DEFAULT_AUGMENT = AugmentConfig()
+
+
+def augment(rgb: np.ndarray, rng: np.random.Generator, config: AugmentConfig = DEFAULT_AUGMENT) -> np.ndarray:
+    """One random augmentation of an HxWx3 uint8 RGB image; JPEG last, as a platform re-encodes last."""
+    if rng.random() < config.flip_p:
+        rgb = rgb[:, ::-1]
+    if rng.random() < config.crop_p:
+        rgb = random_resized_crop(rgb, rng, scale=config.crop_scale, ratio=config.crop_ratio)
+    if rng.random() < config.jitter_p:
+        rgb = color_jitter(rgb, rng, config.jitter_strength)
+    if rng.random() < config.blur_p:
+        rgb = gaussian_blur(rgb, float(rng.uniform(*config.blur_sigma_px)))
+    if rng.random() < config.jpeg_p:
+        rgb = jpeg_roundtrip(rgb, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
+    return np.ascontiguousarray(rgb)
+
+
+def random_resized_crop(
+    rgb: np.ndarray, rng: np.random.Generator, *, scale: tuple[float, float], ratio: tuple[float, float]
+) -> np.ndarray:
+    """A crop covering a random fraction of the area at a random aspect ratio, at its own resolution.
+
+    Preprocessing resizes it to the model's input later, exactly as it does for served images.
+    """
+    height, width = rgb.shape[:2]
+    area = height * width * rng.uniform(*scale)
+    aspect = float(np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]))))
+    crop_w = int(min(width, max(1, round(np.sqrt(area * aspect)))))
+    crop_h = int(min(height, max(1, round(np.sqrt(area / aspect)))))
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    return rgb[top : top + crop_h, left : left + crop_w]
+
+
+def color_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Scale brightness, contrast and saturation each by a factor in [1 - strength, 1 + strength]."""
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, 3)
+    x = rgb.astype(np.float32) * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    x = (x - gray[..., None]) * saturation + gray[..., None]
+    return np.asarray(np.clip(np.rint(x), 0, 255), dtype=np.uint8)
+
+
+def gaussian_blur(rgb: np.ndarray, sigma_px: float) -> np.ndarray:
+    return np.asarray(cv2.GaussianBlur(np.ascontiguousarray(rgb), (0, 0), sigma_px), dtype=np.uint8)
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Re-encode as JPEG and decode with the workers' decoder."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="JPEG", quality=quality)
+    return decode_image(buffer.getvalue())

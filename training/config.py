@@ -1,0 +1,101 @@
+"""The options of training, evaluation and demo data, with their defaults.
+
+Deliberately free of torch, OpenCV and scikit-learn imports: the CLI reads these names to build
+`--help`, which must stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+ARCH_CHOICES = ("resnet50", "resnet34", "resnet18")  # scanner.detector.ARCHS without importing torch (tested)
+DEFAULT_ARCH = "resnet50"
+DEFAULT_IMAGE_SIZE_PX = 224  # scanner.detector.DEFAULT_IMAGE_SIZE_PX (tested)
+DEFAULT_PRETRAINED = "imagenet"
+DEFAULT_EPOCHS = 10
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_LR = 3e-4
+DEFAULT_WEIGHT_DECAY = 0.05
+DEFAULT_WARMUP_FRACTION = 0.05  # of all optimizer steps
+DEFAULT_PATIENCE_EPOCHS = 3
+DEFAULT_TARGET_FPR = 0.01
+DEFAULT_EVAL_BATCH_SIZE = 64
+MAX_DEFAULT_LOADER_WORKERS = 8
+DEFAULT_DEMO_COUNT = 500  # images per class, over all splits
+DEFAULT_DEMO_SEED = 0
+
+SPLITS = ("train", "valid", "test")
+LabelSource = Literal["auto", "folders", "csv"]
+LABEL_SOURCES: tuple[LabelSource, ...] = ("auto", "folders", "csv")
+
+
+def default_loader_workers() -> int:
+    """Decoding processes: one per spare core, at most eight."""
+    return max(0, min(MAX_DEFAULT_LOADER_WORKERS, (os.cpu_count() or 1) - 1))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `training.train.train` needs; `deepscan train` options map one to one."""
+
+    data: Path
+    out: Path
+    arch: str = DEFAULT_ARCH
+    pretrained: str = DEFAULT_PRETRAINED  # "imagenet", "none" or a weights file path
+    image_size: int = DEFAULT_IMAGE_SIZE_PX
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    warmup_fraction: float = DEFAULT_WARMUP_FRACTION
+    freeze_backbone_epochs: int = 0
+    self_blend: bool = False
+    augment: bool = True
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    target_fpr: float = DEFAULT_TARGET_FPR
+    patience: int = DEFAULT_PATIENCE_EPOCHS
+    workers: int | None = None  # None: default_loader_workers()
+    labels: LabelSource = "auto"
+    progress: bool | None = None  # None: show the progress bar when stderr is a terminal
+
+    @property
+    def loader_workers(self) -> int:
+        return default_loader_workers() if self.workers is None else self.workers
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as recorded in the checkpoint's `train_config`."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    def fingerprint(self) -> dict[str, str]:
+        """The options a resumed run must share with the run it continues."""
+        keys = ("arch", "image_size", "batch_size", "seed", "self_blend", "augment", "labels")
+        return {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
+
+
+def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConfig:
+    """A CPU run of about a minute on `deepscan demo-data` output: resnet18 at 64 px from scratch.
+
+    Augmentation is off: demo images are already JPEGs of varied quality, and the crops and blur
+    that make a real detector robust would triple the time the demo needs to learn. Self-blended
+    fakes are subtler than the demo's generator fingerprint, so that run gets more epochs.
+    """
+    return TrainConfig(
+        data=data,
+        out=out,
+        arch="resnet18",
+        pretrained="none",
+        image_size=64,
+        epochs=6 if self_blend else 5,
+        batch_size=32,
+        lr=2e-3,
+        self_blend=self_blend,
+        augment=False,
+        device="cpu",
+        patience=3 if self_blend else 2,
+        workers=1,
+    )

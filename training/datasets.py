@@ -1,0 +1,258 @@
+"""Labelled image lists and the torch Dataset that decodes them.
+
+Labels are always taken from what a folder or a column means, never from sort order:
+deepscan's training label is 1 = fake (manipulated), 0 = real, matching `score = P(fake)`.
+The 140k data set's CSV manifests use the opposite convention (label 1 = real), which is
+exactly the polarity bug that makes a detector score at chance; `read_csv_manifest` maps it by
+meaning and cross-checks `label` against `label_str`.
+
+Three layouts are understood:
+- the 140k layout `ROOT/{train,valid,test}/{real,fake}/*.jpg`, also when it sits under
+  `ROOT/real_vs_fake/real-vs-fake/` as in the Kaggle download;
+- its CSV manifests `ROOT/{train,valid,test}.csv` (columns original_path,id,label,label_str,path);
+- a plain `ROOT/{real,fake}/` tree, split into train/valid/test by a seeded stratified split.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from scanner.detector import Preprocessing, preprocess
+from scanner.errors import ConfigError, PermanentError
+from scanner.media import read_image_file
+from training.augment import AugmentConfig, augment
+from training.config import SPLITS, LabelSource
+from training.selfblend import self_blend
+
+log = logging.getLogger(__name__)
+
+REAL, FAKE = 0, 1
+LABEL_BY_FOLDER = {"real": REAL, "fake": FAKE}
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+KAGGLE_IMAGE_ROOT = Path("real_vs_fake") / "real-vs-fake"
+CSV_COLUMNS = ("original_path", "id", "label", "label_str", "path")
+CSV_LABEL_MEANING = {"1": "real", "0": "fake"}  # the 140k manifests' own convention
+DEFAULT_PLAIN_SPLIT = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file and its training label (1 = fake). `blend` asks for a self-blended fake
+    made on the fly from this (real) file."""
+
+    path: Path
+    label: int
+    blend: bool = False
+
+
+def image_root(root: Path) -> Path:
+    """The folder holding the split folders: ROOT itself or the Kaggle download's inner folder."""
+    if _has_split_folders(root):
+        return root
+    for nested in (root / KAGGLE_IMAGE_ROOT, root / KAGGLE_IMAGE_ROOT.name):
+        if _has_split_folders(nested):
+            return nested
+    return root
+
+
+def _has_split_folders(root: Path) -> bool:
+    return any((root / split).is_dir() for split in SPLITS)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def folder_samples(split_dir: Path) -> list[Sample]:
+    """Samples of one split folder holding real/ and/or fake/."""
+    return [Sample(p, label) for name, label in LABEL_BY_FOLDER.items() for p in _images_in(split_dir / name)]
+
+
+def csv_label(row: dict[str, str], line: int, path: Path) -> int:
+    """deepscan's label for one manifest row: 140k label 1 = real, 0 = fake, cross-checked with label_str."""
+    meaning = CSV_LABEL_MEANING.get((row.get("label") or "").strip())
+    stated = (row.get("label_str") or "").strip().lower() or meaning
+    if meaning is None or stated != meaning:
+        raise ConfigError(
+            f"{path} line {line}: label {row.get('label')!r} / label_str {row.get('label_str')!r} disagree "
+            "(the 140k manifests use label 1 = real, 0 = fake)"
+        )
+    return LABEL_BY_FOLDER[meaning]
+
+
+def read_csv_manifest(csv_path: Path, images: Path) -> list[Sample]:
+    """Samples listed by a 140k CSV manifest; `path` is relative to `images`."""
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("label", "path") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"{csv_path} lacks column(s) {', '.join(missing)}: expected {','.join(CSV_COLUMNS)}")
+        samples = [Sample(images / row["path"], csv_label(row, n, csv_path)) for n, row in enumerate(reader, 2)]
+    if samples and not samples[0].path.is_file():
+        raise ConfigError(f"{csv_path} names {samples[0].path}, which does not exist: point --data at the folder")
+    return sorted(samples, key=lambda s: s.path)
+
+
+def stratified_split(samples: Sequence[Sample], *, seed: int) -> dict[str, list[Sample]]:
+    """Split per class with a seeded shuffle, so each split keeps the class balance."""
+    out: dict[str, list[Sample]] = {name: [] for name, _ in DEFAULT_PLAIN_SPLIT}
+    for label in (REAL, FAKE):
+        group = sorted((s for s in samples if s.label == label), key=lambda s: s.path)
+        order = np.random.default_rng([seed, label]).permutation(len(group))
+        start = 0
+        for index, (name, fraction) in enumerate(DEFAULT_PLAIN_SPLIT):
+            end = len(group) if index == len(DEFAULT_PLAIN_SPLIT) - 1 else start + round(fraction * len(group))
+            out[name].extend(group[i] for i in order[start:end])
+            start = end
+    return {name: sorted(group, key=lambda s: s.path) for name, group in out.items()}
+
+
+def _csv_path(root: Path, split: str) -> Path | None:
+    for folder in (root, image_root(root)):
+        if (folder / f"{split}.csv").is_file():
+            return folder / f"{split}.csv"
+    return None
+
+
+def load_split(root: Path, split: str, *, labels: LabelSource = "auto", seed: int = 0) -> list[Sample]:
+    """The labelled samples of `split` under `root` (see the module docstring for layouts).
+
+    `labels="auto"` uses split folders when they exist, else the CSV manifests, else a plain
+    real/fake tree. Raises ConfigError when nothing usable is found.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    images = image_root(root)
+    csv_path = _csv_path(root, split)
+    if labels == "csv" or (labels == "auto" and not _has_split_folders(images) and csv_path):
+        if csv_path is None:
+            raise ConfigError(f"no {split}.csv manifest in {root}")
+        return read_csv_manifest(csv_path, images)
+    if _has_split_folders(images):
+        samples = folder_samples(images / split)
+    elif (root / "real").is_dir() or (root / "fake").is_dir():
+        samples = stratified_split(folder_samples(root), seed=seed)[split]
+    else:
+        samples = []
+    if not samples:
+        raise ConfigError(
+            f"no {split} images under {root}: expected {split}/real and {split}/fake folders "
+            f"(the 140k layout, also under {KAGGLE_IMAGE_ROOT}), {split}.csv manifests, or real/ and fake/"
+        )
+    return samples
+
+
+def self_blend_samples(samples: Sequence[Sample]) -> list[Sample]:
+    """Each real image twice: as itself and as a self-blended fake; given fakes are left out."""
+    reals = [s for s in samples if s.label == REAL]
+    return [*reals, *(Sample(s.path, FAKE, blend=True) for s in reals)]
+
+
+def class_counts(samples: Sequence[Sample]) -> dict[str, int]:
+    return {"real": sum(s.label == REAL for s in samples), "fake": sum(s.label == FAKE for s in samples)}
+
+
+class Item(NamedTuple):
+    image: torch.Tensor
+    label: int
+    position: int  # index into the dataset
+
+
+class Batch(NamedTuple):
+    """A collated batch; `skipped` holds dataset indices of images that could not be decoded."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    skipped: list[int]
+
+
+class ImageDataset(Dataset[Item | int]):
+    """Decodes through `scanner.media` (the workers' decoder), optionally self-blends and augments,
+    then applies the checkpoint's preprocessing. Random choices come from a generator seeded with
+    (seed, epoch, index), so results do not depend on loader workers or order."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        prep: Preprocessing,
+        *,
+        augmentation: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list(samples)
+        self.prep = prep
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Item | int:
+        """The preprocessed item, or the bare index when the file cannot be decoded."""
+        sample = self.samples[index]
+        try:
+            rgb = read_image_file(str(sample.path))
+        except (PermanentError, OSError) as exc:
+            log.warning("skipping unreadable image %s: %s", sample.path, exc)
+            return index
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if sample.blend:
+            rgb = self_blend(rgb, rng, model_size=self.prep.image_size)
+        if self.augmentation is not None:
+            rgb = augment(rgb, rng, self.augmentation)
+        return Item(preprocess(rgb, self.prep), sample.label, index)
+
+
+def collate(items: Sequence[Item | int]) -> Batch:
+    """Stack decodable items; count the rest."""
+    good = [item for item in items if isinstance(item, Item)]
+    skipped = [item for item in items if isinstance(item, int)]
+    if not good:
+        empty = torch.empty(0)
+        return Batch(empty, empty.long(), empty.long(), skipped)
+    return Batch(
+        images=torch.stack([item.image for item in good]),
+        labels=torch.tensor([item.label for item in good], dtype=torch.long),
+        indices=torch.tensor([item.position for item in good], dtype=torch.long),
+        skipped=skipped,
+    )
+
+
+def batches(
+    dataset: ImageDataset,
+    *,
+    batch_size: int,
+    workers: int,
+    shuffle: bool = False,
+    epoch: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[Batch]:
+    """Batches of `dataset` for one epoch; shuffling is seeded by (dataset seed, epoch).
+
+    `pin_memory` speeds up copies to a GPU."""
+    dataset.epoch = epoch
+    generator = torch.Generator().manual_seed(dataset.seed * 100_003 + epoch)
+    loader: DataLoader[Item | int] = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=generator,
+        drop_last=False,
+        pin_memory=pin_memory,
+    )
+    yield from loader

@@ -1,0 +1,343 @@
+"""Fine-tune the detector: AdamW with warmup + cosine, early stopping on validation ROC AUC,
+the best checkpoint kept (calibrated at the target false-positive rate), resumable, seeded.
+
+Split the way torchvision's reference scripts are: `load_data`, `train_one_epoch`, `validate`
+and `train`, which wires them together. Validation scores go through `score_batch`, the
+function the workers use, so the calibrated threshold means the same thing in production.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from scanner.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
+from scanner.detector import ARCHS, Preprocessing, autocast, build_model, resolve_device
+from scanner.errors import ConfigError
+from training.augment import DEFAULT_AUGMENT
+from training.config import TrainConfig, demo_config
+from training.datasets import (
+    FAKE,
+    REAL,
+    Batch,
+    ImageDataset,
+    batches,
+    class_counts,
+    load_split,
+    self_blend_samples,
+)
+from training.evaluate import predict
+from training.metrics import DetectionMetrics, detection_metrics, threshold_at_fpr
+from training.state import TrainProgress, load_state, save_state, state_path
+
+__all__ = ["TrainConfig", "TrainResult", "demo_config", "train"]  # the config lives in the torch-free training.config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_LR_RATIO = 0.01  # cosine decays to 1% of the peak learning rate
+MIN_AUC_GAIN = 1e-6  # a smaller rise in validation ROC AUC is not an improvement
+
+
+@dataclass
+class TrainResult:
+    """Where the best checkpoint went and how good it was on the validation split."""
+
+    checkpoint: Path
+    model_version: str
+    best_epoch: int  # 1-based
+    epochs_run: int
+    stopped_early: bool
+    threshold: float
+    metrics: dict[str, Any]
+    metrics_log: Path
+    state: Path
+    seconds: float
+
+
+@dataclass
+class TrainData:
+    train: ImageDataset
+    valid: ImageDataset
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    images: int
+    seconds: float
+    skipped: int
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def metrics_log_path(checkpoint: Path) -> Path:
+    """model.safetensors -> model.metrics.jsonl (one JSON object per epoch)."""
+    return checkpoint.with_name(f"{checkpoint.stem}.metrics.jsonl")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise ConfigError for values no run can use."""
+    if config.arch not in ARCHS:
+        raise ConfigError(f"unknown architecture {config.arch!r}: use one of {', '.join(ARCHS)}")
+    if config.epochs < 1 or config.batch_size < 1 or config.patience < 1:
+        raise ConfigError("epochs, batch size and patience must be at least 1")
+    if not 0 <= config.freeze_backbone_epochs <= config.epochs:
+        raise ConfigError("--freeze-backbone-epochs must be between 0 and --epochs")
+    if config.lr <= 0 or config.weight_decay < 0 or not 0 <= config.warmup_fraction < 1:
+        raise ConfigError("learning rate must be positive, weight decay >= 0, warmup fraction in [0, 1)")
+    if config.out.suffix != ".safetensors":
+        raise ConfigError(f"checkpoint path {config.out} must end in .safetensors")
+
+
+def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
+    """Train and validation datasets; with self-blend, fakes are made from the real images only."""
+    train = load_split(config.data, "train", labels=config.labels, seed=config.seed)
+    valid = load_split(config.data, "valid", labels=config.labels, seed=config.seed)
+    if config.self_blend:
+        ignored = sum(s.label == FAKE for s in train + valid)
+        if ignored:
+            log.info("self-blend: ignoring %d fake images; fakes are blended from real ones", ignored)
+        train, valid = self_blend_samples(train), self_blend_samples(valid)
+    for name, samples in (("train", train), ("valid", valid)):
+        counts = class_counts(samples)
+        if not counts["real"] or not counts["fake"]:
+            raise ConfigError(
+                f"the {name} split has {counts['real']} real and {counts['fake']} fake images: "
+                "it needs both (or train with --self-blend on real images)"
+            )
+        log.info("%s split: %d real, %d fake", name, counts["real"], counts["fake"])
+    augmentation = DEFAULT_AUGMENT if config.augment else None
+    return TrainData(
+        train=ImageDataset(train, prep, augmentation=augmentation, seed=config.seed),
+        valid=ImageDataset(valid, prep, seed=config.seed),
+    )
+
+
+def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup to `base_lr`, then cosine decay to DEFAULT_MIN_LR_RATIO of it."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    floor = base_lr * DEFAULT_MIN_LR_RATIO
+    return floor + (base_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; biases and normalisation weights get no weight decay."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the `fc` head."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(trainable or name.startswith("fc."))
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed torch; per-sample randomness is seeded separately by (seed, epoch, index)."""
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device) -> float:
+    """One optimizer step on one batch; returns the batch's mean loss."""
+    x = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y = batch.labels.to(device, non_blocking=True).float()
+    with autocast(device):
+        logits = model(x).reshape(-1)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    torch.autograd.backward(loss)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ImageDataset,
+    *,
+    config: TrainConfig,
+    progress: TrainProgress,
+    total_steps: int,
+    device: torch.device,
+) -> EpochStats:
+    """One pass over the training data; advances `progress.step`."""
+    model.train()
+    warmup = round(config.warmup_fraction * total_steps)
+    loader = batches(
+        data,
+        batch_size=config.batch_size,
+        workers=config.loader_workers,
+        shuffle=True,
+        epoch=progress.next_epoch,
+        pin_memory=device.type == "cuda",
+    )
+    bar = tqdm(
+        loader,
+        total=math.ceil(len(data) / config.batch_size),
+        desc=f"epoch {progress.next_epoch + 1}/{config.epochs}",
+        unit="batch",
+        disable=None if config.progress is None else not config.progress,
+        leave=False,
+    )
+    loss_sum, images, skipped, start = 0.0, 0, 0, time.perf_counter()
+    for batch in bar:
+        skipped += len(batch.skipped)
+        if batch.labels.numel() == 0:
+            continue
+        lr = lr_at(progress.step, base_lr=config.lr, warmup_steps=warmup, total_steps=total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum += training_step(model, optimizer, batch, device) * batch.labels.numel()
+        images += batch.labels.numel()
+        progress.step += 1
+        rate = images / max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(loss=f"{loss_sum / images:.4f}", img_s=f"{rate:.0f}", lr=f"{lr:.2e}", refresh=False)
+    return EpochStats(loss_sum / max(images, 1), images, time.perf_counter() - start, skipped)
+
+
+def validate(
+    model: nn.Module, data: ImageDataset, *, config: TrainConfig, device: torch.device
+) -> tuple[DetectionMetrics, int]:
+    """Validation metrics at a threshold calibrated on these scores; also the skipped count."""
+    found = predict(model, data, device=device, batch_size=config.batch_size, workers=config.loader_workers)
+    if not np.all(np.isfinite(found.scores)):
+        raise ConfigError("training diverged: validation scores are not finite; lower --lr")
+    threshold = threshold_at_fpr(found.scores[found.labels == REAL], config.target_fpr)
+    return detection_metrics(found.labels, found.scores, threshold), len(found.skipped)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def save_best(model: nn.Module, config: TrainConfig, prep: Preprocessing, metrics: DetectionMetrics, epoch: int) -> str:
+    """Write the checkpoint with its calibrated threshold and validation metrics."""
+    meta = CheckpointMeta(
+        arch=config.arch,
+        preprocessing=prep,
+        threshold=metrics.threshold,
+        target_fpr=config.target_fpr,
+        metrics={"split": "valid", "epoch": epoch + 1, **metrics.to_dict()},
+        train_config=config.to_dict(),
+    )
+    return save_checkpoint(config.out, model, meta)
+
+
+def start_or_resume(model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> TrainProgress:
+    """Progress restored from the training state with --resume, else a fresh start (and metrics log)."""
+    if config.resume:
+        progress = load_state(
+            state_path(config.out), model=model, optimizer=optimizer, fingerprint=config.fingerprint()
+        )
+        log.info(
+            "resuming at epoch %d (best validation ROC AUC so far %.4f)", progress.next_epoch + 1, progress.best_auc
+        )
+        return progress
+    metrics_log_path(config.out).unlink(missing_ok=True)
+    return TrainProgress()
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a detector as `config` says and return where the best checkpoint went."""
+    check_config(config)
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    seed_everything(config.seed, device)
+    prep = Preprocessing(image_size=config.image_size)
+    data = load_data(config, prep)
+    model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
+    config.out.parent.mkdir(parents=True, exist_ok=True)
+    progress = start_or_resume(model, optimizer, config)
+    total_steps = config.epochs * math.ceil(len(data.train) / config.batch_size)
+    while progress.next_epoch < config.epochs and progress.stale_epochs < config.patience:
+        run_epoch(model, optimizer, data, config=config, prep=prep, progress=progress, total_steps=total_steps)
+    meta, version = read_checkpoint_meta(config.out)
+    return TrainResult(
+        checkpoint=config.out,
+        model_version=version,
+        best_epoch=progress.best_epoch + 1,
+        epochs_run=progress.next_epoch,
+        stopped_early=progress.next_epoch < config.epochs,
+        threshold=meta.threshold,
+        metrics=meta.metrics,
+        metrics_log=metrics_log_path(config.out),
+        state=state_path(config.out),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def run_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: TrainData,
+    *,
+    config: TrainConfig,
+    prep: Preprocessing,
+    progress: TrainProgress,
+    total_steps: int,
+) -> None:
+    """Train, validate, keep the checkpoint if it is the best so far, log, save state."""
+    device = next(model.parameters()).device
+    epoch = progress.next_epoch
+    set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
+    stats = train_one_epoch(
+        model, optimizer, data.train, config=config, progress=progress, total_steps=total_steps, device=device
+    )
+    metrics, valid_skipped = validate(model, data.valid, config=config, device=device)
+    improved = metrics.roc_auc > progress.best_auc + MIN_AUC_GAIN
+    if improved:
+        save_best(model, config, prep, metrics, epoch)
+        progress.best_auc, progress.best_epoch, progress.stale_epochs = metrics.roc_auc, epoch, 0
+    else:
+        progress.stale_epochs += 1
+    progress.next_epoch = epoch + 1
+    record = epoch_record(epoch, stats, metrics, best=improved, lr=optimizer.param_groups[0]["lr"])
+    append_jsonl(metrics_log_path(config.out), {**record, "valid_skipped": valid_skipped})
+    save_state(
+        state_path(config.out), model=model, optimizer=optimizer, progress=progress, fingerprint=config.fingerprint()
+    )
+    log.info(
+        "epoch %d: loss %.4f, %.0f img/s, valid ROC AUC %.4f%s",
+        epoch + 1,
+        stats.loss,
+        stats.images_per_s,
+        metrics.roc_auc,
+        " (best, saved)" if improved else "",
+    )
+
+
+def epoch_record(epoch: int, stats: EpochStats, metrics: DetectionMetrics, *, best: bool, lr: float) -> dict[str, Any]:
+    """One line of the metrics log."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": stats.loss,
+        "train_images": stats.images,
+        "train_images_per_s": stats.images_per_s,
+        "train_seconds": stats.seconds,
+        "train_skipped": stats.skipped,
+        "lr": lr,
+        "best": best,
+        **{f"valid_{k}": v for k, v in metrics.to_dict().items()},
+    }
