@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/deepscan db upgrade
+	$(VENV)/bin/deepscan demo
 
 services:
 	bash scripts/ensure-services.sh

@@ -54,15 +54,16 @@ Start with `deepscan demo`, then `deepscan scan PATH`.
 def cli(ctx: click.Context, database_url: str | None, broker_url: str | None, debug: bool, verbose: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = AppContext.lazy(
+    ctx.obj = app = AppContext.lazy(
         lambda: Settings.from_env().with_overrides(database_url=database_url, broker_url=broker_url), debug=debug
     )
+    ctx.call_on_close(app.close)
 
 
 def _register() -> None:
-    from scanner.cli import db, detector, moderation, operations, scan
+    from scanner.cli import db, demo, detector, moderation, operations, scan
 
-    for module in (db, detector, scan, moderation, operations):
+    for module in (db, demo, detector, scan, moderation, operations):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -10,6 +10,7 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from scanner import migrate
 from scanner.db import check_connection, make_engine, unavailable_message
 from scanner.errors import DeepscanError
 from scanner.settings import Settings
@@ -60,12 +61,36 @@ class AppContext:
         if self._engine is None:
             engine = make_engine(self.settings.database_url)
             check_connection(engine)
+            ensure_schema(engine, self.settings.database_url)
             self._engine = engine
         return self._engine
 
     @property
     def engine_if_open(self) -> Engine | None:
         return self._engine
+
+    def close(self) -> None:
+        """Return the engine's connections (called when the command ends)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def ensure_schema(engine: Engine, url: str) -> None:
+    """Migrate an embedded SQLite database on first use; ask for `db upgrade` anywhere else.
+
+    A server database is shared by many processes and is migrated once, on purpose, by its
+    operator (`deepscan db upgrade`, the compose `migrate` service).
+    """
+    current, head = migrate.current_revision(url), migrate.head_revision()
+    if current == head:
+        return
+    if engine.dialect.name == "sqlite":
+        migrate.upgrade(url)
+        return
+    raise DeepscanError(
+        f"the database is at revision {current or 'base (empty)'}, not {head}: run `deepscan db upgrade` first"
+    )
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -1,5 +1,264 @@
-"""Placeholder until its commands land."""
+"""`deepscan scan` (the producer) and `deepscan worker` (a Celery worker process)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-COMMANDS: list[click.Command] = []
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
+from scanner.cli.context import EXIT_ITEM_ERRORS, AppContext, pass_app
+from scanner.cli.options import batch_size_option, checkpoint_option, device_option, format_option
+from scanner.errors import ConfigError
+from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, EnqueueFn, JobCounts, ScanOptions
+
+
+def _strategy(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return validate_strategy(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_SCAN_OPTIONS = (
+    click.option("--threshold", type=click.FloatRange(0, 1), help="Override the checkpoint's calibrated threshold."),
+    click.option(
+        "--fps",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_FPS,
+        show_default=True,
+        help="Video frames sampled per second.",
+    ),
+    click.option(
+        "--max-frames",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAX_FRAMES,
+        show_default=True,
+        help="At most this many frames per video, spread over its whole duration.",
+    ),
+    click.option(
+        "--faces/--no-faces",
+        default=True,
+        show_default=True,
+        help="Crop detected faces before scoring (--no-faces for inputs that are already face crops).",
+    ),
+    click.option(
+        "--strategy",
+        default=DEFAULT_VIDEO_STRATEGY,
+        show_default=True,
+        callback=_strategy,
+        help="How frame scores become a video score: mean, max or topK_mean.",
+    ),
+    click.option(
+        "--chunk-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_CHUNK_SIZE,
+        show_default=True,
+        help="Items per task message.",
+    ),
+    click.option("--include", multiple=True, metavar="GLOB", help="Only paths/keys matching GLOB (repeatable)."),
+    click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths/keys matching GLOB (repeatable)."),
+    click.option("--rescan", is_flag=True, help="Score again even when an earlier verdict for the same bytes exists."),
+)
+
+
+def scan_option_decorators(command: Any) -> Any:
+    """The options that describe how to scan, shared by `scan` and `schedule add`."""
+    for decorator in reversed(_SCAN_OPTIONS):
+        command = decorator(command)
+    return command
+
+
+SCAN_OPTION_NAMES = (
+    "threshold",
+    "fps",
+    "max_frames",
+    "faces",
+    "strategy",
+    "chunk_size",
+    "include",
+    "exclude",
+    "rescan",
+)
+
+
+def scan_options_from(params: dict[str, Any]) -> ScanOptions:
+    """Pop the scan options out of a command's parameters."""
+    values = {name: params.pop(name) for name in SCAN_OPTION_NAMES}
+    values["include"], values["exclude"] = tuple(values["include"]), tuple(values["exclude"])
+    return ScanOptions(**values)
+
+
+@click.command()
+@click.argument("sources", nargs=-1)
+@click.option("--from-file", "from_file", metavar="FILE", help="Read URLs from FILE, one per line (`-` for stdin).")
+@click.option("--name", help="A name for the job [default: the first source].")
+@checkpoint_option
+@device_option
+@batch_size_option
+@scan_option_decorators
+@click.option(
+    "--wait/--no-wait",
+    default=False,
+    help="With a broker, wait until the workers finish the job (embedded mode always waits).",
+)
+@click.option(
+    "--s3-endpoint-url",
+    envvar="DEEPSCAN_S3_ENDPOINT_URL",
+    metavar="URL",
+    help="S3-compatible endpoint [env DEEPSCAN_S3_ENDPOINT_URL].",
+)
+@click.option("--webhook", metavar="URL", help="POST a JSON notification here when the job finishes.")
+@format_option
+@pass_app
+def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, name: str | None, **opts: Any) -> None:
+    """Scan SOURCES for manipulated faces and store a verdict for every item.
+
+    \b
+    SOURCES may be local files, folders (recursive) and globs, file://, http(s):// URLs,
+    s3://bucket/prefix, or `-` to read URLs from stdin. Without a broker the scan runs in this
+    process against the embedded database; with DEEPSCAN_BROKER_URL it enqueues work for
+    `deepscan worker` processes.
+
+    \b
+    Exit codes: 0 every item done, 3 done with item errors, 1 the job failed, 2 usage error.
+    """
+    from scanner.producer import producer_model_version, run_scan
+
+    if not sources and not from_file:
+        raise click.UsageError("give at least one SOURCE or --from-file FILE")
+    settings = app.settings.with_overrides(
+        checkpoint=opts.pop("checkpoint"),
+        device=opts.pop("device"),
+        batch_size=opts.pop("batch_size"),
+        s3_endpoint_url=opts.pop("s3_endpoint_url"),
+    )
+    output_format, wait, webhook = opts.pop("output_format"), opts.pop("wait"), opts.pop("webhook")
+    options = scan_options_from(opts)
+    all_sources = list(sources) + ([f"@{from_file}"] if from_file else [])
+    from workers.notify import deliver_inline, job_finished_notifier
+
+    enqueue: EnqueueFn
+    model_version: str | None
+    if settings.embedded:
+        from workers.embedded import EmbeddedRunner
+
+        runner = EmbeddedRunner(settings, app.engine)
+        enqueue, model_version, deliver = runner.enqueue, runner.model_version, deliver_inline(settings)
+    else:
+        from workers.tasks import chunk_sender, send_webhook_later
+
+        enqueue, model_version = chunk_sender(settings), producer_model_version(settings, app.engine)
+        deliver = send_webhook_later
+    try:
+        result = run_scan(
+            settings,
+            app.engine,
+            all_sources,
+            name=name or all_sources[0],
+            options=options,
+            webhook=webhook,
+            on_job_finished=job_finished_notifier(app.engine, deliver),
+            enqueue=enqueue,
+            model_version=model_version,
+            wait=wait or settings.embedded,
+            stdin=sys.stdin,
+            progress=output_format == "table",
+        )
+    except ConfigError as exc:  # a missing path, an unknown bucket: the command line is wrong
+        raise click.UsageError(str(exc)) from None
+    _print_summary(result.job_id, result.status, result.counts, result.elapsed_s, output_format, result.error)
+    if result.status == "failed":
+        sys.exit(1)
+    if result.counts.error:
+        sys.exit(EXIT_ITEM_ERRORS)
+
+
+def _print_summary(
+    job_id: int, status: str, counts: JobCounts, elapsed_s: float, output_format: str, error: str | None
+) -> None:
+    rate = counts.finished / elapsed_s if elapsed_s > 0 else 0.0
+    if output_format == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "job_id": job_id,
+                    "status": status,
+                    "error": error,
+                    "total": counts.total,
+                    "queued": counts.queued,
+                    "processing": counts.processing,
+                    "done": counts.done,
+                    "errors": counts.error,
+                    "flagged": counts.flagged,
+                    "reused": counts.reused,
+                    "elapsed_s": round(elapsed_s, 3),
+                    "items_per_s": round(rate, 2),
+                }
+            )
+        )
+        return
+    click.echo(f"job {job_id}: {status}")
+    if error:
+        click.echo(f"  error: {error}")
+    click.echo(
+        f"  {counts.total} items: {counts.done} done ({counts.flagged} flagged fake, {counts.reused} reused earlier "
+        f"verdicts), {counts.error} errors, {counts.queued + counts.processing} pending; "
+        f"{elapsed_s:.1f} s, {rate:.1f} items/s"
+    )
+    if counts.finished:
+        click.echo(f"  see: deepscan results --job {job_id}  (--verdict fake: flagged; --status error: errors)")
+
+
+@click.command()
+@checkpoint_option
+@device_option
+@batch_size_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Chunks processed at once; >1 uses a thread pool sharing one loaded model.",
+)
+@click.option("--queue", envvar="DEEPSCAN_QUEUE", help="Queue to consume [env DEEPSCAN_QUEUE; default deepscan].")
+@click.option("--loglevel", default="INFO", show_default=True, help="Celery log level.")
+@pass_app
+def worker(
+    app: AppContext,
+    checkpoint: Path | None,
+    device: str | None,
+    batch_size: int | None,
+    concurrency: int,
+    queue: str | None,
+    loglevel: str,
+) -> None:
+    """Run a Celery worker that scans chunks from the queue (one process per GPU).
+
+    The checkpoint is loaded once, before any work is taken; without a usable checkpoint the
+    worker refuses to start. Uses the solo pool (or threads with --concurrency > 1): no forked
+    children, so CUDA is safe. `celery -A workers.app worker` works too, configured from the
+    environment.
+    """
+    from workers.app import app as celery_app
+    from workers.app import celery_config
+    from workers.runtime import load_runtime, set_runtime
+
+    settings = app.settings.with_overrides(checkpoint=checkpoint, device=device, batch_size=batch_size, queue=queue)
+    if settings.broker_url is None:
+        raise ConfigError("a worker needs a broker: set DEEPSCAN_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    set_runtime(load_runtime(settings))
+    celery_app.conf.update(celery_config(settings))
+    celery_app.Worker(
+        pool="solo" if concurrency == 1 else "threads",
+        concurrency=concurrency,
+        queues=[settings.queue],
+        loglevel=loglevel,
+        hostname=f"deepscan-{settings.queue}@%h",
+    ).start()
+
+
+COMMANDS: list[click.Command] = [scan, worker]

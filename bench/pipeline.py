@@ -1,0 +1,134 @@
+"""Pipeline throughput as ratios measured in one run, on one device, batch size and precision.
+
+Three numbers, all in images per second over the same JPEG files and the same checkpoint:
+
+- raw: the model's forward pass alone on tensors already in memory (the ceiling);
+- pipeline: the full distributed path, producer -> Redis -> one `deepscan worker` process ->
+  PostgreSQL, timed from the job's creation to its last verdict;
+- naive: the same path done the obvious way: one task per image, batch 1, fp32, one commit
+  per image (chunk size 1, batch size 1).
+
+It prints pipeline/raw (target >= 0.9) and pipeline/naive (target >= 3). Needs the local
+PostgreSQL and Redis (`make services`). Runs unchanged on a CUDA device (`--device cuda`).
+
+    .venv/bin/python bench/pipeline.py [--arch resnet50] [--image-size 224] [--images 192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scanner import migrate
+from scanner.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from scanner.detector import Preprocessing, build_model, preprocess, resolve_device, score_batch
+from scanner.media import read_image_file
+from tests.pipeline_helpers import deepscan_env, worker_process
+from tests.services import fresh_postgres_database, redis_url
+
+
+def write_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        path = folder / f"img_{index:05d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def write_checkpoint(path: Path, arch: str, image_size: int) -> Path:
+    torch.manual_seed(0)
+    meta = CheckpointMeta(arch=arch, preprocessing=Preprocessing(image_size=image_size), threshold=0.5, target_fpr=0.01)
+    save_checkpoint(path, build_model(arch, pretrained="none"), meta)
+    return path
+
+
+def raw_images_per_s(checkpoint: Path, images: list[Path], *, device: str, batch_size: int) -> float:
+    """The forward pass alone, on tensors prepared beforehand (what the pipeline cannot beat)."""
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, device=dev)
+    tensors = torch.stack([preprocess(read_image_file(str(p)), loaded.meta.preprocessing) for p in images])
+    score_batch(loaded.model, tensors[:batch_size], dev)  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(tensors), batch_size):
+        score_batch(loaded.model, tensors[start : start + batch_size], dev)
+    return len(images) / (time.perf_counter() - started)
+
+
+def pipeline_images_per_s(env: dict[str, str], folder: Path, work: Path, *, chunk_size: int, label: str) -> float:
+    """Start a worker, scan `folder` through Redis, and time the job from creation to its last verdict."""
+    import subprocess
+
+    with worker_process(env, work / f"worker-{label}.log", ready_timeout_s=120):
+        command = [sys.executable, "-m", "scanner", "scan", str(folder), "--no-faces", "--rescan", "--wait",
+                   "--chunk-size", str(chunk_size), "--format", "json"]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    if summary["status"] != "done" or summary["errors"]:
+        raise SystemExit(f"{label} scan did not finish cleanly: {summary}\n{done.stderr[-2000:]}")
+    return float(summary["done"] / summary["elapsed_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--images", type=int, default=192)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--naive-images", type=int, default=None, help="images for the naive run [default: all]")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, fresh_postgres_database() as database_url:
+        work = Path(tmp)
+        migrate.upgrade(database_url)
+        folder, naive_folder = work / "media", work / "naive"
+        folder.mkdir()
+        naive_folder.mkdir()
+        images = write_images(folder, args.images, 256)
+        naive_count = args.naive_images or args.images
+        write_images(naive_folder, naive_count, 256)
+        checkpoint = write_checkpoint(work / "bench.safetensors", args.arch, args.image_size)
+        base = deepscan_env(
+            DEEPSCAN_DATABASE_URL=database_url,
+            DEEPSCAN_BROKER_URL=redis_url(),
+            DEEPSCAN_CHECKPOINT=str(checkpoint),
+            DEEPSCAN_DEVICE=args.device,
+            DEEPSCAN_HOME=str(work / "home"),
+        )
+        raw = raw_images_per_s(checkpoint, images, device=args.device, batch_size=args.batch_size)
+        batched_env = {
+            **base,
+            "DEEPSCAN_QUEUE": f"bench-{uuid.uuid4().hex[:6]}",
+            "DEEPSCAN_BATCH_SIZE": str(args.batch_size),
+        }
+        pipeline = pipeline_images_per_s(batched_env, folder, work, chunk_size=args.batch_size * 2, label="pipeline")
+        naive_env = {**base, "DEEPSCAN_QUEUE": f"bench-{uuid.uuid4().hex[:6]}", "DEEPSCAN_BATCH_SIZE": "1"}
+        naive = pipeline_images_per_s(naive_env, naive_folder, work, chunk_size=1, label="naive")
+
+    device = str(resolve_device(args.device))
+    print(f"device {device}, {args.arch} at {args.image_size} px, batch {args.batch_size}, fp32 on CPU / bf16 on CUDA")
+    print(f"raw model forward      {raw:8.1f} images/s")
+    print(f"distributed pipeline   {pipeline:8.1f} images/s   pipeline/raw   = {pipeline / raw:.2f}  (target >= 0.9)")
+    print(f"naive baseline         {naive:8.1f} images/s   pipeline/naive = {pipeline / naive:.2f}  (target >= 3)")
+    print(json.dumps({"device": device, "arch": args.arch, "raw": raw, "pipeline": pipeline, "naive": naive,
+                      "pipeline_over_raw": pipeline / raw, "pipeline_over_naive": pipeline / naive}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

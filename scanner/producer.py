@@ -1,0 +1,154 @@
+"""The producer: expand sources, create the job, record and enqueue its items, optionally wait.
+
+`enqueue` is given by the caller: Celery's sender in distributed mode, the in-process runner in
+embedded mode. This module never imports the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from scanner.errors import DeepscanError
+from scanner.jobs import (
+    EnqueueFn,
+    EnqueueReport,
+    JobCounts,
+    ScanOptions,
+    add_items,
+    create_job,
+    fail_job,
+    job_counts,
+    latest_model_version,
+)
+from scanner.models import ScanJob
+from scanner.schedules import only_new_or_changed
+from scanner.settings import Settings
+from scanner.sources import MediaRef, expand_sources
+
+DEFAULT_POLL_INTERVAL_S = 0.5
+DEFAULT_HASH_BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    job_id: int
+    status: str
+    counts: JobCounts
+    elapsed_s: float
+    error: str | None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(DEFAULT_HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def producer_model_version(settings: Settings, engine: Engine) -> str | None:
+    """The model the workers will use: the configured checkpoint's hash, else the last one registered."""
+    if settings.checkpoint is not None and settings.checkpoint.is_file():
+        return file_sha256(settings.checkpoint)
+    with Session(engine) as session:
+        return latest_model_version(session)
+
+
+def iter_refs(sources: Sequence[str], settings: Settings, options: ScanOptions, stdin: TextIO) -> Iterator[MediaRef]:
+    """Every media reference of `sources`; `@FILE` stands for the URLs listed in FILE (`@-`: stdin).
+
+    The sources are checked before this returns: a missing path or unknown bucket raises
+    ConfigError here, before any job exists.
+    """
+    names = [s for s in sources if not s.startswith("@")]
+    lists = [s[1:] for s in sources if s.startswith("@")]
+    refs = expand_sources(
+        names, settings, include=options.include, exclude=options.exclude, from_files=lists, stdin=stdin
+    )
+    first = next(refs, None)
+    return refs if first is None else itertools.chain([first], refs)
+
+
+def run_scan(
+    settings: Settings,
+    engine: Engine,
+    sources: Sequence[str],
+    *,
+    name: str,
+    options: ScanOptions,
+    enqueue: EnqueueFn,
+    model_version: str | None,
+    webhook: str | None = None,
+    on_job_finished: Callable[[int], None] | None = None,
+    schedule_id: int | None = None,
+    wait: bool = False,
+    stdin: TextIO,
+    progress: bool = True,
+) -> ScanResult:
+    """Create a job for `sources`, record and enqueue its items, and (with `wait`) follow it to the end."""
+    started = time.monotonic()
+    refs = iter_refs(sources, settings, options, stdin)
+    with Session(engine) as session, session.begin():
+        job_id = create_job(
+            session,
+            name=name,
+            sources=sources,
+            options=options,
+            model_version=model_version,
+            webhook_url=webhook,
+            schedule_id=schedule_id,
+        ).id
+    bar: tqdm[Any] = tqdm(desc=f"job {job_id}", unit="item", disable=not progress, dynamic_ncols=True, leave=False)
+    try:
+        if schedule_id is not None:
+            refs = only_new_or_changed(engine, schedule_id, refs)
+        report = _enqueue_all(engine, job_id, refs, enqueue, bar)
+        if report.finished_job and on_job_finished is not None:
+            on_job_finished(job_id)  # every item was answered from earlier verdicts
+        if wait:
+            _follow(engine, job_id, bar)
+    except DeepscanError as exc:
+        fail_job(engine, job_id, str(exc))
+    finally:
+        bar.close()
+    with Session(engine) as session:
+        job = session.get_one(ScanJob, job_id)
+        return ScanResult(job_id, job.status, job_counts(session, job_id), time.monotonic() - started, job.error)
+
+
+def _enqueue_all(
+    engine: Engine, job_id: int, refs: Iterator[MediaRef], enqueue: EnqueueFn, bar: tqdm[Any]
+) -> EnqueueReport:
+    def send(job: int, items: list[tuple[int, str]]) -> None:
+        enqueue(job, items)
+        bar.update(len(items))
+
+    def show(report: EnqueueReport) -> None:
+        bar.set_postfix(recorded=report.total, reused=report.reused)
+
+    return add_items(engine, job_id, refs, enqueue=send, on_progress=show)
+
+
+def _follow(engine: Engine, job_id: int, bar: tqdm[Any]) -> None:
+    """Poll the database (the source of truth) until the job is no longer running."""
+    while True:
+        with Session(engine) as session:
+            status = session.scalars(select(ScanJob.status).where(ScanJob.id == job_id)).one()
+            counts = job_counts(session, job_id)
+        bar.total = counts.total
+        bar.n = counts.finished
+        bar.set_postfix(errors=counts.error, flagged=counts.flagged, refresh=False)
+        bar.refresh()
+        if status != "running":
+            return
+        time.sleep(DEFAULT_POLL_INTERVAL_S)

@@ -1,0 +1,92 @@
+"""A video's per-frame scores over time: the flagged time ranges, and a PNG plot of the timeline.
+
+The plot draws on a private matplotlib Figure with the Agg canvas, so it needs no display and
+never touches pyplot's global state (safe in threads and in tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+DEFAULT_PLOT_WIDTH_PX = 1200
+DEFAULT_PLOT_HEIGHT_PX = 400
+DEFAULT_PLOT_DPI = 100
+
+Sample = tuple[float, float]
+"""(timestamp in seconds, score in [0, 1]) of one sampled frame."""
+
+
+def per_timestamp(frames: Iterable[Sample]) -> list[Sample]:
+    """Samples sorted by time, one per timestamp (the highest score when several faces share it)."""
+    best: dict[float, float] = {}
+    for ts, score in frames:
+        best[ts] = max(score, best.get(ts, score))
+    return sorted(best.items())
+
+
+def flagged_ranges(frames: Iterable[Sample], threshold: float) -> list[tuple[float, float]]:
+    """(start_s, end_s) of each run of consecutive samples scoring >= threshold.
+
+    A range spans its first to its last flagged sample; a lone flagged frame gives start == end.
+    """
+    ranges: list[tuple[float, float]] = []
+    start: float | None = None
+    last = 0.0
+    for ts, score in per_timestamp(frames):
+        if score >= threshold:
+            start = ts if start is None else start
+            last = ts
+        elif start is not None:
+            ranges.append((start, last))
+            start = None
+    if start is not None:
+        ranges.append((start, last))
+    return ranges
+
+
+def _half_step(samples: list[Sample]) -> float:
+    """Half the typical sampling interval: how far a flagged sample's shading reaches either side."""
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(samples) if b[0] > a[0]]
+    return statistics.median(gaps) / 2 if gaps else 0.5
+
+
+def plot_timeline(
+    frames: Iterable[Sample],
+    threshold: float,
+    out_png: Path,
+    *,
+    title: str,
+    width_px: int = DEFAULT_PLOT_WIDTH_PX,
+    height_px: int = DEFAULT_PLOT_HEIGHT_PX,
+) -> Path:
+    """Draw score over time, the threshold line and the flagged ranges shaded; write a PNG of exactly
+    width_px x height_px pixels to `out_png` and return it."""
+    samples = per_timestamp(frames)
+    if not samples:
+        raise ValueError("no frames to plot")
+    fig = Figure(figsize=(width_px / DEFAULT_PLOT_DPI, height_px / DEFAULT_PLOT_DPI), dpi=DEFAULT_PLOT_DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    times, scores = zip(*samples, strict=True)
+    half = _half_step(samples)
+    for start, end in flagged_ranges(samples, threshold):
+        ax.axvspan(max(start - half, 0.0), end + half, color="tab:red", alpha=0.18, linewidth=0)
+    ax.plot(times, scores, color="tab:blue", marker="o", markersize=3, linewidth=1.5, label="score (max over faces)")
+    ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3f}")
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Patch(color="tab:red", alpha=0.18, label="flagged"))
+    ax.legend(handles=handles, loc="upper right", fontsize="small")
+    ax.set(xlabel="time (s)", ylabel="P(fake)", title=title, ylim=(0.0, 1.02))
+    ax.set_xlim(left=0.0, right=max(times[-1] + half, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, format="png", dpi=DEFAULT_PLOT_DPI)
+    return out_png

@@ -1,0 +1,108 @@
+"""Shared pieces of the end-to-end scan tests: a tiny checkpoint, item lookups, a worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scanner.checkpoint import CheckpointMeta, save_checkpoint
+from scanner.db import make_engine
+from scanner.detector import Preprocessing, build_model
+from scanner.models import FrameResult, MediaItem, ScanJob
+
+TINY_IMAGE_SIZE_PX = 64
+
+
+def write_tiny_checkpoint(path: Path, *, seed: int = 0, threshold: float = 0.5) -> Path:
+    """A resnet18 checkpoint with seeded random weights at 64 px: fast on a CPU, deterministic."""
+    torch.manual_seed(seed)
+    model = build_model("resnet18", pretrained="none")
+    meta = CheckpointMeta(
+        arch="resnet18",
+        preprocessing=Preprocessing(image_size=TINY_IMAGE_SIZE_PX),
+        threshold=threshold,
+        target_fpr=0.01,
+        metrics={"note": "random weights for tests"},
+    )
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def items_of(url: str, job_id: int) -> list[MediaItem]:
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            return list(session.scalars(select(MediaItem).where(MediaItem.job_id == job_id).order_by(MediaItem.url)))
+    finally:
+        engine.dispose()
+
+
+def frames_of(url: str, item_id: int) -> list[FrameResult]:
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            return list(
+                session.scalars(
+                    select(FrameResult).where(FrameResult.item_id == item_id).order_by(FrameResult.frame_index)
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def latest_job(url: str) -> ScanJob:
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            return session.scalars(select(ScanJob).order_by(ScanJob.id.desc()).limit(1)).one()
+    finally:
+        engine.dispose()
+
+
+def deepscan_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSCAN_") or k.startswith("DEEPSCAN_TEST_")}
+    env.update(values)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@contextmanager
+def worker_process(
+    env: dict[str, str], log_path: Path, *, ready_timeout_s: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `deepscan worker` subprocess; yields once it is consuming, stops it afterwards."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scanner", "worker", "--loglevel", "INFO"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while b"ready." not in log_path.read_bytes():
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{log_path.read_text(errors='replace')[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -1,0 +1,159 @@
+"""One item from URL to scored units: fetch, sniff, decode or sample frames, crop faces, prepare tensors.
+
+Runs in the fetch/decode threads. Every failure of the item itself becomes an `Outcome` with
+status `error` and a one-line reason; nothing raised here can fail the item's neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scanner.errors import PermanentError
+from scanner.jobs import ScanOptions
+from scanner.media import decode_image
+from scanner.models import FrameResult, MediaItem
+from workers.faces import crop_face
+from workers.fetch import Fetched, fetch
+from workers.frames import sample_frames
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FACES_PER_FRAME = 8
+
+
+@dataclass
+class Unit:
+    """One input to the model: a face crop, or a whole image/frame when no face was found."""
+
+    frame_index: int
+    timestamp_s: float
+    face_index: int | None
+    bbox: list[int] | None
+    tensor: torch.Tensor | None
+    score: float | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one item; `units` get their scores from the batched model run."""
+
+    item_id: int
+    url: str
+    status: str = "done"
+    error: str | None = None
+    kind: str = "unknown"
+    size: int | None = None
+    sha256: str | None = None
+    etag: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    units: list[Unit] = field(default_factory=list)
+    reused: dict[str, Any] | None = None
+    score: float | None = None
+    verdict: str | None = None
+
+    @classmethod
+    def failed(cls, item_id: int, url: str, reason: str, **known: Any) -> Outcome:
+        return cls(item_id=item_id, url=url, status="error", error=reason, **known)
+
+
+def analyse_item(rt: WorkerRuntime, item_id: int, url: str, options: ScanOptions, model_version: str) -> Outcome:
+    """Fetch and decode one item into model-ready units (or an error, or a reusable earlier verdict)."""
+    try:
+        fetched = fetch(url, rt.settings, s3_client=rt.s3() if url.startswith("s3://") else None, http=rt.http())
+    except PermanentError as exc:
+        return Outcome.failed(item_id, url, str(exc))
+    except Exception as exc:
+        log.exception("item %s: fetch of %s failed unexpectedly", item_id, url)
+        return Outcome.failed(item_id, url, f"fetch failed: {type(exc).__name__}: {_first_line(exc)}")
+    known: dict[str, Any] = {"kind": fetched.kind, "size": fetched.size, "sha256": fetched.sha256, "etag": fetched.etag}
+    try:
+        if not options.rescan and (earlier := find_earlier_result(rt, fetched.sha256, model_version)) is not None:
+            return Outcome(item_id=item_id, url=url, reused=earlier, **known)
+        return _decode(rt, Outcome(item_id=item_id, url=url, **known), fetched, options)
+    except PermanentError as exc:
+        return Outcome.failed(item_id, url, str(exc), **known)
+    except Exception as exc:
+        log.exception("item %s: decoding %s failed unexpectedly", item_id, url)
+        return Outcome.failed(item_id, url, f"decode failed: {type(exc).__name__}: {_first_line(exc)}", **known)
+    finally:
+        fetched.close()
+
+
+def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: ScanOptions) -> Outcome:
+    if fetched.kind == "image":
+        assert fetched.data is not None
+        rgb = decode_image(fetched.data)
+        outcome.height, outcome.width = rgb.shape[:2]
+        outcome.units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces)
+    elif fetched.kind == "video":
+        assert fetched.path is not None
+        video = sample_frames(fetched.path, fps=options.fps, max_frames=options.max_frames)
+        outcome.width, outcome.height, outcome.duration_s = video.width, video.height, video.duration_s
+        for frame in video.frames:
+            outcome.units.extend(units_for_frame(rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces))
+    else:
+        raise PermanentError("not an image or video")
+    return outcome
+
+
+def units_for_frame(rt: WorkerRuntime, rgb: np.ndarray, index: int, timestamp_s: float, *, faces: bool) -> list[Unit]:
+    """Face crops of one frame, or the whole frame when faces are off or none is found."""
+    boxes = rt.face_detector().detect(rgb)[:DEFAULT_MAX_FACES_PER_FRAME] if faces else []
+    if not boxes:
+        return [Unit(index, timestamp_s, None, None, rt.scorer.prepare(rgb))]
+    return [
+        Unit(index, timestamp_s, i, [box.x, box.y, box.w, box.h], rt.scorer.prepare(crop_face(rgb, box)))
+        for i, box in enumerate(boxes)
+    ]
+
+
+def find_earlier_result(rt: WorkerRuntime, sha256: str, model_version: str) -> dict[str, Any] | None:
+    """A finished verdict for the same bytes and model, with its frame rows, if one exists."""
+    with Session(rt.engine) as session:
+        earlier = session.scalars(
+            select(MediaItem)
+            .where(
+                MediaItem.content_sha256 == sha256,
+                MediaItem.model_version == model_version,
+                MediaItem.status == "done",
+            )
+            .order_by(MediaItem.finished_at.desc())
+            .limit(1)
+        ).first()
+        if earlier is None:
+            return None
+        frames = session.scalars(select(FrameResult).where(FrameResult.item_id == earlier.id)).all()
+        return {
+            "id": earlier.id,
+            "score": earlier.score,
+            "strategy": earlier.strategy,
+            "width": earlier.width,
+            "height": earlier.height,
+            "duration_s": earlier.duration_s,
+            "frames_scanned": earlier.frames_scanned,
+            "frames": [
+                {
+                    "frame_index": f.frame_index,
+                    "timestamp_s": f.timestamp_s,
+                    "face_index": f.face_index,
+                    "bbox": f.bbox,
+                    "score": f.score,
+                }
+                for f in frames
+            ],
+        }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no details"

@@ -1,0 +1,55 @@
+"""Batched inference with a checkpoint loaded once per worker process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scanner.checkpoint import load_checkpoint
+from scanner.detector import preprocess, resolve_device, score_batch
+
+log = logging.getLogger(__name__)
+
+
+class Scorer:
+    """A loaded checkpoint plus the preprocessing it was trained with.
+
+    `prepare` runs in the fetch/decode threads (it is pure tensor work); `score` runs the model on
+    a batch formed across items and frames. Calls to `score` are serialised so several pipeline
+    threads may share one model.
+    """
+
+    def __init__(self, checkpoint: Path, *, device: str = "auto", batch_size: int = 32) -> None:
+        self.device = resolve_device(device)
+        loaded = load_checkpoint(checkpoint, device=self.device)
+        self.model = loaded.model
+        self.meta = loaded.meta
+        self.model_version = loaded.model_version
+        self.path = Path(checkpoint)
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        log.info("loaded checkpoint %s (%s, %s) on %s", self.path, self.meta.arch, self.model_version[:12], self.device)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta.threshold)
+
+    def prepare(self, rgb: np.ndarray) -> torch.Tensor:
+        """One decoded RGB image (or face crop) as the model's input tensor."""
+        return preprocess(rgb, self.meta.preprocessing)
+
+    def score(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
+        """Probabilities of manipulation for prepared tensors, in batches of `batch_size`."""
+        if not tensors:
+            return np.zeros(0, dtype=np.float32)
+        out = []
+        with self._lock:
+            for start in range(0, len(tensors), self.batch_size):
+                batch = torch.stack(list(tensors[start : start + self.batch_size]))
+                out.append(score_batch(self.model, batch, self.device))
+        return np.concatenate(out).astype(np.float32)

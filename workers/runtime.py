@@ -1,0 +1,104 @@
+"""What a worker process loads once and shares between chunks: settings, database, model, clients."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scanner.db import make_engine
+from scanner.errors import ConfigError
+from scanner.models import ModelRecord
+from scanner.settings import Settings
+from scanner.sources import make_s3_client
+from workers.faces import FaceDetector
+from workers.inference import Scorer
+from workers.ssrf import make_http_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    engine: Engine
+    scorer: Scorer
+    _local: threading.local = field(default_factory=threading.local)
+    _s3: Any = None
+
+    def face_detector(self) -> FaceDetector:
+        """One detector per thread: OpenCV cascades are not documented as thread-safe."""
+        detector: FaceDetector | None = getattr(self._local, "faces", None)
+        if detector is None:
+            detector = self._local.faces = FaceDetector()
+        return detector
+
+    def http(self) -> requests.Session:
+        """One HTTP session per thread (connection reuse without sharing a pool across threads)."""
+        session: requests.Session | None = getattr(self._local, "http", None)
+        if session is None:
+            session = self._local.http = make_http_session(self.settings)
+        return session
+
+    def s3(self) -> Any:
+        """One S3 client for the process; boto3 clients may be shared between threads."""
+        if self._s3 is None:
+            self._s3 = make_s3_client(self.settings, attempts=1)  # fetch() does its own retries
+        return self._s3
+
+
+def load_runtime(settings: Settings, engine: Engine | None = None) -> WorkerRuntime:
+    """Load the checkpoint (refusing to start without one) and register it in the database."""
+    if settings.checkpoint is None:
+        raise ConfigError(
+            "no checkpoint configured: set DEEPSCAN_CHECKPOINT or pass --checkpoint "
+            "(train one with `deepscan train`, or run `deepscan demo` for a demo checkpoint)"
+        )
+    scorer = Scorer(settings.checkpoint, device=settings.device, batch_size=settings.batch_size)
+    engine = engine if engine is not None else make_engine(settings.database_url)
+    register_model(engine, scorer)
+    return WorkerRuntime(settings=settings, engine=engine, scorer=scorer)
+
+
+def register_model(engine: Engine, scorer: Scorer) -> None:
+    """Record the checkpoint in `models`, so producers and reports know the model version."""
+    try:
+        with Session(engine) as session, session.begin():
+            known = session.get(ModelRecord, scorer.model_version)
+            if known is None:
+                session.add(
+                    ModelRecord(
+                        model_version=scorer.model_version,
+                        path=str(scorer.path),
+                        arch=scorer.meta.arch,
+                        threshold=scorer.threshold,
+                        metrics=dict(scorer.meta.metrics),
+                    )
+                )
+    except IntegrityError:
+        pass  # another worker registered the same checkpoint at the same moment
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def set_runtime(runtime: WorkerRuntime) -> None:
+    global _runtime
+    with _runtime_lock:
+        _runtime = runtime
+
+
+def get_runtime() -> WorkerRuntime:
+    """The process's runtime, loaded from the environment on first use."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = load_runtime(Settings.from_env())
+        return _runtime

@@ -1,0 +1,93 @@
+"""Celery tasks: thin wrappers that parse the message and call the plain pipeline functions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_init
+from kombu.exceptions import OperationalError
+from sqlalchemy.exc import OperationalError as DatabaseOperationalError
+
+from scanner.errors import PermanentError, TransientError
+from scanner.jobs import EnqueueFn
+from scanner.settings import Settings
+from workers.app import LAUNCH_DUE, app, celery_config
+from workers.notify import post_json
+from workers.pipeline import process_chunk
+from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+SCAN_CHUNK = "deepscan.scan_chunk"
+
+
+@worker_init.connect
+def _load_model_at_start(**_: Any) -> None:
+    """Load the checkpoint before taking work: a worker without a usable model refuses to start."""
+    get_runtime()
+
+
+@app.task(
+    name=SCAN_CHUNK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(TransientError, DatabaseOperationalError),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def scan_chunk(self: Any, job_id: int, items: list[list[Any]]) -> dict[str, int]:
+    """Scan one chunk of a job's items; `items` is a list of [item_id, url] pairs (JSON)."""
+    pairs = [(int(item_id), str(url)) for item_id, url in items]
+    log.info("job %s: chunk of %d items (delivery %d)", job_id, len(pairs), self.request.retries + 1)
+    report = process_chunk(get_runtime(), int(job_id), pairs, deliver=send_webhook_later)
+    return {"done": report.done, "error": report.error, "reused": report.reused, "skipped": report.skipped}
+
+
+@app.task(
+    name="deepscan.webhook",
+    autoretry_for=(TransientError,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=8,
+    acks_late=True,
+)
+def send_webhook(url: str, payload: dict[str, Any]) -> None:
+    """POST one event; transient failures are retried with exponential backoff, refusals are logged."""
+    try:
+        post_json(url, payload, get_runtime().settings)
+    except PermanentError as exc:
+        log.warning("job %s: %s event not delivered: %s", payload.get("job_id"), payload.get("event"), exc)
+
+
+def send_webhook_later(url: str, payload: dict[str, Any]) -> None:
+    """Queue a webhook delivery so a slow receiver never holds up scanning."""
+    send_webhook.apply_async(args=[url, payload])
+
+
+def chunk_sender(settings: Settings) -> EnqueueFn:
+    """The producer's `enqueue`: sends each chunk to the workers' queue as ids and URLs (JSON)."""
+    app.conf.update(celery_config(settings))
+
+    def send(job_id: int, items: list[tuple[int, str]]) -> None:
+        try:
+            scan_chunk.apply_async(args=[job_id, [[i, u] for i, u in items]], queue=settings.queue, retry=True)
+        except OperationalError as exc:  # kombu's: the broker is unreachable
+            raise TransientError(
+                f"broker unreachable ({exc}); the items are recorded: run `deepscan jobs reconcile` once it is back"
+            ) from exc
+
+    return send
+
+
+@app.task(name=LAUNCH_DUE, acks_late=True, ignore_result=True)
+def launch_due_schedules() -> list[int]:
+    """Sent by `deepscan beat` every tick: start the schedules whose time has come."""
+    from workers.scheduling import launch_due
+
+    rt = get_runtime()
+    return launch_due(rt.settings, rt.engine)
