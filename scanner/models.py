@@ -114,6 +114,7 @@ class MediaItem(Base):
         CheckConstraint(f"verdict IS NULL OR {_one_of('verdict', VERDICTS)}", name="verdict"),
         Index(None, "job_id", "status"),
         Index(None, "verdict", "score"),
+        Index(None, "job_id", "verdict", "score"),
         Index(None, "content_sha256"),
         Index(None, "url"),
         Index(None, "finished_at"),

@@ -1,0 +1,256 @@
+"""Human review: moderators' labels beside the model's verdicts, and exports that feed training.
+
+`export_training_set` closes the loop from moderation back to training: it writes images into
+`OUT/real/` and `OUT/fake/` (the folder layout `deepscan train` reads) with a manifest CSV
+saying where each file came from and why it got its label.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from PIL import Image
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from scanner.errors import DeepscanError
+from scanner.media import decode_image
+from scanner.models import REVIEW_LABELS, MediaItem, Review
+from scanner.queries import NotFoundError, ReviewView, latest_review_ids
+
+TRAINING_LABELS = ("real", "fake")
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_FIELDS = ("item_id", "file", "label", "label_source", "url", "score", "verdict", "review_label", "reviewer")
+DEFAULT_EXPORT_BATCH = 500
+
+# Formats `deepscan train` reads (training.datasets.IMAGE_SUFFIXES), told apart by their magic
+# bytes; anything else (GIF, TIFF, HEIF…) is decoded and written as PNG.
+_TRAINABLE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"BM", "bmp"),
+)
+
+FetchBytes = Callable[[str], bytes]
+
+
+class UnsupportedUrlError(DeepscanError):
+    """The exporter cannot fetch this kind of URL."""
+
+
+def add_review(session: Session, item_id: int, label: str, reviewer: str, note: str | None = None) -> ReviewView:
+    """Record a moderator's label for an item; the newest review of an item is its human label."""
+    if label not in REVIEW_LABELS:
+        raise ValueError(f"label must be one of {', '.join(REVIEW_LABELS)}")
+    if not reviewer.strip():
+        raise ValueError("a review needs a reviewer name")
+    if session.get(MediaItem, item_id) is None:
+        raise NotFoundError(f"no item {item_id}: `deepscan results` lists item ids")
+    review = Review(item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None)
+    session.add(review)
+    session.flush()
+    return ReviewView.of(review)
+
+
+def read_local_file(url: str) -> bytes:
+    """The bytes behind a `file://` URL or an absolute local path.
+
+    Other schemes raise UnsupportedUrlError; the CLI passes the workers' fetcher for those.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise UnsupportedUrlError(f"{url}: file:// URLs on another host ({parts.netloc}) cannot be read")
+        path = Path(url2pathname(parts.path))  # url2pathname also undoes %-escapes
+    elif parts.scheme == "" and url.startswith("/"):
+        path = Path(url)
+    else:
+        raise UnsupportedUrlError(f"{url}: only file:// URLs and local paths can be exported without the fetcher")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DeepscanError(f"{url}: {exc.strerror or exc}") from None
+
+
+def trainable_format(head: bytes) -> str | None:
+    """The file extension training reads for these bytes as they are, or None when they need converting."""
+    for magic, ext in _TRAINABLE_MAGIC:
+        if head.startswith(magic):
+            return ext
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def as_trainable_image(data: bytes) -> tuple[bytes, str]:
+    """(bytes, extension) training can read: the original file, or a PNG of its first frame.
+
+    Raises PermanentError when the bytes are not a decodable image.
+    """
+    ext = trainable_format(data[:16])
+    if ext is not None:
+        return data, ext
+    pixels = decode_image(data)  # the decoder the workers and training share: same pixels, same limits
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue(), "png"
+
+
+@dataclass(frozen=True)
+class ExportEntry:
+    """One item chosen for export and the label it gets (a human label wins over the verdict)."""
+
+    item_id: int
+    url: str
+    kind: str
+    label: str
+    label_source: str
+    score: float | None
+    verdict: str | None
+    review_label: str | None
+    reviewer: str | None
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and what it left out, and why."""
+
+    out: Path
+    written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRAINING_LABELS, 0))
+    skipped_unsure: int = 0
+    skipped_not_image: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Path:
+        return self.out / MANIFEST_NAME
+
+
+def _export_query(*, reviewed_only: bool, job_id: int | None) -> Select[MediaItem, Review | None]:
+    latest = latest_review_ids().subquery()
+    query = (
+        select(MediaItem, Review)
+        .outerjoin(latest, latest.c.item_id == MediaItem.id)
+        .outerjoin(Review, Review.id == latest.c.id)
+        .order_by(MediaItem.id)
+    )
+    if reviewed_only:
+        query = query.where(latest.c.id.is_not(None))
+    else:
+        query = query.where((latest.c.id.is_not(None)) | (MediaItem.verdict.is_not(None)))
+    if job_id is not None:
+        query = query.where(MediaItem.job_id == job_id)
+    return query
+
+
+def export_candidates(session: Session, *, reviewed_only: bool, job_id: int | None = None) -> Iterator[ExportEntry]:
+    """Items with a human label (and, unless `reviewed_only`, items with a verdict), labelled.
+
+    `unsure` reviews come out with label `unsure` for the caller to skip: an unsure human still
+    overrides the model, since someone looked and could not tell.
+    """
+    query = _export_query(reviewed_only=reviewed_only, job_id=job_id)
+    for item, review in session.execute(query.execution_options(yield_per=DEFAULT_EXPORT_BATCH)):
+        label, source = (review.label, "review") if review is not None else (item.verdict or "unsure", "model")
+        yield ExportEntry(
+            item_id=item.id,
+            url=item.url,
+            kind=item.kind,
+            label=label,
+            label_source=source,
+            score=item.score,
+            verdict=item.verdict,
+            review_label=review.label if review is not None else None,
+            reviewer=review.reviewer if review is not None else None,
+        )
+
+
+def export_training_set(
+    session: Session,
+    out: Path,
+    *,
+    reviewed_only: bool,
+    fetch_bytes: FetchBytes,
+    job_id: int | None = None,
+) -> ExportReport:
+    """Write labelled images to `out/{real,fake}/<item id>.<ext>` plus `out/manifest.csv`.
+
+    Only images are exported (training reads still images); items whose bytes cannot be fetched are
+    reported in `failed` and do not stop the export. Re-running is safe: files are replaced
+    atomically, and an item whose label changed moves to the other folder.
+    """
+    report = ExportReport(out=out)
+    for label in TRAINING_LABELS:
+        (out / label).mkdir(parents=True, exist_ok=True)
+    written: list[tuple[ExportEntry, str]] = []
+    for entry in export_candidates(session, reviewed_only=reviewed_only, job_id=job_id):
+        if entry.kind != "image":
+            report.skipped_not_image += 1
+        elif entry.label not in TRAINING_LABELS:
+            report.skipped_unsure += 1
+        else:
+            try:
+                data, ext = as_trainable_image(fetch_bytes(entry.url))
+            except (DeepscanError, OSError) as exc:
+                report.failed.append((entry.item_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                continue
+            written.append((entry, _write_image(out, entry, data, ext)))
+            report.written[entry.label] += 1
+    _write_manifest(report.manifest, written)
+    return report
+
+
+def _write_image(out: Path, entry: ExportEntry, data: bytes, ext: str) -> str:
+    """Write the image atomically and remove any copy left under another label; return its relative path."""
+    name = f"{entry.item_id}.{ext}"
+    for other in TRAINING_LABELS:
+        for stale in (out / other).glob(f"{entry.item_id}.*"):
+            if other != entry.label or stale.name != name:
+                stale.unlink()
+    _atomic_write(out / entry.label / name, data)
+    return f"{entry.label}/{name}"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_manifest(path: Path, written: list[tuple[ExportEntry, str]]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(MANIFEST_FIELDS)
+            for entry, file in written:
+                writer.writerow(
+                    [
+                        entry.item_id,
+                        file,
+                        entry.label,
+                        entry.label_source,
+                        entry.url,
+                        "" if entry.score is None else repr(entry.score),
+                        entry.verdict or "",
+                        entry.review_label or "",
+                        entry.reviewer or "",
+                    ]
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
