@@ -234,20 +234,7 @@ def _copy_frames(session: Session, reused: dict[int, int]) -> None:
     for new_id, old_id in reused.items():
         frames = session.scalars(select(FrameResult).where(FrameResult.item_id == old_id)).all()
         if frames:
-            session.execute(
-                insert(FrameResult),
-                [
-                    {
-                        "item_id": new_id,
-                        "frame_index": f.frame_index,
-                        "timestamp_s": f.timestamp_s,
-                        "face_index": f.face_index,
-                        "bbox": f.bbox,
-                        "score": f.score,
-                    }
-                    for f in frames
-                ],
-            )
+            session.execute(insert(FrameResult), [{"item_id": new_id, **f.copy_values()} for f in frames])
 
 
 def finish_job_if_complete(engine: Engine, job_id: int) -> bool:

@@ -165,6 +165,16 @@ class FrameResult(Base):
 
     item: Mapped[MediaItem] = relationship(back_populates="frames")
 
+    def copy_values(self) -> dict[str, Any]:
+        """The row's values without its ids: what another item reusing this verdict stores."""
+        return {
+            "frame_index": self.frame_index,
+            "timestamp_s": self.timestamp_s,
+            "face_index": self.face_index,
+            "bbox": self.bbox,
+            "score": self.score,
+        }
+
 
 class Review(Base):
     """A human moderator's label for an item, kept beside the model's verdict."""

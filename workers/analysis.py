@@ -31,7 +31,11 @@ DEFAULT_MAX_FACES_PER_FRAME = 8
 
 @dataclass
 class Unit:
-    """One input to the model: a face crop, or a whole image/frame when no face was found."""
+    """One input to the model: a face crop, or a whole image/frame when no face was found.
+
+    It holds the prepared tensor, made on the fetch thread: its size is bounded by the model's
+    input size, where a decoded 1080p frame would be ten times larger.
+    """
 
     frame_index: int
     timestamp_s: float
@@ -141,16 +145,7 @@ def find_earlier_result(rt: WorkerRuntime, sha256: str, model_version: str) -> d
             "height": earlier.height,
             "duration_s": earlier.duration_s,
             "frames_scanned": earlier.frames_scanned,
-            "frames": [
-                {
-                    "frame_index": f.frame_index,
-                    "timestamp_s": f.timestamp_s,
-                    "face_index": f.face_index,
-                    "bbox": f.bbox,
-                    "score": f.score,
-                }
-                for f in frames
-            ],
+            "frames": [f.copy_values() for f in frames],
         }
 
 

@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 class Scorer:
     """A loaded checkpoint plus the preprocessing it was trained with.
 
-    `prepare` runs in the fetch/decode threads (it is pure tensor work); `score` runs the model on
-    a batch formed across items and frames. Calls to `score` are serialised so several pipeline
-    threads may share one model.
+    `prepare` turns decoded pixels into the model's input (on the fetch/decode threads); `score`
+    runs the model on a batch formed across items and frames. Calls to `score` are serialised so
+    several pipeline threads may share one model.
     """
 
     def __init__(self, checkpoint: Path, *, device: str = "auto", batch_size: int = 32) -> None:
@@ -33,7 +33,15 @@ class Scorer:
         self.path = Path(checkpoint)
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        self.warm_up()
         log.info("loaded checkpoint %s (%s, %s) on %s", self.path, self.meta.arch, self.model_version[:12], self.device)
+
+    def warm_up(self) -> None:
+        """Run one full batch of blank images, so the first real batch does not pay for kernel
+        selection (oneDNN on the CPU, cuDNN autotuning on CUDA) and a model that cannot run on
+        this device fails at start, not on the first chunk."""
+        size = self.meta.preprocessing.image_size
+        score_batch(self.model, torch.zeros((self.batch_size, 3, size, size)), self.device)
 
     @property
     def threshold(self) -> float:

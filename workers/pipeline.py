@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from scanner.aggregation import aggregate, verdict_for
@@ -145,63 +145,63 @@ def _score(rt: WorkerRuntime, units: list[Unit], report: ChunkReport) -> None:
     report.inferred_units += len(units)
 
 
+_RESULT_COLUMNS = (
+    "status", "error", "kind", "content_sha256", "finished_at", "model_version", "score", "verdict", "strategy",
+    "width", "height", "duration_s", "frames_scanned", "reused_from_id",
+)  # fmt: skip
+_ITEMS = cast(Table, MediaItem.__table__)
+_STORE_RESULT = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("item_id"), _ITEMS.c.status == "processing")
+    .values(
+        {name: bindparam(name) for name in _RESULT_COLUMNS}
+        # What the fetch learnt about the object fills in, never erases, what the listing said.
+        | {name: func.coalesce(bindparam(name), _ITEMS.c[name]) for name in ("size", "etag")}
+    )
+)
+
+
 def store(rt: WorkerRuntime, job_id: int, outcomes: list[Outcome], ctx: JobContext) -> None:
-    """One transaction: every item's verdict or error, its frame rows replaced (idempotent)."""
+    """One transaction, one bulk statement per table: verdicts or errors, frame rows replaced (idempotent).
+
+    Only items still `processing` are written: a chunk redelivered after its items were finished
+    (or cancelled) changes nothing.
+    """
+    if not outcomes:
+        return
     now = utcnow()
     rows = [_item_values(o, ctx, now) for o in outcomes]
     frames = [frame for o in outcomes for frame in _frame_rows(o)]
-    ids = [o.item_id for o in outcomes]
-    with Session(rt.engine) as session, session.begin():
-        if ids:
-            session.execute(delete(FrameResult).where(FrameResult.item_id.in_(ids)))
-        for values in rows:
-            session.execute(
-                update(MediaItem)
-                .where(MediaItem.id == values.pop("id"), MediaItem.status == "processing")
-                .values(**values)
-            )
+    with rt.engine.begin() as conn:
+        conn.execute(delete(FrameResult).where(FrameResult.item_id.in_([o.item_id for o in outcomes])))
+        conn.execute(_STORE_RESULT, rows)
         if frames:
-            session.execute(insert(FrameResult), frames)
+            conn.execute(insert(FrameResult), frames)
 
 
 def _item_values(outcome: Outcome, ctx: JobContext, now: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "id": outcome.item_id,
+    """Every column of the bulk UPDATE for one item (the same keys for every item)."""
+    values: dict[str, Any] = dict.fromkeys(_RESULT_COLUMNS) | {
+        "item_id": outcome.item_id,
         "status": outcome.status,
         "error": outcome.error,
         "kind": outcome.kind,
         "content_sha256": outcome.sha256,
         "finished_at": now,
         "model_version": ctx.model_version,
+        "size": outcome.size,
+        "etag": outcome.etag,
     }
-    if outcome.size is not None:
-        values["size"] = outcome.size
-    if outcome.etag is not None:
-        values["etag"] = outcome.etag
     if outcome.status == "error":
         return values
     if outcome.reused is not None:
         earlier = outcome.reused
-        values.update(
-            score=earlier["score"],
-            strategy=earlier["strategy"],
-            width=earlier["width"],
-            height=earlier["height"],
-            duration_s=earlier["duration_s"],
-            frames_scanned=earlier["frames_scanned"],
-            reused_from_id=earlier["id"],
-        )
+        values.update({name: earlier[name] for name in ("score", "strategy", "width", "height", "duration_s")})
+        values.update(frames_scanned=earlier["frames_scanned"], reused_from_id=earlier["id"])
     else:
         score, strategy, frame_count = item_score(outcome, ctx.options.strategy)
-        values.update(
-            score=score,
-            strategy=strategy,
-            width=outcome.width,
-            height=outcome.height,
-            duration_s=outcome.duration_s,
-            frames_scanned=frame_count,
-            reused_from_id=None,
-        )
+        values.update(score=score, strategy=strategy, frames_scanned=frame_count)
+        values.update(width=outcome.width, height=outcome.height, duration_s=outcome.duration_s)
     values["verdict"] = verdict_for(values["score"], ctx.threshold)
     outcome.score, outcome.verdict = values["score"], values["verdict"]
     return values
