@@ -110,7 +110,7 @@ def main() -> None:
             DEEPSCAN_DEVICE=args.device,
             DEEPSCAN_HOME=str(work / "home"),
         )
-        raw = raw_images_per_s(checkpoint, images, device=args.device, batch_size=args.batch_size)
+        raw_before = raw_images_per_s(checkpoint, images, device=args.device, batch_size=args.batch_size)
         batched_env = {
             **base,
             "DEEPSCAN_QUEUE": f"bench-{uuid.uuid4().hex[:6]}",
@@ -119,10 +119,13 @@ def main() -> None:
         pipeline = pipeline_images_per_s(batched_env, folder, work, chunk_size=args.batch_size * 2, label="pipeline")
         naive_env = {**base, "DEEPSCAN_QUEUE": f"bench-{uuid.uuid4().hex[:6]}", "DEEPSCAN_BATCH_SIZE": "1"}
         naive = pipeline_images_per_s(naive_env, naive_folder, work, chunk_size=1, label="naive")
+        raw_after = raw_images_per_s(checkpoint, images, device=args.device, batch_size=args.batch_size)
+    # The machine's speed drifts over minutes; comparing against the faster raw run is the strict choice.
+    raw = max(raw_before, raw_after)
 
     device = str(resolve_device(args.device))
     print(f"device {device}, {args.arch} at {args.image_size} px, batch {args.batch_size}, fp32 on CPU / bf16 on CUDA")
-    print(f"raw model forward      {raw:8.1f} images/s")
+    print(f"raw model forward      {raw:8.1f} images/s   (before {raw_before:.1f}, after {raw_after:.1f})")
     print(f"distributed pipeline   {pipeline:8.1f} images/s   pipeline/raw   = {pipeline / raw:.2f}  (target >= 0.9)")
     print(f"naive baseline         {naive:8.1f} images/s   pipeline/naive = {pipeline / naive:.2f}  (target >= 3)")
     print(json.dumps({"device": device, "arch": args.arch, "raw": raw, "pipeline": pipeline, "naive": naive,

@@ -77,13 +77,21 @@ def deepscan_env(**values: str) -> dict[str, str]:
 
 
 @contextmanager
-def worker_process(
-    env: dict[str, str], log_path: Path, *, ready_timeout_s: float = 60.0
+def deepscan_process(
+    args: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    ready_marker: bytes | None = None,
+    ready_timeout_s: float = 60.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `deepscan worker` subprocess; yields once it is consuming, stops it afterwards."""
+    """A real `python -m scanner ARGS…` subprocess, logged to `log_path`; its process group is stopped afterwards.
+
+    With `ready_marker`, yields only once the log shows it (failing with the log's tail otherwise).
+    """
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scanner", "worker", "--loglevel", "INFO"],
+            [sys.executable, "-m", "scanner", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -91,11 +99,11 @@ def worker_process(
         )
     try:
         deadline = time.monotonic() + ready_timeout_s
-        while b"ready." not in log_path.read_bytes():
+        while ready_marker is not None and ready_marker not in log_path.read_bytes():
             if proc.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{log_path.read_text(errors='replace')[-3000:]}")
+                raise AssertionError(f"{args[0]} exited early:\n{log_path.read_text(errors='replace')[-3000:]}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready:\n{log_path.read_text(errors='replace')[-3000:]}")
+                raise AssertionError(f"{args[0]} not ready:\n{log_path.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
         yield proc
     finally:
@@ -106,3 +114,14 @@ def worker_process(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextmanager
+def worker_process(
+    env: dict[str, str], log_path: Path, *, ready_timeout_s: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `deepscan worker` subprocess; yields once it is consuming."""
+    with deepscan_process(
+        ["worker", "--loglevel", "INFO"], env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s
+    ) as proc:
+        yield proc

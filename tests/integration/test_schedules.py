@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -32,7 +29,7 @@ from scanner.settings import Settings
 from scanner.sources import MediaRef
 from tests import media_factory, services
 from tests.conftest import empty_tables
-from tests.pipeline_helpers import deepscan_env, items_of, worker_process, write_tiny_checkpoint
+from tests.pipeline_helpers import deepscan_env, deepscan_process, items_of, worker_process, write_tiny_checkpoint
 from tests.servers import TEST_AWS_ENV, s3_server, upload_folder
 
 JAN_1 = dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC)  # a Thursday
@@ -398,27 +395,9 @@ def test_run_now_of_an_unknown_schedule_or_a_missing_source(
 # --- a schedule under a real beat process ------------------------------------------------------
 
 
-@contextmanager
-def beat_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def beat_process(env: dict[str, str], log_path: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """A real `deepscan beat --tick 1` process; stopped (its whole process group) afterwards."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scanner", "beat", "--tick", "1"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    return deepscan_process(["beat", "--tick", "1"], env, log_path)
 
 
 def _wait_for(condition: Callable[[], bool], what: str, *logs: Path) -> None:
