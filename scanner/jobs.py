@@ -261,7 +261,7 @@ def fail_job(engine: Engine, job_id: int, reason: str) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobCounts:
     """Where a job's items stand; `flagged` counts verdict `fake`, `reused` earlier verdicts."""
 
@@ -272,6 +272,7 @@ class JobCounts:
     cancelled: int = 0
     flagged: int = 0
     reused: int = 0
+    last_finished_at: dt.datetime | None = None
 
     @property
     def total(self) -> int:
@@ -282,25 +283,34 @@ class JobCounts:
         return self.done + self.error + self.cancelled
 
 
-def job_counts(session: Session, job_id: int) -> JobCounts:
-    """Item counts by status for one job, in one grouped query."""
-
-    rows = session.execute(
+def jobs_counts(session: Session, job_ids: Sequence[int]) -> dict[int, JobCounts]:
+    """Item counts by status for each job, in one grouped query."""
+    query = (
         select(
+            MediaItem.job_id,
             MediaItem.status,
             func.count(),
             func.sum(case((MediaItem.verdict == "fake", 1), else_=0)),
             func.sum(case((MediaItem.reused_from_id.is_not(None), 1), else_=0)),
+            func.max(MediaItem.finished_at),
         )
-        .where(MediaItem.job_id == job_id)
-        .group_by(MediaItem.status)
-    ).all()
-    by_status = {status: int(count) for status, count, _, _ in rows}
-    return JobCounts(
-        **by_status,
-        flagged=sum(int(flagged or 0) for _, _, flagged, _ in rows),
-        reused=sum(int(reused or 0) for _, _, _, reused in rows),
+        .where(MediaItem.job_id.in_(job_ids))
+        .group_by(MediaItem.job_id, MediaItem.status)
     )
+    counts = {job_id: JobCounts() for job_id in job_ids}
+    for job_id, status, count, flagged, reused, last in session.execute(query):
+        job = counts[job_id]
+        setattr(job, status, int(count))
+        job.flagged += int(flagged or 0)
+        job.reused += int(reused or 0)
+        if last is not None and (job.last_finished_at is None or last > job.last_finished_at):
+            job.last_finished_at = last
+    return counts
+
+
+def job_counts(session: Session, job_id: int) -> JobCounts:
+    """Item counts by status for one job."""
+    return jobs_counts(session, [job_id])[job_id]
 
 
 @dataclass(frozen=True)

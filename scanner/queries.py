@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scanner.errors import DeepscanError
+from scanner.jobs import JobCounts, jobs_counts
 from scanner.models import ITEM_STATUSES, FrameResult, MediaItem, ModelRecord, Review, ScanJob, utcnow
 from scanner.stats import STATS_BY as STATS_BY
 from scanner.stats import StatsBy as StatsBy
@@ -409,41 +410,17 @@ class JobSummary:
     items_per_s: float | None = None
 
 
-@dataclass
-class _Counts:
-    by_status: dict[str, int] = field(default_factory=dict)
-    flagged: int = 0
-    last_finished_at: dt.datetime | None = None
-
-
-def _job_counts(session: Session, job_ids: Sequence[int]) -> dict[int, _Counts]:
-    flagged = func.sum(case((MediaItem.verdict == "fake", 1), else_=0))
-    query = (
-        select(MediaItem.job_id, MediaItem.status, func.count(), flagged, func.max(MediaItem.finished_at))
-        .where(MediaItem.job_id.in_(job_ids))
-        .group_by(MediaItem.job_id, MediaItem.status)
-    )
-    counts = {job_id: _Counts() for job_id in job_ids}
-    for job_id, status, n, n_flagged, last in session.execute(query):
-        job = counts[job_id]
-        job.by_status[status] = n
-        job.flagged += n_flagged or 0
-        if last is not None and (job.last_finished_at is None or last > job.last_finished_at):
-            job.last_finished_at = last
-    return counts
-
-
-def _job_end(job: ScanJob, counts: _Counts, now: dt.datetime) -> dt.datetime | None:
+def _job_end(job: ScanJob, counts: JobCounts, now: dt.datetime) -> dt.datetime | None:
     """When the job ended, `now` while it runs, else its last item's finish."""
     if job.finished_at is not None:
         return job.finished_at
     return now if job.status in UNFINISHED_JOB_STATUSES else counts.last_finished_at
 
 
-def _summarize(job: ScanJob, counts: _Counts, now: dt.datetime) -> JobSummary:
+def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime) -> JobSummary:
     end = _job_end(job, counts, now)
     duration = max((end - (job.started_at or job.created_at)).total_seconds(), 0.0) if end is not None else None
-    statuses = {s: counts.by_status.get(s, 0) for s in ITEM_STATUSES}
+    statuses = {s: getattr(counts, s) for s in ITEM_STATUSES}
     finished = statuses["done"] + statuses["error"]
     return JobSummary(
         id=job.id,
@@ -467,12 +444,12 @@ def job_summary(session: Session, job_id: int, *, now: dt.datetime | None = None
     job = session.get(ScanJob, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id}: `deepscan jobs list` shows the recent ones")
-    return _summarize(job, _job_counts(session, [job_id])[job_id], now or utcnow())
+    return _summarize(job, jobs_counts(session, [job_id])[job_id], now or utcnow())
 
 
 def list_jobs(session: Session, limit: int = 20, *, now: dt.datetime | None = None) -> list[JobSummary]:
     """The `limit` newest jobs, newest first, with their counts."""
     jobs = session.scalars(select(ScanJob).order_by(ScanJob.id.desc()).limit(limit)).all()
-    counts = _job_counts(session, [job.id for job in jobs]) if jobs else {}
+    counts = jobs_counts(session, [job.id for job in jobs]) if jobs else {}
     when = now or utcnow()
     return [_summarize(job, counts[job.id], when) for job in jobs]
