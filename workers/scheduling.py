@@ -9,13 +9,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from scanner.errors import ConfigError, DeepscanError
-from scanner.jobs import EnqueueFn, JobCounts, ScanOptions, create_job, fail_job
+from scanner.jobs import JobCounts, ScanOptions, create_job, fail_job
 from scanner.models import Schedule, utcnow
-from scanner.producer import ScanResult, producer_model_version, run_scan
+from scanner.producer import ScanResult, run_scan
 from scanner.schedules import claim_run, due_schedules, is_due, record_job
 from scanner.settings import Settings
-from workers.notify import Deliver, deliver_inline, job_finished_notifier
-from workers.tasks import chunk_sender, send_webhook_later
+from workers.backend import scan_backend
+from workers.notify import job_finished_notifier
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def launch_schedule(settings: Settings, engine: Engine, schedule_id: int, *, for
         session.expunge(schedule)  # the state judged due: claim_run applies only if it has not moved since
     if not claim_run(engine, schedule, now) and not force:
         return None
-    enqueue, model_version, deliver = _backend(settings, engine)
+    backend = scan_backend(settings, engine)
     options = ScanOptions.from_json(schedule.options)
     try:
         result = run_scan(
@@ -44,10 +44,10 @@ def launch_schedule(settings: Settings, engine: Engine, schedule_id: int, *, for
             schedule.source_spec,
             name=f"{schedule.name} (scheduled)",
             options=options,
-            enqueue=enqueue,
-            model_version=model_version,
+            enqueue=backend.enqueue,
+            model_version=backend.model_version,
             webhook=schedule.webhook_url,
-            on_job_finished=job_finished_notifier(engine, deliver),
+            on_job_finished=job_finished_notifier(engine, backend.deliver),
             schedule_id=schedule.id,
             wait=settings.embedded,
             stdin=io.StringIO(),
@@ -64,16 +64,6 @@ def launch_schedule(settings: Settings, engine: Engine, schedule_id: int, *, for
         result.counts.total,
     )
     return result
-
-
-def _backend(settings: Settings, engine: Engine) -> tuple[EnqueueFn, str | None, Deliver]:
-    """The workers behind the broker, or this process when there is none (`run-now` on an embedded install)."""
-    if settings.embedded:
-        from workers.embedded import EmbeddedRunner
-
-        runner = EmbeddedRunner(settings, engine)
-        return runner.enqueue, runner.model_version, deliver_inline(settings)
-    return chunk_sender(settings), producer_model_version(settings, engine), send_webhook_later
 
 
 def _failed_run(engine: Engine, schedule: Schedule, options: ScanOptions, reason: str) -> ScanResult:

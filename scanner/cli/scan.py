@@ -13,7 +13,7 @@ from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
 from scanner.cli.context import EXIT_ITEM_ERRORS, AppContext, pass_app
 from scanner.cli.options import batch_size_option, checkpoint_option, device_option, format_option
 from scanner.errors import ConfigError
-from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, EnqueueFn, JobCounts, ScanOptions
+from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
 
 
 def _strategy(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -126,7 +126,7 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     \b
     Exit codes: 0 every item done, 3 done with item errors, 1 the job failed, 2 usage error.
     """
-    from scanner.producer import producer_model_version, run_scan
+    from scanner.producer import run_scan
 
     if not sources and not from_file:
         raise click.UsageError("give at least one SOURCE or --from-file FILE")
@@ -139,20 +139,10 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     output_format, wait, webhook = opts.pop("output_format"), opts.pop("wait"), opts.pop("webhook")
     options = scan_options_from(opts)
     all_sources = list(sources) + ([f"@{from_file}"] if from_file else [])
-    from workers.notify import deliver_inline, job_finished_notifier
+    from workers.backend import scan_backend
+    from workers.notify import job_finished_notifier
 
-    enqueue: EnqueueFn
-    model_version: str | None
-    if settings.embedded:
-        from workers.embedded import EmbeddedRunner
-
-        runner = EmbeddedRunner(settings, app.engine)
-        enqueue, model_version, deliver = runner.enqueue, runner.model_version, deliver_inline(settings)
-    else:
-        from workers.tasks import chunk_sender, send_webhook_later
-
-        enqueue, model_version = chunk_sender(settings), producer_model_version(settings, app.engine)
-        deliver = send_webhook_later
+    backend = scan_backend(settings, app.engine)
     try:
         result = run_scan(
             settings,
@@ -161,9 +151,9 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
             name=name or all_sources[0],
             options=options,
             webhook=webhook,
-            on_job_finished=job_finished_notifier(app.engine, deliver),
-            enqueue=enqueue,
-            model_version=model_version,
+            on_job_finished=job_finished_notifier(app.engine, backend.deliver),
+            enqueue=backend.enqueue,
+            model_version=backend.model_version,
             wait=wait or settings.embedded,
             stdin=sys.stdin,
             progress=output_format == "table",
