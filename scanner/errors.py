@@ -29,3 +29,7 @@ class PermanentError(DeepscanError):
 
 class TransientError(DeepscanError):
     """A temporary failure (network, database, broker); the work should be retried."""
+
+
+class DeadlineExceeded(PermanentError):
+    """An item took longer than its deadline to fetch or decode; it ends `error`, never retried."""

@@ -1,0 +1,47 @@
+"""Deadlines that our own code enforces, whatever pool or thread it runs in.
+
+Celery's solo and threads pools ignore `task_time_limit`, and a per-read socket timeout does not
+bound a server that trickles one byte every few seconds. So long-running steps (fetching,
+sampling frames, detecting faces) take a `Deadline` and call `check()` between units of work;
+the chunk runner also stops waiting for an item whose deadline has passed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from scanner.errors import DeadlineExceeded
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A point on the monotonic clock by which one piece of work must be finished."""
+
+    seconds: float
+    what: str = "item"
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def never(cls) -> Deadline:
+        return cls(float("inf"))
+
+    @property
+    def at(self) -> float:
+        return self.started + self.seconds
+
+    def remaining(self) -> float:
+        """Seconds left (never negative)."""
+        return max(0.0, self.at - time.monotonic())
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def check(self, doing: str | None = None) -> None:
+        """Raise DeadlineExceeded (a permanent, one-line item error) once the deadline has passed."""
+        if self.expired():
+            raise DeadlineExceeded(self.reason(doing))
+
+    def reason(self, doing: str | None = None) -> str:
+        step = f" while {doing}" if doing else ""
+        return f"{self.what} deadline of {self.seconds:g} s exceeded{step} (DEEPSCAN_ITEM_DEADLINE_S)"
