@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -77,7 +78,7 @@ class CheckpointMeta:
         if meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"checkpoint format version {meta.get('format_version')!r} is not supported")
         try:
-            return cls(
+            checkpoint = cls(
                 arch=meta["arch"],
                 preprocessing=Preprocessing.from_metadata(meta),
                 threshold=float(meta["threshold"]),
@@ -89,6 +90,19 @@ class CheckpointMeta:
             )
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint metadata is incomplete or malformed ({exc})") from None
+        _check_threshold(checkpoint.threshold)
+        return checkpoint
+
+
+def _check_threshold(threshold: float) -> None:
+    """Refuse a threshold that is not a probability: NaN makes every `score >= threshold` false (all
+    verdicts `real`), and one outside [0, 1] flags everything or nothing. The content digest cannot
+    catch it: such a file may have been written that way."""
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise CheckpointError(
+            f"checkpoint threshold {threshold!r} is not a probability in [0, 1]: "
+            "recalibrate the model (`deepscan train`) or use a sound checkpoint"
+        )
 
 
 @dataclass

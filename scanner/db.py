@@ -7,20 +7,21 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scanner.errors import ConfigError, DatabaseUnavailableError
+from scanner.redaction import redact_text, redact_url
 
 DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def describe_url(url: str) -> str:
-    """The URL with any password hidden, safe to print and log."""
+    """The URL with any password (and query string, which may hold one) hidden, safe to print and log."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
+        return redact_url(make_url(url).render_as_string(hide_password=True))
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return redact_url(url)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -38,9 +39,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
-            f"invalid database URL {url!r}: expected e.g. sqlite:///path.db or postgresql+psycopg://host/db"
+            f"invalid database URL {redact_url(url)!r}: expected e.g. sqlite:///path.db or postgresql+psycopg://host/db"
         ) from None
     try:
         if parsed.get_backend_name() == "sqlite":
@@ -72,9 +73,30 @@ def check_connection(engine: Engine) -> None:
 
 def unavailable_message(engine: Engine, exc: BaseException) -> str:
     """One line that names the database and the first line of the driver's complaint."""
+    return f"cannot reach database {_shown(engine)}: {_first_line(exc)}"
+
+
+def database_error_message(engine: Engine | None, exc: DBAPIError) -> str:
+    """One line for a failed database call: "cannot reach" only when the connection is the problem.
+
+    A value the database refuses (too long for its column, a broken constraint) is a different
+    failure with a different fix, and saying "cannot reach database" would send the operator
+    chasing the network.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+        return unavailable_message(engine, exc) if engine is not None else _first_line(exc)
+    where = f"database {_shown(engine)}" if engine is not None else "the database"
+    return f"{where} refused the request: {_first_line(exc)}"
+
+
+def _shown(engine: Engine) -> str:
+    return redact_url(engine.url.render_as_string(hide_password=True))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of the driver's complaint (later lines may quote the values), redacted."""
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    first = reason[0] if reason else type(exc).__name__
-    return f"cannot reach database {engine.url.render_as_string(hide_password=True)}: {first}"
+    return redact_text(reason[0]) if reason else type(exc).__name__
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from scanner.errors import DeadlineExceeded
+from scanner.errors import DeadlineExceededError
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,34 @@ class Deadline:
         return time.monotonic() >= self.at
 
     def check(self, doing: str | None = None) -> None:
-        """Raise DeadlineExceeded (a permanent, one-line item error) once the deadline has passed."""
+        """Raise DeadlineExceededError (a permanent, one-line item error) once the deadline has passed."""
         if self.expired():
-            raise DeadlineExceeded(self.reason(doing))
+            raise DeadlineExceededError(self.reason(doing))
 
     def reason(self, doing: str | None = None) -> str:
         step = f" while {doing}" if doing else ""
         return f"{self.what} deadline of {self.seconds:g} s exceeded{step} (DEEPSCAN_ITEM_DEADLINE_S)"
+
+
+_GIB = float(1 << 30)
+
+
+@dataclass(frozen=True)
+class ItemBudget:
+    """The time one item may take to fetch and decode, from the moment its work starts.
+
+    An image gets `base_s`; a video earns `video_s_per_gb` more per GiB of its bytes, counted as they
+    arrive, so a server trickling a "video" a byte at a time still runs out of time after `base_s`.
+    """
+
+    base_s: float
+    video_s_per_gb: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def deadline(self, kind: str = "image", size: int = 0) -> Deadline:
+        extra = self.video_s_per_gb * size / _GIB if kind == "video" else 0.0
+        return Deadline(self.base_s + extra, what=kind if kind in ("image", "video") else "item", started=self.started)
+
+    def longest(self, max_video_bytes: int) -> Deadline:
+        """The most any item may take: what a chunk runner waits for before it stops waiting."""
+        return self.deadline("video", max_video_bytes)

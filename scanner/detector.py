@@ -197,14 +197,21 @@ def _download(url: str, dest: Path) -> None:
 
 
 def preprocess(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:
-    """One HxWx3 uint8 RGB image to a normalised 3xSxS float32 tensor (deterministic)."""
+    """One HxWx3 uint8 RGB image to a normalised 3xSxS float32 tensor (deterministic).
+
+    The resize runs on the uint8 pixels, before any float conversion: a 64-megapixel image would
+    otherwise become a 768 MB float32 copy (about 1.1 GiB at the peak) only to be shrunk to S x S.
+    Torch's uint8 antialiased bilinear resize is the float one rounded to whole pixel levels
+    (within 1/255), and training, evaluation and the workers all call this one function.
+    """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} array of shape {rgb.shape}")
     pixels = np.require(rgb, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # torch refuses read-only arrays
-    x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # a channels-last view: no copy
     size = (prep.image_size, prep.image_size)
     if x.shape[-2:] != size:
         x = F.interpolate(x, size=size, mode=prep.resize, antialias=True, align_corners=False)
+    x = x.float().div_(255.0)
     mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1)
     return ((x - mean) / std)[0].contiguous()

@@ -31,5 +31,5 @@ class TransientError(DeepscanError):
     """A temporary failure (network, database, broker); the work should be retried."""
 
 
-class DeadlineExceeded(PermanentError):
+class DeadlineExceededError(PermanentError):
     """An item took longer than its deadline to fetch or decode; it ends `error`, never retried."""

@@ -8,25 +8,30 @@ recovered by `deepscan jobs reconcile`. Messages carry item ids and URLs only.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
+from scanner import leases, reuse
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.errors import ConfigError
-from scanner.models import FrameResult, MediaItem, ModelRecord, ScanJob, utcnow
+from scanner.models import MediaItem, ModelRecord, ScanJob, utcnow
+from scanner.redaction import job_name, redact_text
 from scanner.sources import MediaRef
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 16
 DEFAULT_FPS = 1.0
-DEFAULT_MAX_FRAMES = 32
+DEFAULT_MAX_FRAMES = 120  # 1 s segments are sampled in videos up to 2 minutes at 1 fps
 DEFAULT_INSERT_BATCH = 500
 OPEN_STATUSES = ("queued", "processing")
 
@@ -47,6 +52,21 @@ class ScanOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     include: tuple[str, ...] = field(default_factory=tuple)
     exclude: tuple[str, ...] = field(default_factory=tuple)
+
+    def scoring_key(self, kind: str) -> str:
+        """Digest of the options that change an item's scores (not its verdict) for media of `kind`.
+
+        Faces change every score; fps and max frames change which frames a video is scored on.
+        Threshold and strategy only turn scores into a verdict, so they are not part of it.
+        """
+        fields: dict[str, Any] = {"faces": self.faces}
+        if kind == "video":
+            fields |= {"fps": float(self.fps), "max_frames": self.max_frames}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def scoring_keys(self) -> dict[str, str]:
+        """This job's scoring key for each kind of media."""
+        return {kind: self.scoring_key(kind) for kind in ("image", "video")}
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,7 +104,7 @@ def create_job(
 ) -> ScanJob:
     """Insert a job in `pending`; `add_items` moves it to `running`."""
     job = ScanJob(
-        name=name,
+        name=job_name([], name),  # the one place every job name passes: redacted, cut to the column
         source_spec=list(sources),
         options=options.to_json(),
         status="pending",
@@ -128,11 +148,11 @@ def add_items(
         job = session.get_one(ScanJob, job_id)
         job.started_at = utcnow()
         options = ScanOptions.from_json(job.options)
-        model_version = job.model_version
+        reuse_with = None if options.rescan else _reuse_basis(session, job, options)
     report = EnqueueReport()
     for batch in batched(refs, DEFAULT_INSERT_BATCH):
         with Session(engine) as session, session.begin():
-            queued, reused = _insert_batch(session, job_id, batch, model_version=model_version, rescan=options.rescan)
+            queued, reused = _insert_batch(session, job_id, batch, reuse_with)
         for chunk in batched(queued, options.chunk_size):
             enqueue(job_id, chunk)
         report.total += len(queued) + reused
@@ -146,73 +166,59 @@ def add_items(
     return report
 
 
+@dataclass(frozen=True)
+class ReuseBasis:
+    """What an earlier verdict must match to answer this job's items, and how to re-derive it."""
+
+    model_version: str
+    scoring_keys: dict[str, str]
+    strategy: str
+    threshold: float
+
+
+def _reuse_basis(session: Session, job: ScanJob, options: ScanOptions) -> ReuseBasis | None:
+    """None when the producer cannot know the model or its threshold: then the workers decide."""
+    if job.model_version is None:
+        return None
+    threshold = job.threshold
+    if threshold is None:
+        threshold = session.scalar(select(ModelRecord.threshold).where(ModelRecord.model_version == job.model_version))
+    if threshold is None:
+        return None
+    return ReuseBasis(job.model_version, options.scoring_keys(), options.strategy, threshold)
+
+
 def _insert_batch(
-    session: Session, job_id: int, refs: list[MediaRef], *, model_version: str | None, rescan: bool
+    session: Session, job_id: int, refs: list[MediaRef], basis: ReuseBasis | None
 ) -> tuple[ChunkItems, int]:
     unique = {ref.url: ref for ref in refs}
     existing = set(session.scalars(select(MediaItem.url).where(MediaItem.job_id == job_id, MediaItem.url.in_(unique))))
     fresh = [ref for url, ref in unique.items() if url not in existing]
-    previous = {} if rescan or model_version is None else _reusable(session, fresh, model_version)
+    earlier: dict[str, reuse.Earlier] = {}
+    if basis is not None:
+        versions = {r.url: v for r in fresh if (v := reuse.object_version(r.etag, r.size, r.last_modified))}
+        earlier = reuse.by_url(session, versions, basis.model_version, basis.scoring_keys)
     now = utcnow()
-    rows = [_item_row(job_id, ref, previous.get(ref.url), now) for ref in fresh]
+    rows = [_item_row(job_id, ref, earlier.get(ref.url), basis, now) for ref in fresh]
     if not rows:
         return [], 0
     inserted = session.execute(insert(MediaItem).returning(MediaItem.id, MediaItem.url, MediaItem.status), rows).all()
-    reused_ids = {row.id: previous[row.url].id for row in inserted if row.status == "done"}
-    _copy_frames(session, reused_ids)
-    return [(row.id, row.url) for row in inserted if row.status == "queued"], len(reused_ids)
+    reused = [(row.id, earlier[row.url]) for row in inserted if row.status == "done"]
+    reuse.copy_frames(session, reused)
+    return [(row.id, row.url) for row in inserted if row.status == "queued"], len(reused)
 
 
-def _reusable(session: Session, refs: list[MediaRef], model_version: str) -> dict[str, MediaItem]:
-    """Done items of earlier jobs with the same URL, model and version of the object: their verdict holds.
-
-    The object's version is its ETag and size (S3, HTTP), or its size and modification time
-    (local files, which have no ETag).
-    """
-    keyed = {ref.url: ref for ref in refs if object_version(ref.etag, ref.size, ref.last_modified) is not None}
-    if not keyed:
-        return {}
-    rows = session.scalars(
-        select(MediaItem)
-        .where(MediaItem.url.in_(keyed), MediaItem.status == "done", MediaItem.model_version == model_version)
-        .order_by(MediaItem.finished_at.desc())
-    ).all()
-    found: dict[str, MediaItem] = {}
-    for row in rows:
-        ref = keyed[row.url]
-        wanted = object_version(ref.etag, ref.size, ref.last_modified)
-        if row.url not in found and object_version(row.etag, row.size, row.last_modified) == wanted:
-            found[row.url] = row
-    return found
+_REUSED_COLUMNS = (
+    "content_sha256", "width", "height", "duration_s", "frames_scanned", "score", "strategy", "verdict",
+    "reused_from_id", "model_version", "scoring_key", "started_at", "finished_at",
+)  # fmt: skip
 
 
-def object_version(etag: str | None, size: int | None, last_modified: dt.datetime | None) -> tuple[object, ...] | None:
-    """What identifies one version of an object without reading it; None when too little is known."""
-    if size is None:
-        return None
-    if etag is not None:
-        return ("etag", etag, size)
-    if last_modified is not None:
-        return ("mtime", last_modified.astimezone(dt.UTC).replace(microsecond=0), size)
-    return None
-
-
-_COPIED_FIELDS = (
-    "kind",
-    "content_sha256",
-    "width",
-    "height",
-    "duration_s",
-    "frames_scanned",
-    "score",
-    "verdict",
-    "strategy",
-    "model_version",
-)
-
-
-def _item_row(job_id: int, ref: MediaRef, previous: MediaItem | None, now: dt.datetime) -> dict[str, Any]:
-    row: dict[str, Any] = {
+def _item_row(
+    job_id: int, ref: MediaRef, earlier: reuse.Earlier | None, basis: ReuseBasis | None, now: dt.datetime
+) -> dict[str, Any]:
+    # Every row has the same keys: one multi-row INSERT takes its columns from the first row.
+    row: dict[str, Any] = dict.fromkeys(_REUSED_COLUMNS) | {
         "job_id": job_id,
         "url": ref.url,
         "size": ref.size,
@@ -223,18 +229,16 @@ def _item_row(job_id: int, ref: MediaRef, previous: MediaItem | None, now: dt.da
         "attempts": 0,
         "enqueued_at": now,
     }
-    if previous is not None:
-        row.update({name: getattr(previous, name) for name in _COPIED_FIELDS})
-        row.update(status="done", reused_from_id=previous.id, started_at=now, finished_at=now)
+    if earlier is not None and basis is not None:
+        row.update(earlier.verdict_values(strategy=basis.strategy, threshold=basis.threshold))
+        row.update(
+            status="done",
+            model_version=basis.model_version,
+            scoring_key=basis.scoring_keys[earlier.kind],
+            started_at=now,
+            finished_at=now,
+        )
     return row
-
-
-def _copy_frames(session: Session, reused: dict[int, int]) -> None:
-    """Give each reused item a copy of its source item's frame rows, so `show` has its timeline."""
-    for new_id, old_id in reused.items():
-        frames = session.scalars(select(FrameResult).where(FrameResult.item_id == old_id)).all()
-        if frames:
-            session.execute(insert(FrameResult), [{"item_id": new_id, **f.copy_values()} for f in frames])
 
 
 def finish_job_if_complete(engine: Engine, job_id: int) -> bool:
@@ -257,7 +261,9 @@ def fail_job(engine: Engine, job_id: int, reason: str) -> None:
     """Record that the producer could not finish creating the job (the reason is one line)."""
     with engine.begin() as conn:
         conn.execute(
-            update(ScanJob).where(ScanJob.id == job_id).values(status="failed", error=reason, finished_at=utcnow())
+            update(ScanJob)
+            .where(ScanJob.id == job_id)
+            .values(status="failed", error=redact_text(reason), finished_at=utcnow())
         )
 
 
@@ -341,47 +347,72 @@ def cancel_job(engine: Engine, job_id: int) -> CancelOutcome:
 
 @dataclass
 class ReconcileReport:
+    """What one reconcile pass re-sent: items whose lease expired, and queued items whose message was lost."""
+
     jobs: int = 0
-    items: int = 0
+    expired: int = 0
+    lost: int = 0
+    finished_jobs: list[int] = field(default_factory=list)
+
+    @property
+    def items(self) -> int:
+        return self.expired + self.lost
 
 
 def reconcile(
-    engine: Engine, *, older_than: dt.timedelta, enqueue: EnqueueFn, chunk_size: int = DEFAULT_CHUNK_SIZE
+    engine: Engine,
+    *,
+    enqueue: EnqueueFn,
+    queued_older_than: dt.timedelta | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_finished: Callable[[int], None] | None = None,
 ) -> ReconcileReport:
-    """Re-enqueue items of open jobs left `queued` or `processing` for longer than `older_than`.
+    """Re-enqueue what no live worker holds, in every open job, and close jobs with nothing left open.
 
-    A lost broker message leaves an item `queued`; a killed worker leaves it `processing`. Either
-    way the item is sent again (tasks are idempotent), so nothing is ever lost.
+    Always: items `processing` under an expired lease (their worker was killed or stalled); an item
+    that was live-leased is never touched. With `queued_older_than`: items `queued` for longer than
+    that (their message was lost, e.g. with a broker restarted empty); a producer that died while
+    recording leaves its job `pending`, and such jobs that old are opened too. Re-sending is safe:
+    a second delivery of an item finds it claimed and writes nothing. `on_finished` is called for
+    each job this pass closed (it sends `job.finished`).
     """
-    cutoff = utcnow() - older_than
-    stuck_since = func.coalesce(MediaItem.started_at, MediaItem.enqueued_at)
-    report = ReconcileReport()
+    now = utcnow()
+    cutoff = now - queued_older_than if queued_older_than is not None else None
+    is_open = ScanJob.status == "running"
+    if cutoff is not None:
+        is_open = is_open | ((ScanJob.status == "pending") & (ScanJob.created_at < cutoff))
     with Session(engine) as session:
-        running = session.scalars(
-            select(ScanJob.id).where(
-                (ScanJob.status == "running") | ((ScanJob.status == "pending") & (ScanJob.created_at < cutoff))
+        open_jobs = session.scalars(select(ScanJob.id).where(is_open).order_by(ScanJob.id)).all()
+    report = ReconcileReport()
+    for job_id in open_jobs:
+        with engine.begin() as conn:
+            expired = _requeue(conn, job_id, leases.claimable(now) & (MediaItem.status == "processing"), now)
+            lost = (
+                _requeue(conn, job_id, (MediaItem.status == "queued") & (MediaItem.enqueued_at < cutoff), now)
+                if (cutoff is not None)
+                else []
             )
-        ).all()
-    for job_id in running:
-        with Session(engine) as session, session.begin():
-            stuck = session.execute(
-                select(MediaItem.id, MediaItem.url)
-                .where(MediaItem.job_id == job_id, MediaItem.status.in_(OPEN_STATUSES), stuck_since < cutoff)
-                .order_by(MediaItem.id)
-            ).all()
-            if stuck:
-                session.execute(
-                    update(MediaItem)
-                    .where(MediaItem.id.in_([row.id for row in stuck]))
-                    .values(status="queued", enqueued_at=utcnow(), started_at=None)
-                )
-        for chunk in batched([(row.id, row.url) for row in stuck], chunk_size):
-            enqueue(job_id, chunk)
-        report.jobs += bool(stuck)
-        report.items += len(stuck)
-        with engine.begin() as conn:  # a producer that died while recording leaves its job pending
             conn.execute(
                 update(ScanJob).where(ScanJob.id == job_id, ScanJob.status == "pending").values(status="running")
             )
-        finish_job_if_complete(engine, job_id)
+        for chunk in batched(sorted(expired + lost), chunk_size):
+            enqueue(job_id, chunk)
+        report.jobs += bool(expired or lost)
+        report.expired += len(expired)
+        report.lost += len(lost)
+        if finish_job_if_complete(engine, job_id):
+            report.finished_jobs.append(job_id)
+            if on_finished is not None:
+                on_finished(job_id)
     return report
+
+
+def _requeue(conn: Connection, job_id: int, condition: ColumnElement[bool], now: dt.datetime) -> ChunkItems:
+    """Put the job's items matching `condition` back to `queued` (no lease) and return them to be sent."""
+    rows = conn.execute(
+        update(MediaItem)
+        .where(MediaItem.job_id == job_id, condition)
+        .values(status="queued", enqueued_at=now, **leases.released_values())
+        .returning(MediaItem.id, MediaItem.url)
+    ).all()
+    return [(row.id, row.url) for row in rows]

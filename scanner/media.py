@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scanner.errors import PermanentError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; larger images are refused as decompression bombs
+DEFAULT_COPY_BAND_BYTES = 8 << 20  # decoded pixels are handed to numpy in bands of about this size
 
 MediaKind = Literal["image", "video", "unknown"]
 
@@ -63,7 +64,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     """Decode image bytes to an HxWx3 uint8 RGB array, EXIF orientation applied.
 
     Animated formats (GIF, WebP) give their first frame. Raises PermanentError with a one-line
-    reason for empty, truncated, unknown or oversized images.
+    reason for empty, truncated, unknown or oversized images. Memory: Pillow's decoded image (4 bytes
+    a pixel) plus the returned array (3 bytes a pixel), about 450 MB at the 64-megapixel cap.
     """
     if not data:
         raise PermanentError("empty file (0 bytes)")
@@ -76,7 +78,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                     raise PermanentError(f"image is {width}x{height}, over the {max_pixels:,}-pixel limit")
                 img.seek(0)
                 img.load()
-                rgb = ImageOps.exif_transpose(img).convert("RGB")
+                ImageOps.exif_transpose(img, in_place=True)
+                return _rgb_array(img)
     except PermanentError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -85,7 +88,21 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise PermanentError("not an image or video") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise PermanentError(f"corrupt image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """The decoded image as an HxWx3 uint8 RGB array, converted and copied one band of rows at a time.
+
+    `np.asarray(img.convert("RGB"))` would hold a converted copy and a bytes copy next to the decoded
+    image (about 4.5x the array's size at the peak); band by band, the extra is one band.
+    """
+    width, height = img.size
+    out = np.empty((height, width, 3), np.uint8)
+    rows = max(1, DEFAULT_COPY_BAND_BYTES // (3 * width))
+    for top in range(0, height, rows):
+        band = img.crop((0, top, width, min(height, top + rows)))
+        out[top : top + band.height] = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+    return out
 
 
 def read_image_file(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -118,6 +118,7 @@ class MediaItem(Base):
         Index(None, "content_sha256"),
         Index(None, "url"),
         Index(None, "finished_at"),
+        Index(None, "status", "lease_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -140,6 +141,12 @@ class MediaItem(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
     reused_from_id: Mapped[int | None] = mapped_column(BigId)
     attempts: Mapped[int] = mapped_column(default=0)
+    # The delivery that may write this item's verdict (see scanner/leases.py), and until when.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[dt.datetime | None]
+    # Digest of the job options that change scores (scanner.jobs.ScanOptions.scoring_key): a verdict
+    # is reused only for the same content, model and scoring key.
+    scoring_key: Mapped[str | None] = mapped_column(String(64))
     enqueued_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]

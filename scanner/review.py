@@ -3,14 +3,20 @@
 `export_training_set` closes the loop from moderation back to training: it writes images into
 `OUT/real/` and `OUT/fake/` (the folder layout `deepscan train` reads) with a manifest CSV
 saying where each file came from and why it got its label.
+
+A label belongs to the bytes that were scanned and reviewed, not to a URL: the exporter fetches
+each item again, so it checks the bytes against the item's `content_sha256` and leaves out (and
+counts) any item whose file changed since, rather than train on new content under an old label.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,9 @@ TRAINING_LABELS = ("real", "fake")
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("item_id", "file", "label", "label_source", "url", "score", "verdict", "review_label", "reviewer")
 DEFAULT_EXPORT_BATCH = 500
+# Why an item's fetched bytes could not be exported under its label.
+CONTENT_CHANGED = "content changed since it was scanned"
+NO_CONTENT_HASH = "no content hash recorded (scan it again)"
 
 # Formats `deepscan train` reads (training.datasets.IMAGE_SUFFIXES), told apart by their magic
 # bytes; anything else (GIF, TIFF, HEIF…) is decoded and written as PNG.
@@ -113,6 +122,7 @@ class ExportEntry:
     kind: str
     label: str
     label_source: str
+    content_sha256: str | None
     score: float | None
     verdict: str | None
     review_label: str | None
@@ -127,11 +137,17 @@ class ExportReport:
     written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRAINING_LABELS, 0))
     skipped_unsure: int = 0
     skipped_not_image: int = 0
+    unverified: list[tuple[int, str]] = field(default_factory=list)  # (item id, reason): bytes not the scanned ones
     failed: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def manifest(self) -> Path:
         return self.out / MANIFEST_NAME
+
+    @property
+    def unverified_by_reason(self) -> Counter[str]:
+        """How many items were left out for each reason their bytes could not be verified."""
+        return Counter(reason for _, reason in self.unverified)
 
 
 def _export_query(*, reviewed_only: bool, job_id: int | None) -> Select[MediaItem, Review | None]:
@@ -166,6 +182,7 @@ def export_candidates(session: Session, *, reviewed_only: bool, job_id: int | No
             kind=item.kind,
             label=label,
             label_source=source,
+            content_sha256=item.content_sha256,
             score=item.score,
             verdict=item.verdict,
             review_label=review.label if review is not None else None,
@@ -184,8 +201,9 @@ def export_training_set(
     """Write labelled images to `out/{real,fake}/<item id>.<ext>` plus `out/manifest.csv`.
 
     Only images are exported (training reads still images); items whose bytes cannot be fetched are
-    reported in `failed` and do not stop the export. Re-running is safe: files are replaced
-    atomically, and an item whose label changed moves to the other folder.
+    reported in `failed`, and items whose bytes are not the ones scanned (their sha256 differs from
+    `content_sha256`, or none was recorded) in `unverified`; neither stops the export. Re-running is
+    safe: files are replaced atomically, and an item whose label changed moves to the other folder.
     """
     report = ExportReport(out=out)
     for label in TRAINING_LABELS:
@@ -198,7 +216,12 @@ def export_training_set(
             report.skipped_unsure += 1
         else:
             try:
-                data, ext = as_trainable_image(fetch_bytes(entry.url))
+                fetched = fetch_bytes(entry.url)
+                if (reason := unverified_reason(entry, fetched)) is not None:
+                    report.unverified.append((entry.item_id, reason))
+                    _remove_exported(out, entry.item_id)  # an earlier export's copy is not in the set either
+                    continue
+                data, ext = as_trainable_image(fetched)
             except (DeepscanError, OSError) as exc:
                 report.failed.append((entry.item_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
                 continue
@@ -208,15 +231,29 @@ def export_training_set(
     return report
 
 
+def unverified_reason(entry: ExportEntry, data: bytes) -> str | None:
+    """Why `data` may not be exported under the entry's label (None when it is the content that was scanned)."""
+    if entry.content_sha256 is None:
+        return NO_CONTENT_HASH
+    if hashlib.sha256(data).hexdigest() != entry.content_sha256.lower():
+        return CONTENT_CHANGED
+    return None
+
+
 def _write_image(out: Path, entry: ExportEntry, data: bytes, ext: str) -> str:
     """Write the image atomically and remove any copy left under another label; return its relative path."""
     name = f"{entry.item_id}.{ext}"
-    for other in TRAINING_LABELS:
-        for stale in (out / other).glob(f"{entry.item_id}.*"):
-            if other != entry.label or stale.name != name:
-                stale.unlink()
+    _remove_exported(out, entry.item_id, keep=out / entry.label / name)
     _atomic_write(out / entry.label / name, data)
     return f"{entry.label}/{name}"
+
+
+def _remove_exported(out: Path, item_id: int, *, keep: Path | None = None) -> None:
+    """Delete the item's files left in `out` by earlier exports, except `keep`."""
+    for label in TRAINING_LABELS:
+        for stale in (out / label).glob(f"{item_id}.*"):
+            if stale != keep:
+                stale.unlink()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

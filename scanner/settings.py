@@ -21,6 +21,12 @@ DEFAULT_MAX_VIDEO_BYTES = 2 * 1024 * 1024 * 1024
 DEFAULT_HTTP_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_HTTP_READ_TIMEOUT_S = 30.0
 DEFAULT_QUEUE = "deepscan"
+DEFAULT_ITEM_DEADLINE_S = 30.0  # fetch + decode of one image; videos get more, by size
+DEFAULT_VIDEO_DEADLINE_S_PER_GB = 300.0  # extra fetch + decode time a video earns per GiB
+DEFAULT_LEASE_S = 120.0  # how long a claimed item stays another worker's before it may be taken over
+DEFAULT_MAX_ATTEMPTS = 3  # claims of one item before it ends `error` ("gave up after 3 attempts")
+DEFAULT_RECONCILE_INTERVAL_S = 60.0  # how often `deepscan beat` re-enqueues expired and lost items
+DEFAULT_REQUEUE_AFTER_S = 600.0  # a queued item this old, with the broker queue empty, lost its message
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -60,6 +66,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not value > 0:
+        raise ConfigError(f"{name}={env.get(name)!r} must be a positive number of seconds")
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -83,6 +96,12 @@ class Settings:
     http_read_timeout_s: float = DEFAULT_HTTP_READ_TIMEOUT_S
     allow_private_urls: bool = False
     local_roots: tuple[Path, ...] = field(default_factory=tuple)
+    item_deadline_s: float = DEFAULT_ITEM_DEADLINE_S
+    video_deadline_s_per_gb: float = DEFAULT_VIDEO_DEADLINE_S_PER_GB
+    lease_s: float = DEFAULT_LEASE_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
+    requeue_after_s: float = DEFAULT_REQUEUE_AFTER_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +126,12 @@ class Settings:
             http_read_timeout_s=_float(env, "DEEPSCAN_HTTP_READ_TIMEOUT_S", DEFAULT_HTTP_READ_TIMEOUT_S),
             allow_private_urls=_flag(env, "DEEPSCAN_ALLOW_PRIVATE_URLS"),
             local_roots=tuple(Path(p).expanduser().resolve() for p in roots.split(os.pathsep) if p),
+            item_deadline_s=_positive(env, "DEEPSCAN_ITEM_DEADLINE_S", DEFAULT_ITEM_DEADLINE_S),
+            video_deadline_s_per_gb=_float(env, "DEEPSCAN_VIDEO_DEADLINE_S_PER_GB", DEFAULT_VIDEO_DEADLINE_S_PER_GB),
+            lease_s=_positive(env, "DEEPSCAN_LEASE_S", DEFAULT_LEASE_S),
+            max_attempts=max(1, _int(env, "DEEPSCAN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
+            reconcile_interval_s=_positive(env, "DEEPSCAN_RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S),
+            requeue_after_s=_positive(env, "DEEPSCAN_REQUEUE_AFTER_S", DEFAULT_REQUEUE_AFTER_S),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

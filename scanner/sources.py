@@ -20,6 +20,9 @@ Rules a user can rely on:
   S3 keys in the bucket's (lexicographic) order. The same file named twice comes out twice.
 - Local paths become canonical `file:///abs/path` URLs (symlinks resolved) with size and mtime;
   with `Settings.local_roots` set, paths outside those roots are refused.
+- A listing never leaves the listed directory: a symlink inside it whose target lies outside (to
+  `/etc/passwd`, to another user's files) is skipped with a warning, whatever `include` says; a
+  symlink to a file inside the directory is taken, and symlinked directories are not entered.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from scanner.errors import ConfigError, TransientError
+from scanner.redaction import redact_url
 from scanner.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,7 +80,8 @@ def file_url_path(url: str) -> Path:
     """The absolute local path a `file://` URL names; ValueError for a remote host or relative path."""
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise ValueError(f"file URL names another host ({parts.netloc}): only local files can be read")
+        host = parts.netloc.rpartition("@")[2]  # never echo user info
+        raise ValueError(f"file URL names another host ({host}): only local files can be read")
     path = Path(os.fsdecode(unquote_to_bytes(parts.path)))
     if not path.is_absolute():
         raise ValueError("file URL must hold an absolute path, like file:///data/a.jpg")
@@ -87,7 +92,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     """Split `s3://bucket/key` into bucket and key (the key taken verbatim: S3 keys are not URL-encoded)."""
     bucket, _, key = url[len("s3://") :].partition("/")
     if not bucket:
-        raise ValueError(f"{url!r} names no bucket: use s3://BUCKET/PREFIX")
+        raise ValueError(f"{redact_url(url)!r} names no bucket: use s3://BUCKET/PREFIX")
     return bucket, key
 
 
@@ -215,7 +220,7 @@ def _plan(source: str, ctx: _Context) -> Iterator[MediaRef]:
     scheme = url_scheme(source)
     if scheme in ("http", "https"):
         if not urlsplit(source).hostname:
-            raise ConfigError(f"{source!r} has no host name")
+            raise ConfigError(f"{redact_url(source)!r} has no host name")
         return iter([MediaRef(source)])
     if scheme == "s3":
         return _plan_s3(source, ctx)
@@ -225,7 +230,9 @@ def _plan(source: str, ctx: _Context) -> Iterator[MediaRef]:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     if scheme:
-        raise ConfigError(f"unsupported URL scheme {scheme!r} in {source}: use a path, file://, http(s):// or s3://")
+        raise ConfigError(
+            f"unsupported URL scheme {scheme!r} in {redact_url(source)}: use a path, file://, http(s):// or s3://"
+        )
     path = Path(source).expanduser()
     if not path.exists() and _GLOB_MAGIC.search(source):
         return _plan_glob(source, ctx)
@@ -305,8 +312,8 @@ def _listed(root: Path, ctx: _Context, *, pattern: re.Pattern[str] | None, max_d
             continue
         if not ctx.filter.accepts(path.name, rel, str(path)):
             continue
-        if not path.is_relative_to(root) and not is_allowed_local_path(path, ctx.settings):
-            logger.warning("skipping %s: it links outside the allowed local roots", path)
+        if not path.is_relative_to(root):
+            logger.warning("skipping %s: it is a symlink to a file outside %s", root / rel, root)
             continue
         try:
             yield _local_ref(path)

@@ -1,5 +1,8 @@
 """A video's per-frame scores over time: the flagged time ranges, and a PNG plot of the timeline.
 
+The ranges follow the same rule as the video's verdict (`scanner.aggregation.segment_scores`): under
+the default strategy a video has a flagged range exactly when its verdict is `fake`.
+
 The plot draws on a private matplotlib Figure with the Agg canvas, so it needs no display and
 never touches pyplot's global state (safe in threads and in tests).
 """
@@ -14,6 +17,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, segment_min_samples, segment_scores
 
 DEFAULT_PLOT_WIDTH_PX = 1200
 DEFAULT_PLOT_HEIGHT_PX = 400
@@ -31,15 +36,22 @@ def per_timestamp(frames: Iterable[Sample]) -> list[Sample]:
     return sorted(best.items())
 
 
-def flagged_ranges(frames: Iterable[Sample], threshold: float) -> list[tuple[float, float]]:
-    """(start_s, end_s) of each run of consecutive samples scoring >= threshold.
+def flagged_ranges(
+    frames: Iterable[Sample], threshold: float, *, strategy: str = DEFAULT_VIDEO_STRATEGY
+) -> list[tuple[float, float]]:
+    """(start_s, end_s) of each flagged segment: a run of consecutive samples scoring >= threshold,
+    at least as many as `strategy` asks for (`segmentsN`: N; any other strategy: one).
 
     A range spans its first to its last flagged sample; a lone flagged frame gives start == end.
+    Pass the strategy the item was judged with: under `segments`, `segmentsN` and `max` the item's
+    verdict is `fake` exactly when this returns a range.
     """
+    samples = per_timestamp(frames)
+    evidence = segment_scores([score for _, score in samples], segment_min_samples(strategy))
     ranges: list[tuple[float, float]] = []
     start: float | None = None
     last = 0.0
-    for ts, score in per_timestamp(frames):
+    for (ts, _), score in zip(samples, evidence, strict=True):
         if score >= threshold:
             start = ts if start is None else start
             last = ts
@@ -63,11 +75,12 @@ def plot_timeline(
     out_png: Path,
     *,
     title: str,
+    strategy: str = DEFAULT_VIDEO_STRATEGY,
     width_px: int = DEFAULT_PLOT_WIDTH_PX,
     height_px: int = DEFAULT_PLOT_HEIGHT_PX,
 ) -> Path:
-    """Draw score over time, the threshold line and the flagged ranges shaded; write a PNG of exactly
-    width_px x height_px pixels to `out_png` and return it."""
+    """Draw score over time, the threshold line and the flagged ranges (under `strategy`) shaded; write a
+    PNG of exactly width_px x height_px pixels to `out_png` and return it."""
     samples = per_timestamp(frames)
     if not samples:
         raise ValueError("no frames to plot")
@@ -76,7 +89,7 @@ def plot_timeline(
     ax = fig.add_subplot()
     times, scores = zip(*samples, strict=True)
     half = _half_step(samples)
-    for start, end in flagged_ranges(samples, threshold):
+    for start, end in flagged_ranges(samples, threshold, strategy=strategy):
         ax.axvspan(max(start - half, 0.0), end + half, color="tab:red", alpha=0.18, linewidth=0)
     ax.plot(times, scores, color="tab:blue", marker="o", markersize=3, linewidth=1.5, label="score (max over faces)")
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3f}")

@@ -13,6 +13,10 @@ test can tell RGB from BGR.
 from __future__ import annotations
 
 import io
+import itertools
+import struct
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,3 +298,121 @@ def write_mixed_folder(folder: Path, *, images: int = 21, videos: int = 2, seed:
     for index in range(videos):
         written.append(write_video(folder / f"clip_{index}.mp4", seconds=3.0, fps=10.0, seed=seed + index))
     return sorted(written)
+
+
+# --- hostile inputs: small files that are huge or slow once decoded ------------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_BLOCK_BYTES = 1 << 20  # about this much image data per independently compressed deflate block
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _deflate_block(data: bytes) -> bytes:
+    """`data` as self-contained, non-final raw deflate blocks (no reference to earlier data)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush(zlib.Z_FULL_FLUSH)
+
+
+def _repeated_rows_zlib(row: bytes, count: int) -> bytes:
+    """A zlib stream of `row` repeated `count` times, compressing one block of rows and repeating it.
+
+    Identical blocks compress to identical bytes when each starts from an empty window, so a
+    192 MB image costs one small compression and one checksum pass (about 0.1 s, not 1.3 s).
+    """
+    rows_per_block = max(1, _PNG_BLOCK_BYTES // len(row))
+    full, rest = divmod(count, rows_per_block)
+    block = row * rows_per_block
+    body = _deflate_block(block) * full + (_deflate_block(row * rest) if rest else b"")
+    checksum = 1
+    for _ in range(full):
+        checksum = zlib.adler32(block, checksum)
+    checksum = zlib.adler32(row * rest, checksum)
+    final_empty_block = b"\x03\x00"
+    return b"\x78\xda" + body + final_empty_block + struct.pack(">I", checksum)
+
+
+def write_flat_png(path: Path, size: tuple[int, int], *, colour: tuple[int, int, int] = (90, 120, 150)) -> Path:
+    """A PNG of `size` (w, h) in one flat colour: a few hundred KiB on disk, w x h x 3 bytes decoded.
+
+    The decompression-bomb shape (a 7999x7999 one is about 200 KiB and decodes to 192 MB), made without
+    ever holding the image in memory, so the test process stays small whatever the size.
+    """
+    width, height = size
+    row = b"\x00" + bytes(colour) * width  # filter type 0 (none), then the pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    idat = _repeated_rows_zlib(row, height)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _write_packets(path: Path, fourcc: str, size: tuple[int, int], fps: float, packets: Iterable[np.ndarray]) -> None:
+    """Mux already-encoded packets into an AVI with OpenCV's raw mode; only the first is marked a keyframe."""
+    params = [cv2.VIDEOWRITER_PROP_RAW_VIDEO, 1, cv2.VIDEOWRITER_PROP_KEY_INTERVAL, 2**31 - 1]
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*fourcc), fps, size, params)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot mux raw {fourcc} packets into {path}")
+    try:
+        for packet in packets:
+            writer.write(packet.reshape(1, -1))
+    finally:
+        writer.release()
+
+
+def write_mjpeg_avi(path: Path, size: tuple[int, int], *, frames: int = 8, fps: float = 25.0) -> Path:
+    """A Motion-JPEG AVI of `frames` identical `size` (w, h) frames: a flat picture with a red square.
+
+    One JPEG is encoded and muxed `frames` times, so a 9000x9000 video (about 1.3 MB a frame on disk,
+    243 MB a frame decoded) takes well under a second to make. Every MJPEG frame is a keyframe.
+    """
+    width, height = size
+    bgr = np.full((height, width, 3), 90, np.uint8)
+    bgr[height // 4 : height // 2, width // 4 : width // 2] = (0, 0, 255)
+    ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    del bgr
+    if not ok:
+        raise RuntimeError("OpenCV cannot encode JPEG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_packets(path, "MJPG", size, fps, (jpeg for _ in range(frames)))
+    return path
+
+
+def write_long_gop_video(
+    path: Path, *, frames: int = 20_000, fps: float = 30.0, size: tuple[int, int] = (96, 72), seed: int = 0
+) -> Path:
+    """An MPEG-4 AVI of `frames` frames with ONE keyframe: seeking anywhere decodes from the very first frame.
+
+    OpenCV's writer puts a keyframe every 12 frames and has no option to change that, so one keyframe
+    and then predicted frames are taken from a short encode of a still picture and muxed again: the
+    keyframe, then its (all-skip, 11-byte) predicted frames repeated `frames - 1` times. The container
+    index, the packet flags and the bitstream all agree there is a single keyframe, as in a screen
+    recording or a hostile encode with an endless GOP. Every frame decodes to the same picture;
+    20,000 frames take about 0.1 s to write and 0.7 MB on disk.
+    """
+    width, height = size
+    still = pattern_rgb(size, seed=seed)[..., ::-1].copy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".gop.avi")
+    writer = cv2.VideoWriter(str(staging), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    for _ in range(12):
+        writer.write(still)
+    writer.release()
+    reader = cv2.VideoCapture(str(staging), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
+    packets = []
+    while True:
+        ok, packet = reader.read()
+        if not ok:
+            break
+        packets.append(packet.copy())
+    reader.release()
+    staging.unlink()
+    if len(packets) != 12:
+        raise RuntimeError(f"OpenCV's mp4v encode of 12 frames gave {len(packets)} packets")
+    keyframe, predicted = packets[0], packets[1:]
+    _write_packets(path, "mp4v", size, fps, itertools.chain([keyframe], (predicted[i % 11] for i in range(frames - 1))))
+    return path

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -118,10 +118,9 @@ def deepscan_process(
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], log_path: Path, *, ready_timeout_s: float = 60.0
+    env: dict[str, str], log_path: Path, *, ready_timeout_s: float = 60.0, extra_args: Sequence[str] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `deepscan worker` subprocess; yields once it is consuming."""
-    with deepscan_process(
-        ["worker", "--loglevel", "INFO"], env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s
-    ) as proc:
+    args = ["worker", "--loglevel", "INFO", *extra_args]
+    with deepscan_process(args, env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s) as proc:
         yield proc

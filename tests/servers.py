@@ -6,6 +6,7 @@
     /_html-as-jpeg               an HTML page labelled `Content-Type: image/jpeg`
     /_slow/<seconds>/<file>      waits <seconds> before answering with <file> (read timeouts)
     /_stall/<seconds>/<file>     sends the headers and half of <file>, then waits (timeouts mid-body)
+    /_trickle/<seconds>/<file>   sends <file> one byte every <seconds> (no read timeout ever fires)
     /_redirect-loop              redirects to itself forever
     /_redirect/<n>/<file>        <n> redirects in a row, then <file>
     /_redirect-to?url=<url>      one redirect to an arbitrary URL (another host, another scheme)
@@ -82,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_file(parts[2])
         elif route == "_stall":
             self._send_stalled(float(parts[1]), parts[2])
+        elif route == "_trickle":
+            self._send_trickled(float(parts[1]), parts[2])
         elif route == "_redirect-loop":
             self._redirect("/_redirect-loop")
         elif route == "_redirect":
@@ -142,6 +145,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body[: len(body) // 2])
         self.wfile.flush()
         time.sleep(seconds)
+
+    def _send_trickled(self, seconds: float, rel: str) -> None:
+        target = self._file(rel)
+        body = target.read_bytes() if target else b"x" * 4096
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(seconds)
+        except OSError:  # the client gave up: that is what the tests expect
+            return
 
 
 @contextmanager

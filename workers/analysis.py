@@ -12,15 +12,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scanner import reuse
+from scanner.deadline import Deadline
 from scanner.errors import PermanentError
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image
-from scanner.models import FrameResult, MediaItem
+from scanner.redaction import redact_url
 from workers.faces import crop_face
-from workers.fetch import Fetched, fetch
+from workers.fetch import Fetched, fetch, item_budget
 from workers.frames import sample_frames
 from workers.runtime import WorkerRuntime
 
@@ -61,7 +62,7 @@ class Outcome:
     height: int | None = None
     duration_s: float | None = None
     units: list[Unit] = field(default_factory=list)
-    reused: dict[str, Any] | None = None
+    reused: reuse.Earlier | None = None
     score: float | None = None
     verdict: str | None = None
 
@@ -71,40 +72,49 @@ class Outcome:
 
 
 def analyse_item(rt: WorkerRuntime, item_id: int, url: str, options: ScanOptions, model_version: str) -> Outcome:
-    """Fetch and decode one item into model-ready units (or an error, or a reusable earlier verdict)."""
+    """Fetch and decode one item into model-ready units (or an error, or a reusable earlier verdict).
+
+    The item's deadline starts here, when a fetch thread takes it up, and bounds fetch and decode.
+    """
+    budget = item_budget(rt.settings)
     try:
-        fetched = fetch(url, rt.settings, s3_client=rt.s3() if url.startswith("s3://") else None, http=rt.http())
+        s3 = rt.s3() if url.startswith("s3://") else None
+        fetched = fetch(url, rt.settings, s3_client=s3, http=rt.http(), budget=budget)
     except PermanentError as exc:
         return Outcome.failed(item_id, url, str(exc))
     except Exception as exc:
-        log.exception("item %s: fetch of %s failed unexpectedly", item_id, url)
+        log.exception("item %s: fetch of %s failed unexpectedly", item_id, redact_url(url))
         return Outcome.failed(item_id, url, f"fetch failed: {type(exc).__name__}: {_first_line(exc)}")
     known: dict[str, Any] = {"kind": fetched.kind, "size": fetched.size, "sha256": fetched.sha256, "etag": fetched.etag}
     try:
-        if not options.rescan and (earlier := find_earlier_result(rt, fetched.sha256, model_version)) is not None:
+        if not options.rescan and (earlier := find_earlier_result(rt, fetched.sha256, model_version, options)):
             return Outcome(item_id=item_id, url=url, reused=earlier, **known)
-        return _decode(rt, Outcome(item_id=item_id, url=url, **known), fetched, options)
+        deadline = budget.deadline(fetched.kind, fetched.size)
+        return _decode(rt, Outcome(item_id=item_id, url=url, **known), fetched, options, deadline)
     except PermanentError as exc:
         return Outcome.failed(item_id, url, str(exc), **known)
     except Exception as exc:
-        log.exception("item %s: decoding %s failed unexpectedly", item_id, url)
+        log.exception("item %s: decoding %s failed unexpectedly", item_id, redact_url(url))
         return Outcome.failed(item_id, url, f"decode failed: {type(exc).__name__}: {_first_line(exc)}", **known)
     finally:
         fetched.close()
 
 
-def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: ScanOptions) -> Outcome:
+def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: ScanOptions, deadline: Deadline) -> Outcome:
     if fetched.kind == "image":
         assert fetched.data is not None
         rgb = decode_image(fetched.data)
         outcome.height, outcome.width = rgb.shape[:2]
+        deadline.check("decoding the image")
         outcome.units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces)
     elif fetched.kind == "video":
         assert fetched.path is not None
-        video = sample_frames(fetched.path, fps=options.fps, max_frames=options.max_frames)
+        video = sample_frames(fetched.path, fps=options.fps, max_frames=options.max_frames, deadline=deadline)
         outcome.width, outcome.height, outcome.duration_s = video.width, video.height, video.duration_s
         for frame in video.frames:
-            outcome.units.extend(units_for_frame(rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces))
+            deadline.check("finding faces in video frames")
+            units = units_for_frame(rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces)
+            outcome.units.extend(_in_video_pixels(units, video.frame_scale))
     else:
         raise PermanentError("not an image or video")
     return outcome
@@ -121,32 +131,21 @@ def units_for_frame(rt: WorkerRuntime, rgb: np.ndarray, index: int, timestamp_s:
     ]
 
 
-def find_earlier_result(rt: WorkerRuntime, sha256: str, model_version: str) -> dict[str, Any] | None:
-    """A finished verdict for the same bytes and model, with its frame rows, if one exists."""
+def _in_video_pixels(units: list[Unit], scale: float) -> list[Unit]:
+    """Face boxes found on a shrunk frame, stored in the video's own pixels."""
+    if scale != 1.0:
+        for unit in units:
+            if unit.bbox is not None:
+                unit.bbox = [round(v * scale) for v in unit.bbox]
+    return units
+
+
+def find_earlier_result(
+    rt: WorkerRuntime, sha256: str, model_version: str, options: ScanOptions
+) -> reuse.Earlier | None:
+    """A finished item with the same bytes, model and score-changing options, with its frame rows."""
     with Session(rt.engine) as session:
-        earlier = session.scalars(
-            select(MediaItem)
-            .where(
-                MediaItem.content_sha256 == sha256,
-                MediaItem.model_version == model_version,
-                MediaItem.status == "done",
-            )
-            .order_by(MediaItem.finished_at.desc())
-            .limit(1)
-        ).first()
-        if earlier is None:
-            return None
-        frames = session.scalars(select(FrameResult).where(FrameResult.item_id == earlier.id)).all()
-        return {
-            "id": earlier.id,
-            "score": earlier.score,
-            "strategy": earlier.strategy,
-            "width": earlier.width,
-            "height": earlier.height,
-            "duration_s": earlier.duration_s,
-            "frames_scanned": earlier.frames_scanned,
-            "frames": [f.copy_values() for f in frames],
-        }
+        return reuse.by_content(session, sha256, model_version, options.scoring_keys().values())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,16 +7,24 @@ environment.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
+from celery.signals import after_setup_logger
 
+from scanner.redaction import install_log_redaction
 from scanner.settings import Settings
 
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600
-DEFAULT_TASK_TIME_LIMIT_S = 1800  # below the visibility timeout, or Redis would redeliver running tasks
+# Honoured by the prefork pool only (`celery -A workers.app worker`); `deepscan worker` runs the solo or
+# threads pool, which ignore them: there the chunk's own budget and each item's deadline hold
+# (workers/pipeline.py, scanner/deadline.py), both well below the visibility timeout.
+DEFAULT_TASK_TIME_LIMIT_S = 1800
 DEFAULT_TASK_SOFT_TIME_LIMIT_S = 1740
-LAUNCH_DUE = "deepscan.launch_due_schedules"  # what `deepscan beat` sends; named here so beat never imports torch
+# What `deepscan beat` sends; named here so beat never imports torch.
+LAUNCH_DUE = "deepscan.launch_due_schedules"
+RECONCILE = "deepscan.reconcile"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -44,6 +52,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+@after_setup_logger.connect  # type: ignore[untyped-decorator]
+def _redact_worker_logs(logger: logging.Logger, **_: Any) -> None:
+    """`celery -A workers.app worker` configures its own handlers: they redact URLs too."""
+    install_log_redaction(logger)
+
+
 class DeepscanCelery(Celery):  # type: ignore[misc]
     def on_configure(self) -> None:
         """Called by Celery the first time the configuration is read."""
@@ -51,3 +65,14 @@ class DeepscanCelery(Celery):  # type: ignore[misc]
 
 
 app = DeepscanCelery("deepscan", include=["workers.tasks"])
+
+
+def configure(settings: Settings) -> DeepscanCelery:
+    """Configure `app` from `settings` (which may differ from the environment: CLI options, tests).
+
+    The lazy configuration is loaded first: an update made before that would be overwritten by
+    `on_configure` when the configuration is first read.
+    """
+    _ = app.conf.broker_url
+    app.conf.update(celery_config(settings))
+    return app

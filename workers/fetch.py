@@ -39,8 +39,10 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from scanner.errors import PermanentError, TransientError
+from scanner.deadline import ItemBudget
+from scanner.errors import DeadlineExceededError, PermanentError, TransientError
 from scanner.media import MediaKind, sniff_kind
+from scanner.redaction import redact_url
 from scanner.settings import Settings
 from scanner.sources import file_url_path, is_allowed_local_path, make_s3_client, parse_s3_url, url_scheme
 from workers.ssrf import check_host, make_http_session
@@ -105,48 +107,60 @@ def _give_up(exc: TransientError, tries: int) -> PermanentError:
 # --- the entry point ----------------------------------------------------------------------------
 
 
-def fetch(url: str, settings: Settings, *, s3_client: Any = None, http: requests.Session | None = None) -> Fetched:
-    """Fetch `url` (file://, http(s)://, s3://) under the settings' caps; PermanentError on failure."""
+def fetch(
+    url: str,
+    settings: Settings,
+    *,
+    s3_client: Any = None,
+    http: requests.Session | None = None,
+    budget: ItemBudget | None = None,
+) -> Fetched:
+    """Fetch `url` (file://, http(s)://, s3://) under the settings' caps; PermanentError on failure.
+
+    `budget` bounds the whole fetch, retries included (default: `settings.item_deadline_s`, more
+    for videos by size): a server that trickles bytes fails with DeadlineExceededError in bounded time.
+    """
     scheme = url_scheme(url)
+    budget = budget if budget is not None else item_budget(settings)
     if scheme == "file":
-        return _fetch_local(url, settings)
+        return _fetch_local(url, settings, budget)
     if scheme in ("http", "https"):
         session = http if http is not None else make_http_session(settings)
         try:
-            return _with_retries(url, lambda: _fetch_http(url, settings, session))
+            return _with_retries(url, budget, lambda: _fetch_http(url, settings, session, budget))
         finally:
             if http is None:
                 session.close()
     if scheme == "s3":
         client = s3_client if s3_client is not None else make_s3_client(settings, attempts=1)
-        return _with_retries(url, lambda: _fetch_s3(url, settings, client))
+        return _with_retries(url, budget, lambda: _fetch_s3(url, settings, client, budget))
     raise PermanentError(
         f"unsupported URL scheme {scheme!r}" if scheme else "not a URL (expected file://, http(s)://, s3://)"
     )
 
 
-def _with_retries(url: str, attempt: Callable[[], Fetched]) -> Fetched:
+def item_budget(settings: Settings) -> ItemBudget:
+    """The time budget of one item's fetch and decode, starting now."""
+    return ItemBudget(settings.item_deadline_s, settings.video_deadline_s_per_gb)
+
+
+def _with_retries(url: str, budget: ItemBudget, attempt: Callable[[], Fetched]) -> Fetched:
     tries = DEFAULT_FETCH_TRIES
     for number in range(1, tries + 1):
         try:
             return attempt()
         except TransientError as exc:
+            budget.deadline().check("fetching")  # a timeout caused by the deadline is the deadline's
             if number == tries:
                 raise _give_up(exc, tries) from None
             delay_s = DEFAULT_RETRY_BACKOFF_S * 2 ** (number - 1)
+            if delay_s >= budget.deadline().remaining():
+                raise DeadlineExceededError(
+                    budget.deadline().reason(f"fetching ({exc}, no time left to retry)")
+                ) from None
             logger.info("fetch of %s failed (%s); retry %d in %.1f s", redact_url(url), exc, number, delay_s)
             time.sleep(delay_s)
     raise AssertionError("unreachable: the last try returns or raises")
-
-
-def redact_url(url: str) -> str:
-    """`url` without user info, query string or fragment: safe for log lines."""
-    if url_scheme(url) in ("s3", "file", ""):
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def format_bytes(count: int) -> str:
@@ -224,7 +238,7 @@ class _Origin:
     local_path: Path | None = None  # set for local files: videos are read in place
 
 
-def _receive(chunks: Iterable[bytes], origin: _Origin, settings: Settings) -> Fetched:
+def _receive(chunks: Iterable[bytes], origin: _Origin, settings: Settings, budget: ItemBudget) -> Fetched:
     """Sniff the kind from the first bytes, then stream the rest under that kind's cap."""
     stream = iter(chunks)
     head = b""
@@ -242,7 +256,7 @@ def _receive(chunks: Iterable[bytes], origin: _Origin, settings: Settings) -> Fe
         raise _too_big(kind, limit)
     sink = _sink_for(kind, origin)
     try:
-        size, digest = _drain(itertools.chain((head,), stream), sink, kind, limit)
+        size, digest = _drain(itertools.chain((head,), stream), sink, kind, limit, budget)
         data, path, owns = sink.finish()
     except BaseException:
         sink.discard()
@@ -259,13 +273,14 @@ def _sink_for(kind: MediaKind, origin: _Origin) -> _Sink:
     return _TempFileSink(suffix if _SAFE_SUFFIX.fullmatch(suffix) else ".video")
 
 
-def _drain(chunks: Iterator[bytes], sink: _Sink, kind: MediaKind, limit: int) -> tuple[int, str]:
+def _drain(chunks: Iterator[bytes], sink: _Sink, kind: MediaKind, limit: int, budget: ItemBudget) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise _too_big(kind, limit)
+        budget.deadline(kind, size).check("fetching")  # a video earns time by the bytes it delivers
         digest.update(chunk)
         sink.write(chunk)
     return size, digest.hexdigest()
@@ -282,7 +297,7 @@ def _clean_etag(etag: str | None) -> str | None:
 # --- local files --------------------------------------------------------------------------------
 
 
-def _fetch_local(url: str, settings: Settings) -> Fetched:
+def _fetch_local(url: str, settings: Settings, budget: ItemBudget) -> Fetched:
     try:
         path = file_url_path(url).resolve()
     except ValueError as exc:
@@ -295,7 +310,7 @@ def _fetch_local(url: str, settings: Settings) -> Fetched:
             raise PermanentError("not a regular file")
         with path.open("rb") as fh:
             chunks = iter(lambda: fh.read(DEFAULT_CHUNK_BYTES), b"")
-            return _receive(chunks, _Origin(url, None, info.st_size, local_path=path), settings)
+            return _receive(chunks, _Origin(url, None, info.st_size, local_path=path), settings, budget)
     except FileNotFoundError:
         raise PermanentError("file not found") from None
     except PermissionError:
@@ -307,7 +322,7 @@ def _fetch_local(url: str, settings: Settings) -> Fetched:
 # --- HTTP(S) ------------------------------------------------------------------------------------
 
 
-def _fetch_http(url: str, settings: Settings, session: requests.Session) -> Fetched:
+def _fetch_http(url: str, settings: Settings, session: requests.Session, budget: ItemBudget) -> Fetched:
     host = urlsplit(url).hostname or "?"
     try:
         response = _open_following_redirects(url, settings, session)
@@ -315,11 +330,15 @@ def _fetch_http(url: str, settings: Settings, session: requests.Session) -> Fetc
             declared = response.headers.get("Content-Length")
             size = int(declared) if declared and declared.isdigit() else None
             origin = _Origin(url, response.headers.get("ETag"), size)
-            return _receive(response.iter_content(DEFAULT_CHUNK_BYTES), origin, settings)
+            return _receive(_body_chunks(response, budget, settings), origin, settings, budget)
+    except (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
+        raise TransientError(f"timed out after {settings.http_read_timeout_s:g} s") from None
+    except urllib3.exceptions.ProtocolError:
+        raise TransientError(f"connection to {host} dropped mid-download") from None
+    except urllib3.exceptions.DecodeError:
+        raise PermanentError("response body is not valid for its Content-Encoding") from None
     except requests.ConnectTimeout:
         raise TransientError(f"connection to {host} timed out after {settings.http_connect_timeout_s:g} s") from None
-    except requests.ReadTimeout:
-        raise TransientError(f"timed out after {settings.http_read_timeout_s:g} s") from None
     except requests.exceptions.SSLError:
         raise PermanentError(f"TLS error with {host} (certificate not trusted?)") from None
     except requests.ConnectionError as exc:
@@ -332,6 +351,29 @@ def _fetch_http(url: str, settings: Settings, session: requests.Session) -> Fetc
         raise PermanentError("response body is not valid for its Content-Encoding") from None
     except requests.exceptions.InvalidURL:
         raise PermanentError("invalid URL") from None
+
+
+def _body_chunks(response: requests.Response, budget: ItemBudget, settings: Settings) -> Iterator[bytes]:
+    """The body as it arrives: each read returns after at most one receive from the socket.
+
+    `iter_content` would block inside one read until a whole 256 KB chunk came in, so a server
+    sending a byte every few seconds would never give the deadline a chance to be checked. The
+    socket's timeout is also cut to the time left, so a silent server cannot outlast the deadline.
+    """
+    raw = response.raw
+    while True:
+        _limit_socket_wait(raw, min(settings.http_read_timeout_s, budget.deadline().remaining() + 0.05))
+        chunk = raw.read1(DEFAULT_CHUNK_BYTES, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _limit_socket_wait(raw: Any, seconds: float) -> None:
+    """Set the socket timeout of a streaming urllib3 response, when its socket is reachable."""
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.01))
 
 
 def _caused_by_read_timeout(exc: requests.ConnectionError) -> bool:
@@ -384,7 +426,7 @@ def _check_http_url(url: str, settings: Settings) -> None:
 # --- S3 -----------------------------------------------------------------------------------------
 
 
-def _fetch_s3(url: str, settings: Settings, client: Any) -> Fetched:
+def _fetch_s3(url: str, settings: Settings, client: Any, budget: ItemBudget) -> Fetched:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = parse_s3_url(url)
@@ -395,7 +437,7 @@ def _fetch_s3(url: str, settings: Settings, client: Any) -> Fetched:
         body = obj["Body"]
         try:
             origin = _Origin(url, obj.get("ETag"), obj.get("ContentLength"))
-            return _receive(body.iter_chunks(DEFAULT_CHUNK_BYTES), origin, settings)
+            return _receive(body.iter_chunks(DEFAULT_CHUNK_BYTES), origin, settings, budget)
         finally:
             body.close()
     except ClientError as exc:

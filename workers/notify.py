@@ -1,5 +1,8 @@
 """Webhooks: a JSON POST when a job finishes and when an item is flagged (its score reaches the threshold).
 
+A webhook URL carries its receiver's token, so it never appears in an error message or a log
+line; the events carry no credentials either (item URLs and job names are redacted).
+
 Deliveries follow the fetching SSRF rules (private addresses refused unless allowed, checked on
 the connected socket) and never follow redirects. Failures are retried with exponential
 backoff: by a Celery task in distributed mode, inline in embedded mode.
@@ -19,6 +22,7 @@ from sqlalchemy.orm import Session
 from scanner.errors import PermanentError, TransientError
 from scanner.jobs import job_counts
 from scanner.models import ScanJob
+from scanner.redaction import redact_text, redact_url
 from scanner.settings import Settings
 from workers.ssrf import make_http_session
 
@@ -40,7 +44,7 @@ def job_finished_payload(engine: Engine, job_id: int) -> tuple[str | None, dict[
         return job.webhook_url, {
             "event": "job.finished",
             "job_id": job.id,
-            "name": job.name,
+            "name": redact_text(job.name),  # jobs named before names were redacted at creation
             "status": job.status,
             "model_version": job.model_version,
             "counts": {
@@ -58,11 +62,12 @@ def job_finished_payload(engine: Engine, job_id: int) -> tuple[str | None, dict[
 
 
 def item_flagged_payload(job_id: int, item_id: int, url: str, score: float, threshold: float) -> dict[str, Any]:
+    """The `item.flagged` event; the item's URL without its user info or query (a receiver gets no credentials)."""
     return {
         "event": "item.flagged",
         "job_id": job_id,
         "item_id": item_id,
-        "url": url,
+        "url": redact_url(url),
         "score": score,
         "threshold": threshold,
         "verdict": "fake",
@@ -70,16 +75,20 @@ def item_flagged_payload(job_id: int, item_id: int, url: str, score: float, thre
 
 
 def post_json(url: str, payload: dict[str, Any], settings: Settings) -> None:
-    """POST once; TransientError for network failures, 429 and 5xx; PermanentError for other refusals."""
+    """POST once; TransientError for network failures, 429 and 5xx; PermanentError for other refusals.
+
+    The errors name the receiver by its redacted URL: the token in the real one must not reach logs.
+    """
+    shown = redact_url(url)
     with make_http_session(settings) as session:
         try:
             response = session.post(url, json=payload, timeout=DEFAULT_WEBHOOK_TIMEOUT_S, allow_redirects=False)
         except requests.RequestException as exc:
-            raise TransientError(f"webhook {url} unreachable: {type(exc).__name__}") from None
+            raise TransientError(f"webhook {shown} unreachable: {type(exc).__name__}") from None
     if response.status_code == 429 or response.status_code >= 500:
-        raise TransientError(f"webhook {url} answered http {response.status_code}")
+        raise TransientError(f"webhook {shown} answered http {response.status_code}")
     if response.status_code >= 300:
-        raise PermanentError(f"webhook {url} refused the event: http {response.status_code}")
+        raise PermanentError(f"webhook {shown} refused the event: http {response.status_code}")
 
 
 def deliver_inline(settings: Settings) -> Deliver:

@@ -1,29 +1,38 @@
 """Process one chunk of items: claim, analyse in threads, score in cross-item batches, store in one transaction.
 
-This plain function is what the Celery task and the embedded (in-process) mode both call.
-Redelivering a chunk re-scores its items and overwrites their rows: never a duplicate.
+This plain function is what the Celery task and the embedded (in-process) mode both call. Each
+call is one delivery: it claims the chunk's items under a fresh lease owner (scanner/leases.py),
+keeps the leases alive while it works, and writes each item's verdict and frame rows together,
+only while it still holds that item's lease. A redelivered or duplicated chunk therefore writes
+every item at most once, and a delivery whose items were taken over writes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, update
 from sqlalchemy.orm import Session
 
-from scanner.aggregation import aggregate, verdict_for
+from scanner import leases, reuse
+from scanner.aggregation import verdict_for
 from scanner.jobs import ScanOptions, finish_job_if_complete
 from scanner.models import FrameResult, MediaItem, ScanJob, utcnow
 from workers.analysis import Outcome, Unit, analyse_item
+from workers.fetch import item_budget
 from workers.notify import Deliver, item_flagged_payload, job_finished_notifier
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BUDGET_S = 1500.0  # items not started by then are handed back; below the broker's visibility timeout
+DEFAULT_ABANDON_GRACE_S = 5.0  # past an item's longest deadline, stop waiting for a thread stuck in native code
+_POLL_S = 1.0
 
 
 @dataclass
@@ -34,6 +43,7 @@ class ChunkReport:
     error: int = 0
     reused: int = 0
     skipped: int = 0
+    lost: int = 0
     inferred_units: int = 0
     job_finished: bool = False
     errors: dict[int, str] = field(default_factory=dict)
@@ -53,27 +63,37 @@ def process_chunk(
     items: Sequence[tuple[int, str]],
     *,
     deliver: Deliver | None = None,
+    chunk_budget_s: float = DEFAULT_CHUNK_BUDGET_S,
 ) -> ChunkReport:
-    """Scan `items` of `job_id` and store their verdicts, frame scores and errors."""
+    """Scan `items` of `job_id` and store their verdicts, frame scores and errors.
+
+    `skipped` counts items this delivery could not claim (finished, cancelled or held by another
+    delivery); `lost` counts items it scored but whose lease was taken over before it could store.
+    """
     report = ChunkReport()
-    context = claim(rt, job_id, [item_id for item_id, _ in items])
+    owner = leases.new_owner()
+    context = claim(rt, job_id, [item_id for item_id, _ in items], owner)
     if context is None:
         report.skipped = len(items)
         return report
-    ctx, claimed = context
-    report.skipped = len(items) - len(claimed)
-    outcomes = analyse_and_score(rt, [(i, u) for i, u in items if i in claimed], ctx, report)
-    store(rt, job_id, outcomes, ctx)
-    for outcome in outcomes:
-        if outcome.status == "error":
-            report.error += 1
-            report.errors[outcome.item_id] = outcome.error or ""
-            log.info("job %s item %s: error: %s", job_id, outcome.item_id, outcome.error)
-        else:
-            report.done += 1
-            report.reused += outcome.reused is not None
+    ctx, claimed, gave_up = context
+    report.skipped = len(items) - len(claimed) - len(gave_up)
+    report.error += len(gave_up)
+    mine = [(i, u) for i, u in items if i in claimed]
+    try:
+        with leases.kept_alive(rt.engine, owner, claimed, rt.settings.lease_s):
+            outcomes, unstarted = analyse_and_score(rt, mine, ctx, report, chunk_budget_s=chunk_budget_s)
+        leases.hand_back(rt.engine, owner, unstarted)
+        stored = store(rt, outcomes, ctx, owner)
+    except Exception:
+        _hand_back_quietly(rt, owner, claimed)  # so a retry of this chunk can claim them at once
+        raise
+    report.skipped += len(unstarted)
+    report.lost = len(outcomes) - len(stored)
+    stored_outcomes = [o for o in outcomes if o.item_id in stored]
+    _count(report, job_id, stored_outcomes)
     if deliver is not None and ctx.webhook_url:
-        for outcome in outcomes:
+        for outcome in stored_outcomes:
             if outcome.verdict == "fake" and outcome.score is not None:
                 deliver(
                     ctx.webhook_url,
@@ -83,12 +103,36 @@ def process_chunk(
         report.job_finished = True
         if deliver is not None:
             job_finished_notifier(rt.engine, deliver)(job_id)
-    log.info("job %s: chunk of %d stored (%d done, %d error)", job_id, len(items), report.done, report.error)
+    log.info(
+        "job %s: chunk of %d stored (%d done, %d error, %d skipped, %d lost to another delivery)",
+        job_id, len(items), report.done, report.error, report.skipped, report.lost,
+    )  # fmt: skip
     return report
 
 
-def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int]) -> tuple[JobContext, set[int]] | None:
-    """Mark the chunk's open items `processing`; returns None when the job is gone or cancelled."""
+def _hand_back_quietly(rt: WorkerRuntime, owner: str, item_ids: set[int]) -> None:
+    try:
+        leases.hand_back(rt.engine, owner, item_ids)
+    except Exception as exc:  # the database is down: the leases expire and the periodic reconcile resends
+        log.warning("could not hand back %d items (%s); they are resent when their leases expire", len(item_ids), exc)
+
+
+def _count(report: ChunkReport, job_id: int, outcomes: Iterable[Outcome]) -> None:
+    for outcome in outcomes:
+        if outcome.status == "error":
+            report.error += 1
+            report.errors[outcome.item_id] = outcome.error or ""
+            log.info("job %s item %s: error: %s", job_id, outcome.item_id, outcome.error)
+        else:
+            report.done += 1
+            report.reused += outcome.reused is not None
+
+
+def claim(
+    rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str
+) -> tuple[JobContext, set[int], set[int]] | None:
+    """Lease the chunk's claimable items to `owner`: (job context, claimed, given up), or None when
+    the job is gone or cancelled. Items claimed too often end `error` here (poison items)."""
     with Session(rt.engine) as session, session.begin():
         job = session.get(ScanJob, job_id)
         if job is None or job.status in {"cancelled", "failed"}:
@@ -97,42 +141,77 @@ def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int]) -> tuple[JobConte
             job.model_version = rt.scorer.model_version
         threshold = job.threshold if job.threshold is not None else rt.scorer.threshold
         ctx = JobContext(ScanOptions.from_json(job.options), threshold, rt.scorer.model_version, job.webhook_url)
-        open_ids = set(
-            session.scalars(
-                select(MediaItem.id).where(
-                    MediaItem.job_id == job_id,
-                    MediaItem.id.in_(item_ids),
-                    MediaItem.status.in_(("queued", "processing")),
-                )
-            )
+        claimed, gave_up = leases.claim(
+            session.connection(),
+            job_id,
+            item_ids,
+            owner=owner,
+            lease_s=rt.settings.lease_s,
+            max_attempts=rt.settings.max_attempts,
         )
-        if open_ids:
-            session.execute(
-                update(MediaItem)
-                .where(MediaItem.id.in_(open_ids))
-                .values(status="processing", started_at=utcnow(), attempts=MediaItem.attempts + 1)
-            )
-    return ctx, open_ids
+    for item_id in sorted(gave_up):
+        log.warning("job %s item %s: %s", job_id, item_id, leases.gave_up_reason(rt.settings.max_attempts))
+    return ctx, claimed, gave_up
 
 
 def analyse_and_score(
-    rt: WorkerRuntime, items: Iterable[tuple[int, str]], ctx: JobContext, report: ChunkReport
-) -> list[Outcome]:
-    """Fetch/decode in threads ahead of the model; score units in batches formed across items."""
+    rt: WorkerRuntime,
+    items: Sequence[tuple[int, str]],
+    ctx: JobContext,
+    report: ChunkReport,
+    *,
+    chunk_budget_s: float = DEFAULT_CHUNK_BUDGET_S,
+) -> tuple[list[Outcome], set[int]]:
+    """Fetch/decode in threads ahead of the model; score units in batches formed across items.
+
+    Returns the outcomes, and the ids of items no thread had started when the chunk's budget ran
+    out (the caller hands those back). Each item bounds its own fetch and decode by its deadline;
+    should a thread still be stuck past the longest deadline plus a grace period (native code that
+    never returns), the item ends `error` and the chunk goes on without waiting for that thread.
+    """
     outcomes: list[Outcome] = []
     pending: list[Unit] = []
-    batch_size = rt.scorer.batch_size
-    with ThreadPoolExecutor(max_workers=rt.settings.fetch_threads, thread_name_prefix="fetch") as pool:
-        futures = [pool.submit(analyse_item, rt, i, u, ctx.options, ctx.model_version) for i, u in items]
-        for future in as_completed(futures):
-            outcome = future.result()
-            outcomes.append(outcome)
-            pending.extend(outcome.units)
-            while len(pending) >= batch_size:
-                _score(rt, pending[:batch_size], report)
-                pending = pending[batch_size:]
+    started: dict[int, float] = {}
+    unstarted: set[int] = set()
+    chunk_ends = time.monotonic() + chunk_budget_s
+    longest = item_budget(rt.settings).longest(rt.settings.max_video_bytes)
+
+    def run(item_id: int, url: str) -> Outcome:
+        started[item_id] = time.monotonic()
+        return analyse_item(rt, item_id, url, ctx.options, ctx.model_version)
+
+    pool = ThreadPoolExecutor(max_workers=rt.settings.fetch_threads, thread_name_prefix="fetch")
+    try:
+        futures: dict[Future[Outcome], tuple[int, str]] = {pool.submit(run, i, u): (i, u) for i, u in items}
+        waiting = set(futures)
+        while waiting:
+            finished, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+            for future in finished:
+                outcome = future.result()
+                outcomes.append(outcome)
+                pending.extend(outcome.units)
+                while len(pending) >= batch_size(rt):
+                    _score(rt, pending[: batch_size(rt)], report)
+                    pending = pending[batch_size(rt) :]
+            now = time.monotonic()
+            for future in list(waiting):
+                item_id, url = futures[future]
+                began = started.get(item_id)
+                if began is None and now >= chunk_ends and future.cancel():
+                    unstarted.add(item_id)
+                    waiting.discard(future)
+                elif began is not None and now - began > longest.seconds + DEFAULT_ABANDON_GRACE_S:
+                    log.error("item %s: thread still busy past its deadline; the item ends error", item_id)
+                    outcomes.append(Outcome.failed(item_id, url, longest.reason("fetching or decoding")))
+                    waiting.discard(future)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     _score(rt, pending, report)
-    return outcomes
+    return outcomes, unstarted
+
+
+def batch_size(rt: WorkerRuntime) -> int:
+    return rt.scorer.batch_size
 
 
 def _score(rt: WorkerRuntime, units: list[Unit], report: ChunkReport) -> None:
@@ -147,36 +226,43 @@ def _score(rt: WorkerRuntime, units: list[Unit], report: ChunkReport) -> None:
 
 _RESULT_COLUMNS = (
     "status", "error", "kind", "content_sha256", "finished_at", "model_version", "score", "verdict", "strategy",
-    "width", "height", "duration_s", "frames_scanned", "reused_from_id",
+    "width", "height", "duration_s", "frames_scanned", "reused_from_id", "scoring_key",
 )  # fmt: skip
 _ITEMS = cast(Table, MediaItem.__table__)
 _STORE_RESULT = (
     update(_ITEMS)
-    .where(_ITEMS.c.id == bindparam("item_id"), _ITEMS.c.status == "processing")
+    .where(_ITEMS.c.id == bindparam("item_id"), _ITEMS.c.lease_owner == bindparam("owner"))
     .values(
         {name: bindparam(name) for name in _RESULT_COLUMNS}
+        | leases.released_values()
         # What the fetch learnt about the object fills in, never erases, what the listing said.
         | {name: func.coalesce(bindparam(name), _ITEMS.c[name]) for name in ("size", "etag")}
     )
 )
 
 
-def store(rt: WorkerRuntime, job_id: int, outcomes: list[Outcome], ctx: JobContext) -> None:
-    """One transaction, one bulk statement per table: verdicts or errors, frame rows replaced (idempotent).
+def store(rt: WorkerRuntime, outcomes: list[Outcome], ctx: JobContext, owner: str) -> set[int]:
+    """Write the outcomes of the items `owner` still holds, in one transaction; returns their ids.
 
-    Only items still `processing` are written: a chunk redelivered after its items were finished
-    (or cancelled) changes nothing.
+    Verdict (or error) and frame rows of an item are written together: its old frame rows are
+    replaced in the same transaction, never on their own. Items whose lease another delivery took
+    over (or that were cancelled) are left exactly as they are.
     """
     if not outcomes:
-        return
+        return set()
     now = utcnow()
-    rows = [_item_values(o, ctx, now) for o in outcomes]
-    frames = [frame for o in outcomes for frame in _frame_rows(o)]
     with rt.engine.begin() as conn:
-        conn.execute(delete(FrameResult).where(FrameResult.item_id.in_([o.item_id for o in outcomes])))
-        conn.execute(_STORE_RESULT, rows)
-        if frames:
-            conn.execute(insert(FrameResult), frames)
+        held = leases.lock_held(conn, owner, [o.item_id for o in outcomes])
+        mine = [o for o in outcomes if o.item_id in held]
+        if not mine:
+            return held
+        conn.execute(delete(FrameResult).where(FrameResult.item_id.in_(held)))
+        conn.execute(_STORE_RESULT, [_item_values(o, ctx, now) | {"owner": owner} for o in mine])
+        fresh = [row for o in mine if o.reused is None for row in _frame_rows(o)]
+        if fresh:
+            conn.execute(insert(FrameResult), fresh)
+        reuse.copy_frames(conn, [(o.item_id, o.reused) for o in mine if o.reused is not None])
+    return held
 
 
 def _item_values(outcome: Outcome, ctx: JobContext, now: Any) -> dict[str, Any]:
@@ -194,35 +280,28 @@ def _item_values(outcome: Outcome, ctx: JobContext, now: Any) -> dict[str, Any]:
     }
     if outcome.status == "error":
         return values
+    values["scoring_key"] = ctx.options.scoring_key(outcome.kind)
     if outcome.reused is not None:
-        earlier = outcome.reused
-        values.update({name: earlier[name] for name in ("score", "strategy", "width", "height", "duration_s")})
-        values.update(frames_scanned=earlier["frames_scanned"], reused_from_id=earlier["id"])
+        values.update(outcome.reused.verdict_values(strategy=ctx.options.strategy, threshold=ctx.threshold))
+        values.update(kind=outcome.kind, content_sha256=outcome.sha256)
     else:
-        score, strategy, frame_count = item_score(outcome, ctx.options.strategy)
+        scores = ((u.frame_index, _scored(u)) for u in outcome.units)
+        score, strategy, frame_count = reuse.item_score(outcome.kind, scores, ctx.options.strategy)
         values.update(score=score, strategy=strategy, frames_scanned=frame_count)
         values.update(width=outcome.width, height=outcome.height, duration_s=outcome.duration_s)
-    values["verdict"] = verdict_for(values["score"], ctx.threshold)
+        values["verdict"] = verdict_for(score, ctx.threshold)
     outcome.score, outcome.verdict = values["score"], values["verdict"]
     return values
 
 
-def item_score(outcome: Outcome, video_strategy: str) -> tuple[float, str, int]:
-    """Image: max over faces. Video: each frame's max over faces, reduced by the job's strategy."""
-    per_frame: dict[int, float] = defaultdict(float)
-    for unit in outcome.units:
-        assert unit.score is not None
-        per_frame[unit.frame_index] = max(per_frame[unit.frame_index], unit.score)
-    if outcome.kind == "image":
-        return max(per_frame.values()), "max_face", len(per_frame)
-    return aggregate([per_frame[i] for i in sorted(per_frame)], video_strategy), video_strategy, len(per_frame)
+def _scored(unit: Unit) -> float:
+    assert unit.score is not None, "every unit is scored before its item is stored"
+    return unit.score
 
 
 def _frame_rows(outcome: Outcome) -> list[dict[str, Any]]:
     if outcome.status == "error":
         return []
-    if outcome.reused is not None:
-        return [{"item_id": outcome.item_id, **frame} for frame in outcome.reused["frames"]]
     return [
         {
             "item_id": outcome.item_id,

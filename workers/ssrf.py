@@ -3,7 +3,8 @@
 A URL given to a scanner can come from anyone, and a worker usually sits inside a network with
 metadata services (169.254.169.254), databases and admin panels. So, unless
 `Settings.allow_private_urls` is set, a URL whose host resolves to a private, loopback,
-link-local, shared, reserved or multicast address is refused, on every redirect hop
+link-local, shared, reserved or multicast address (or an IPv6 form embedding one: NAT64, 6to4,
+Teredo, IPv4-mapped or -compatible) is refused, on every redirect hop
 (`check_host`, called by `workers.fetch`).
 
 Checking the name alone leaves a gap: a hostile DNS server can answer the check with a public
@@ -28,6 +29,8 @@ from scanner.errors import PermanentError, TransientError
 from scanner.settings import Settings
 
 USER_AGENT = "deepscan/0.1 (+media scanner)"
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix: the IPv4 address in the last 32 bits
+NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215 local-use translation: never public
 
 
 def check_host(host: str, port: int) -> None:
@@ -48,11 +51,35 @@ def _resolve(host: str, port: int) -> list[str]:
 
 
 def is_public_address(address: str) -> bool:
-    """True for globally routable unicast addresses; False for private, loopback, link-local, reserved..."""
+    """True for globally routable unicast addresses; False for private, loopback, link-local, reserved...
+
+    An IPv6 address that carries an IPv4 address (IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible
+    ::a.b.c.d, NAT64 64:ff9b::a.b.c.d, 6to4 2002:aabb:ccdd::, Teredo's client) can reach that
+    IPv4 host through a translator or tunnel, so it is public only if the IPv4 address is too.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL_PREFIX:
+            return False
+        embedded = embedded_ipv4(ip)
+        if embedded is not None and not is_public_address(str(embedded)):
+            return False
+        if ip.ipv4_mapped is not None:  # Python judges ::ffff:8.8.8.8 itself non-global; its IPv4 decides
+            return True
     return ip.is_global and not ip.is_multicast
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if it is one of the forms that embed one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # (server, client): the client is where packets end up
+    if ip in NAT64_PREFIX or int(ip) >> 32 == 0:  # NAT64, or IPv4-compatible ::a.b.c.d (and ::, ::1)
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def refuse_if_private(address: str) -> None:

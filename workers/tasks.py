@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from celery.signals import worker_init
-from kombu.exceptions import OperationalError
+from kombu.exceptions import ChannelError, OperationalError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from scanner.errors import PermanentError, TransientError
 from scanner.jobs import EnqueueFn
 from scanner.settings import Settings
-from workers.app import LAUNCH_DUE, app, celery_config
-from workers.notify import post_json
+from workers.app import LAUNCH_DUE, RECONCILE, app, configure
+from workers.notify import job_finished_notifier, post_json
 from workers.pipeline import process_chunk
 from workers.runtime import get_runtime
 
@@ -71,7 +72,7 @@ def send_webhook_later(url: str, payload: dict[str, Any]) -> None:
 
 def chunk_sender(settings: Settings) -> EnqueueFn:
     """The producer's `enqueue`: sends each chunk to the workers' queue as ids and URLs (JSON)."""
-    app.conf.update(celery_config(settings))
+    configure(settings)
 
     def send(job_id: int, items: list[tuple[int, str]]) -> None:
         try:
@@ -91,3 +92,40 @@ def launch_due_schedules() -> list[int]:
 
     rt = get_runtime()
     return launch_due(rt.settings, rt.engine)
+
+
+@app.task(name=RECONCILE, acks_late=True, ignore_result=True)
+def reconcile_items() -> dict[str, int]:
+    """Sent by `deepscan beat` every DEEPSCAN_RECONCILE_INTERVAL_S: heal what crashes and lost messages left.
+
+    Items under an expired lease (a killed or stalled worker) are always re-sent. Queued items
+    older than DEEPSCAN_REQUEUE_AFTER_S are re-sent only when the broker's queue is empty: then
+    nothing is waiting to deliver them (a broker restarted without persistence lost them); while
+    the queue still holds messages, old queued items are simply waiting their turn.
+    """
+    from scanner.jobs import reconcile
+
+    rt = get_runtime()
+    settings = rt.settings
+    lost_after = dt.timedelta(seconds=settings.requeue_after_s) if queue_length(settings) == 0 else None
+    report = reconcile(
+        rt.engine,
+        enqueue=chunk_sender(settings),
+        queued_older_than=lost_after,
+        on_finished=job_finished_notifier(rt.engine, send_webhook_later),
+    )
+    if report.items or report.finished_jobs:
+        log.info(
+            "reconcile: re-sent %d items with expired leases and %d lost queued items; closed jobs %s",
+            report.expired, report.lost, report.finished_jobs or "none",
+        )  # fmt: skip
+    return {"expired": report.expired, "lost": report.lost, "finished_jobs": len(report.finished_jobs)}
+
+
+def queue_length(settings: Settings) -> int:
+    """Messages waiting in the workers' queue (reserved and running ones are not counted)."""
+    with app.connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=settings.queue, passive=True).message_count)
+        except ChannelError:  # Redis keeps no key for an empty list: the queue "does not exist"
+            return 0

@@ -16,6 +16,7 @@ import click
 
 from scanner import __version__
 from scanner.cli.context import AppContext, DeepscanGroup
+from scanner.redaction import install_log_redaction
 from scanner.settings import Settings
 
 HELP = """deepscan finds manipulated (deepfake) faces in images and videos at bucket scale.
@@ -54,6 +55,7 @@ Start with `deepscan demo`, then `deepscan scan PATH`.
 def cli(ctx: click.Context, database_url: str | None, broker_url: str | None, debug: bool, verbose: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_redaction()  # every command, `deepscan worker` included: no credential in any log line
     ctx.obj = app = AppContext.lazy(
         lambda: Settings.from_env().with_overrides(database_url=database_url, broker_url=broker_url), debug=debug
     )

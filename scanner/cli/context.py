@@ -11,15 +11,19 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from scanner import migrate
-from scanner.db import check_connection, make_engine, unavailable_message
+from scanner.db import check_connection, database_error_message, make_engine
 from scanner.errors import DeepscanError
+from scanner.redaction import redact_text
 from scanner.settings import Settings
 
 EXIT_ITEM_ERRORS = 3
 
 
 class DeepscanGroup(click.Group):
-    """A group that turns deepscan's own errors into one line on stderr (traceback with --debug)."""
+    """A group that turns deepscan's own errors into one line on stderr (traceback with --debug).
+
+    Every such line is redacted: errors often quote the URL they failed on, with its credentials.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -29,10 +33,9 @@ class DeepscanGroup(click.Group):
             if app is not None and app.debug:
                 raise
             if isinstance(exc, DBAPIError):
-                engine = app.engine_if_open if app is not None else None
-                message = unavailable_message(engine, exc) if engine is not None else str(exc.orig).splitlines()[0]
+                message = database_error_message(app.engine_if_open if app is not None else None, exc)
             else:
-                message = str(exc)
+                message = redact_text(str(exc))
             raise click.ClickException(message) from None
 
 

@@ -86,6 +86,7 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
 
 def demo_report(app: AppContext, job_id: int, threshold: float, manifest: dict[str, Any], data: Path) -> dict[str, Any]:
     """What the demo scan found, checked against the labels the synthetic data was made with."""
+    from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
     from scanner.timeline import flagged_ranges
 
     with Session(app.engine) as session:
@@ -124,7 +125,10 @@ def demo_report(app: AppContext, job_id: int, threshold: float, manifest: dict[s
                 "name": i.url.rsplit("/", 1)[-1],
                 "score": i.score,
                 "verdict": i.verdict,
-                "flagged_ranges_s": flagged_ranges(frames[i.id], threshold),
+                "strategy": i.strategy,
+                "flagged_ranges_s": flagged_ranges(
+                    frames[i.id], threshold, strategy=i.strategy or DEFAULT_VIDEO_STRATEGY
+                ),
                 "manipulated_s": _manipulated(clips.get(i.url.rsplit("/", 1)[-1])),
             }
             for i in sorted((i for i in items if i.kind == "video"), key=lambda i: i.url)
@@ -156,7 +160,7 @@ def print_report(report: dict[str, Any]) -> None:
         ranges = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in video["flagged_ranges_s"]) or "nothing"
         truth = "untouched" if video["manipulated_s"] is None else "{:.2f}-{:.2f} s".format(*video["manipulated_s"])
         click.echo(
-            f"  {video['name']:<24} score {video['score']:.3f} {video['verdict']:<4}  "
+            f"  {video['name']:<24} score {video['score']:.3f} {video['verdict']:<4} ({video['strategy']})  "
             f"flags {ranges}  (manipulated: {truth})"
         )
     click.echo(

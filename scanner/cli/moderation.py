@@ -23,6 +23,7 @@ import click
 from sqlalchemy.orm import Session
 
 from scanner import queries, review, timeline
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.cli.context import EXIT_ITEM_ERRORS, AppContext, pass_app
 from scanner.errors import PermanentError
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
@@ -229,7 +230,8 @@ def show(app: AppContext, item: str, plot_path: Path | None, output_format: str)
         frames = queries.item_timeline(session, detail.id)
     samples = [(f.timestamp_s, f.score) for f in frames]
     threshold = detail.threshold
-    ranges = timeline.flagged_ranges(samples, threshold) if threshold is not None else []
+    strategy = detail.strategy or DEFAULT_VIDEO_STRATEGY
+    ranges = timeline.flagged_ranges(samples, threshold, strategy=strategy) if threshold is not None else []
     if plot_path is not None:
         _plot(detail, samples, plot_path)
     if output_format == "json":
@@ -249,7 +251,8 @@ def _plot(detail: queries.ItemDetail, samples: list[tuple[float, float]], path: 
     if detail.threshold is None:
         raise click.UsageError(f"item {detail.id} has no threshold (its job and model record none)")
     title = f"item {detail.id}: {detail.verdict or detail.status} ({_cell(detail.score)}) {detail.url}"
-    timeline.plot_timeline(samples, detail.threshold, path, title=title[:120])
+    strategy = detail.strategy or DEFAULT_VIDEO_STRATEGY
+    timeline.plot_timeline(samples, detail.threshold, path, title=title[:120], strategy=strategy)
 
 
 def _describe_item(d: queries.ItemDetail) -> str:
@@ -286,7 +289,7 @@ def _describe_timeline(
 ) -> str:
     flagged = ", ".join(f"{a:.2f}s-{b:.2f}s" for a, b in ranges) or "none"
     header = f"\nflagged time ranges (score >= {_cell(threshold)}): {flagged}\n\nper-frame timeline:\n"
-    marks = ["*" if threshold is not None and f.score >= threshold else "" for f in frames]
+    marks = ["*" if any(a <= f.timestamp_s <= b for a, b in ranges) else "" for f in frames]
     rows = ([f.frame_index, f"{f.timestamp_s:.2f}", f.score, f.faces, m] for f, m in zip(frames, marks, strict=True))
     return header + _table(("frame", "time_s", "score", "faces", "flagged"), rows)
 
@@ -349,7 +352,9 @@ def export_training_set(app: AppContext, out: Path, reviewed_only: bool, job_id:
     \b
     A human label wins over the model's verdict; `unsure` items are left out. Without
     --reviewed-only, items nobody reviewed are labelled with the model's verdict.
-    Videos are left out. Exits 3 when some images could not be fetched (listed on stderr).
+    Videos are left out, and so is any image whose bytes are no longer the ones scanned and
+    reviewed (their sha256 differs): its label was given to other content.
+    Exits 3 when some images could not be fetched (listed on stderr).
     """
     with Session(app.engine) as session, session.begin():
         report = review.export_training_set(
@@ -359,6 +364,11 @@ def export_training_set(app: AppContext, out: Path, reviewed_only: bool, job_id:
     click.echo(f"wrote {written['fake']} fake and {written['real']} real images to {out} (manifest {report.manifest})")
     if report.skipped_unsure or report.skipped_not_image:
         click.echo(f"left out: {report.skipped_unsure} unsure, {report.skipped_not_image} not images")
+    if report.unverified:
+        reasons = "; ".join(f"{count} {why}" for why, count in report.unverified_by_reason.most_common())
+        click.echo(f"left out {len(report.unverified)} images that are not the content scanned: {reasons}")
+        for item_id, reason in report.unverified[:20]:
+            click.echo(f"item {item_id}: left out: {reason}", err=True)
     for item_id, reason in report.failed[:20]:
         click.echo(f"item {item_id}: {reason}", err=True)
     if report.failed:

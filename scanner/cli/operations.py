@@ -59,23 +59,36 @@ def cancel(app: AppContext, job_id: int) -> None:
     "--older-than",
     default=DEFAULT_RECONCILE_AGE,
     show_default=True,
-    help="Re-enqueue items queued or processing for longer than this (90s, 15m, 2h…).",
+    help="Also re-send items queued for longer than this (90s, 15m, 2h…): their message was lost.",
 )
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_app
 def reconcile(app: AppContext, older_than: str, output_format: str) -> None:
-    """Re-enqueue items stuck in `queued` or `processing` (a lost message or a killed worker).
+    """Re-send items no worker holds: leases expired (a killed worker) or messages lost.
 
-    Tasks are idempotent, so an item sent twice is still stored once. Run it from cron, or after
-    restoring a broker.
+    An item still leased to a live worker is never touched, and a second delivery of an item
+    writes nothing, so this is safe to run at any time. `deepscan beat` runs the same pass every
+    DEEPSCAN_RECONCILE_INTERVAL_S on its own; this command is for right after restoring a broker.
     """
     from scanner.jobs import reconcile as reconcile_items
+    from workers.notify import job_finished_notifier
+    from workers.tasks import send_webhook_later
 
-    report = reconcile_items(app.engine, older_than=parse_duration(older_than), enqueue=_sender(app))
+    report = reconcile_items(
+        app.engine,
+        enqueue=_sender(app),
+        queued_older_than=parse_duration(older_than),
+        on_finished=job_finished_notifier(app.engine, send_webhook_later),
+    )
     if output_format == "json":
-        click.echo(json.dumps({"jobs": report.jobs, "items": report.items}))
+        click.echo(
+            json.dumps({"jobs": report.jobs, "items": report.items, "expired": report.expired, "lost": report.lost})
+        )
     else:
-        click.echo(f"re-enqueued {report.items} items of {report.jobs} jobs")
+        click.echo(
+            f"re-enqueued {report.items} items of {report.jobs} jobs "
+            f"({report.expired} with expired leases, {report.lost} lost from the queue)"
+        )
 
 
 def _when(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -202,19 +215,27 @@ def schedule_run_now(app: AppContext, name: str) -> None:
 def beat(app: AppContext, tick: float, loglevel: str) -> None:
     """Run Celery beat: every --tick seconds it launches the schedules that are due.
 
+    Every DEEPSCAN_RECONCILE_INTERVAL_S (default 60) it also has a worker re-send items whose
+    lease expired (a killed worker) and, when the queue is empty, items queued for longer than
+    DEEPSCAN_REQUEUE_AFTER_S (a broker restarted empty): jobs heal with no operator.
     Run exactly one beat per deployment; any worker executes the launches.
     """
-    from workers.app import LAUNCH_DUE, celery_config
+    from workers.app import LAUNCH_DUE, RECONCILE, configure
     from workers.app import app as celery_app
 
     if app.settings.broker_url is None:
         raise ConfigError("beat needs a broker: set DEEPSCAN_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
-    celery_app.conf.update(celery_config(app.settings))
+    configure(app.settings)
     celery_app.conf.include = []  # beat sends a task name only: it need not import the pipeline (and torch)
-    celery_app.conf.beat_schedule = {"launch-due-schedules": {"task": LAUNCH_DUE, "schedule": tick}}
+    celery_app.conf.beat_schedule = {
+        "launch-due-schedules": {"task": LAUNCH_DUE, "schedule": tick},
+        "reconcile": {"task": RECONCILE, "schedule": app.settings.reconcile_interval_s},
+    }
     schedule_file = app.settings.home / "celerybeat-schedule"
     schedule_file.parent.mkdir(parents=True, exist_ok=True)
-    celery_app.Beat(schedule=str(schedule_file), loglevel=loglevel, max_interval=tick).run()
+    celery_app.Beat(
+        schedule=str(schedule_file), loglevel=loglevel, max_interval=min(tick, app.settings.reconcile_interval_s)
+    ).run()
 
 
 COMMANDS: list[click.Command] = [schedule, beat]

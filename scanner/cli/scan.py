@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,19 @@ def _strategy(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
+def _finite(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):  # FloatRange lets nan through
+        raise click.BadParameter(f"{value} is not a number between 0 and 1")
+    return value
+
+
 _SCAN_OPTIONS = (
-    click.option("--threshold", type=click.FloatRange(0, 1), help="Override the checkpoint's calibrated threshold."),
+    click.option(
+        "--threshold",
+        type=click.FloatRange(0, 1),
+        callback=_finite,
+        help="Override the checkpoint's calibrated threshold.",
+    ),
     click.option(
         "--fps",
         type=click.FloatRange(min=0, min_open=True),
@@ -50,7 +62,10 @@ _SCAN_OPTIONS = (
         default=DEFAULT_VIDEO_STRATEGY,
         show_default=True,
         callback=_strategy,
-        help="How frame scores become a video score: mean, max or topK_mean.",
+        help=(
+            "How frame scores become a video score: segments (fake exactly when the timeline has a "
+            "flagged range), segmentsN (runs of at least N samples), mean, max or topK_mean."
+        ),
     ),
     click.option(
         "--chunk-size",
@@ -95,7 +110,9 @@ def scan_options_from(params: dict[str, Any]) -> ScanOptions:
 @click.command()
 @click.argument("sources", nargs=-1)
 @click.option("--from-file", "from_file", metavar="FILE", help="Read URLs from FILE, one per line (`-` for stdin).")
-@click.option("--name", help="A name for the job [default: the first source].")
+@click.option(
+    "--name", help="A name for the job, redacted and cut to 200 characters [default: the first source, redacted]."
+)
 @checkpoint_option
 @device_option
 @batch_size_option
@@ -127,6 +144,7 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     Exit codes: 0 every item done, 3 done with item errors, 1 the job failed, 2 usage error.
     """
     from scanner.producer import run_scan
+    from scanner.redaction import job_name
 
     if not sources and not from_file:
         raise click.UsageError("give at least one SOURCE or --from-file FILE")
@@ -148,7 +166,7 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
             settings,
             app.engine,
             all_sources,
-            name=name or all_sources[0],
+            name=job_name(all_sources, name),  # redacted and cut to the column: it is printed and sent
             options=options,
             webhook=webhook,
             on_job_finished=job_finished_notifier(app.engine, backend.deliver),
@@ -234,14 +252,14 @@ def worker(
     environment.
     """
     from workers.app import app as celery_app
-    from workers.app import celery_config
+    from workers.app import configure
     from workers.runtime import load_runtime, set_runtime
 
     settings = app.settings.with_overrides(checkpoint=checkpoint, device=device, batch_size=batch_size, queue=queue)
     if settings.broker_url is None:
         raise ConfigError("a worker needs a broker: set DEEPSCAN_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
     set_runtime(load_runtime(settings))
-    celery_app.conf.update(celery_config(settings))
+    configure(settings)
     celery_app.Worker(
         pool="solo" if concurrency == 1 else "threads",
         concurrency=concurrency,

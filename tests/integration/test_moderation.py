@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -283,9 +284,14 @@ def test_review_records_a_label_that_results_show_beside_the_verdict(
     assert runner.invoke(cli, ["--database-url", db_url, "review", str(item_id), "--label", "maybe"]).exit_code == 2
 
 
-def _jpeg(path: Path, shade: int) -> str:
+def _scanned(path: Path) -> dict[str, Any]:
+    """The URL and content sha256 a scan of this file records."""
+    return {"url": path.as_uri(), "content_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _jpeg(path: Path, shade: int) -> dict[str, Any]:
     Image.new("RGB", (8, 8), (shade, shade, shade)).save(path, format="JPEG")
-    return path.as_uri()
+    return _scanned(path)
 
 
 def test_export_training_set_prefers_human_labels_and_reads_back_from_the_manifest(
@@ -295,14 +301,14 @@ def test_export_training_set_prefers_human_labels_and_reads_back_from_the_manife
     media.mkdir()
     with Session(engine) as session, session.begin():
         job = add_job(session)
-        model_fake = item(job, 1, url=_jpeg(media / "a.jpg", 10), score=0.9)
-        overruled = item(job, 2, url=_jpeg(media / "b.jpg", 20), score=0.8)
-        unsure = item(job, 3, url=_jpeg(media / "c.jpg", 30), score=0.7)
-        model_real = item(job, 4, url=_jpeg(media / "d.jpeg", 40), score=0.1)
+        model_fake = item(job, 1, **_jpeg(media / "a.jpg", 10), score=0.9)
+        overruled = item(job, 2, **_jpeg(media / "b.jpg", 20), score=0.8)
+        unsure = item(job, 3, **_jpeg(media / "c.jpg", 30), score=0.7)
+        model_real = item(job, 4, **_jpeg(media / "d.jpeg", 40), score=0.1)
         a_video = item(job, 5, url=(media / "e.mp4").as_uri(), kind="video", score=0.9)
-        queued = item(job, 6, url=_jpeg(media / "f.jpg", 50), score=None, status="queued", finished_at=None)
+        queued = item(job, 6, **_jpeg(media / "f.jpg", 50), score=None, status="queued", finished_at=None)
         Image.new("RGB", (6, 4), (200, 0, 0)).save(media / "g g.gif", format="GIF")
-        a_gif = item(job, 7, url=(media / "g g.gif").as_uri(), score=0.99)  # %20 in the URL; GIF becomes PNG
+        a_gif = item(job, 7, **_scanned(media / "g g.gif"), score=0.99)  # %20 in the URL; GIF becomes PNG
         session.add_all([model_fake, overruled, unsure, model_real, a_video, queued, a_gif])
         session.flush()
         session.add(Review(item_id=overruled.id, label="real", reviewer="ann"))
@@ -340,6 +346,46 @@ def test_export_training_set_prefers_human_labels_and_reads_back_from_the_manife
     assert f"item {ids['fake']}: " in again.stderr
     assert (out / "fake" / f"{ids['real']}.jpg").is_file()
     assert not (out / "real" / f"{ids['real']}.jpg").exists()
+
+
+def test_export_skips_images_changed_since_they_were_scanned_and_counts_why(
+    runner: CliRunner, db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    with Session(engine) as session, session.begin():
+        job = add_job(session)
+        kept = item(job, 1, **_jpeg(media / "kept.jpg", 10), score=0.9)
+        swapped = item(job, 2, **_jpeg(media / "swapped.jpg", 20), score=0.9)  # reviewed, then replaced
+        edited = item(job, 3, **_jpeg(media / "edited.jpg", 30), score=0.1)
+        unhashed = item(job, 4, url=_jpeg(media / "old.jpg", 40)["url"], score=0.1)  # scanned before hashes
+        session.add_all([kept, swapped, edited, unhashed])
+        session.flush()
+        session.add(Review(item_id=swapped.id, label="fake", reviewer="ann"))
+        ids = {"kept": kept.id, "swapped": swapped.id, "edited": edited.id, "unhashed": unhashed.id}
+    out = tmp_path / "train"
+    first = invoke(runner, db_url, "export-training-set", str(out))
+    assert first.exit_code == 0, first.output
+    assert (out / "fake" / f"{ids['swapped']}.jpg").is_file()
+    assert "wrote 2 fake and 1 real images" in first.stdout
+    assert "left out 1 images that are not the content scanned: 1 no content hash recorded" in first.stdout
+
+    _jpeg(media / "swapped.jpg", 200)  # another picture at the same URL, after the review
+    with (media / "edited.jpg").open("ab") as fh:
+        fh.write(b"\0")  # one byte more: still decodes, no longer the content scanned
+    again = invoke(runner, db_url, "export-training-set", str(out))
+
+    assert again.exit_code == 0, again.output
+    assert "wrote 1 fake and 0 real images" in again.stdout
+    assert (
+        "left out 3 images that are not the content scanned: "
+        "2 content changed since it was scanned; 1 no content hash recorded (scan it again)"
+    ) in again.stdout
+    assert f"item {ids['swapped']}: left out: content changed since it was scanned" in again.stderr
+    assert [p.name for p in (out / "fake").iterdir()] == [f"{ids['kept']}.jpg"]  # the earlier copy is gone too
+    assert list((out / "real").iterdir()) == []
+    with (out / "manifest.csv").open(newline="") as fh:
+        assert [int(row["item_id"]) for row in csv.DictReader(fh)] == [ids["kept"]]
 
 
 def test_stats_by_day_job_and_model_parse_back(runner: CliRunner, db_url: str, engine: Engine) -> None:

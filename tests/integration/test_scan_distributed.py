@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,12 +13,9 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from scanner.cli import cli
-from scanner.db import make_engine
-from scanner.models import FrameResult, MediaItem
+from scanner.models import MediaItem
 from tests import media_factory, services
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import deepscan_env, frames_of, items_of, worker_process, write_tiny_checkpoint
@@ -156,41 +151,6 @@ def test_rescanning_the_same_bucket_runs_no_inference(stack: Stack, producer_env
     assert second["reused"] == second["done"] == 23
     assert forced["reused"] == 0
     assert forced["done"] == 23
-
-
-def test_a_worker_killed_mid_chunk_loses_nothing_after_reconcile(stack: Stack, producer_env: None) -> None:
-    names = sorted(p.name for p in stack.folder.glob("img_*"))[:12]
-    urls = stack.tmp / "slow.txt"
-    urls.write_text("\n".join(f"{stack.http_base}/_slow/0.5/{name}" for name in names))
-    env = {**stack.env, "DEEPSCAN_FETCH_THREADS": "1"}
-    runner = CliRunner()
-    with worker_process(env, stack.tmp / "worker-killed.log") as doomed:
-        result = runner.invoke(
-            cli, ["scan", "--from-file", str(urls), "--chunk-size", "6", "--rescan", "--format", "json"]
-        )
-        job_id = int(json.loads(result.output.strip().splitlines()[-1])["job_id"])
-        _wait_for(lambda: _count(stack, job_id, "processing") > 0, timeout_s=60)
-        os.killpg(doomed.pid, signal.SIGKILL)
-        doomed.wait()
-    assert _count(stack, job_id, "processing") > 0, "the kill should leave items mid-flight"
-
-    with worker_process(env, stack.tmp / "worker-rescue.log"):
-        reconciled = runner.invoke(cli, ["jobs", "reconcile", "--older-than", "0s", "--format", "json"])
-        assert reconciled.exit_code == 0, reconciled.output
-        assert json.loads(reconciled.output)["items"] >= 1
-        _wait_for(lambda: _count(stack, job_id, "done") == len(names), timeout_s=120)
-
-    engine = make_engine(stack.database_url)
-    with Session(engine) as session:
-        frame_counts = session.execute(
-            select(FrameResult.item_id, func.count())
-            .join(MediaItem, MediaItem.id == FrameResult.item_id)
-            .where(MediaItem.job_id == job_id)
-            .group_by(FrameResult.item_id)
-        ).all()
-    engine.dispose()
-    assert len(frame_counts) == len(names)
-    assert all(count == 1 for _, count in frame_counts), "each image scored and stored exactly once"
 
 
 def _count(stack: Stack, job_id: int, status: str) -> int:

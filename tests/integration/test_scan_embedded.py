@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.cli import cli
 from tests import media_factory
 from tests.pipeline_helpers import frames_of, items_of, write_tiny_checkpoint
@@ -65,7 +66,7 @@ def test_mixed_folder_every_item_gets_a_verdict_or_a_reason(
         assert len(stamps) >= 3
         assert stamps == sorted(stamps)
         assert len(set(stamps)) == len(stamps)
-        assert video.strategy == "top3_mean"
+        assert video.strategy == DEFAULT_VIDEO_STRATEGY
         assert video.duration_s == pytest.approx(3.0, abs=0.2)
 
 

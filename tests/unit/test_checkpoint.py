@@ -105,6 +105,24 @@ def test_edited_threshold_is_refused(tmp_path: Path) -> None:
     assert "modified after it was written" in _refusal(path)
 
 
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -0.1, 1.5])
+def test_a_threshold_that_is_not_a_probability_is_refused(tmp_path: Path, threshold: float) -> None:
+    # Written with a valid digest, so only the threshold check stands between it and all-`real` verdicts.
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, tiny_model(), tiny_meta(threshold=threshold))
+
+    assert f"checkpoint threshold {threshold!r} is not a probability in [0, 1]" in _refusal(path)
+    with pytest.raises(CheckpointError, match="not a probability"):
+        read_checkpoint_meta(path)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_thresholds_at_the_ends_of_the_range_load(tmp_path: Path, threshold: float) -> None:
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, tiny_model(), tiny_meta(threshold=threshold))
+    assert read_checkpoint_meta(path)[0].threshold == threshold
+
+
 def test_safetensors_without_deepscan_metadata_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "plain.safetensors"
     save_file(tiny_model().state_dict(), str(path))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from scanner import detector
@@ -72,6 +74,34 @@ def test_preprocess_accepts_read_only_arrays_without_warning() -> None:
 def test_preprocess_refuses_anything_but_uint8_rgb(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         preprocess(bad, Preprocessing(image_size=16))
+
+
+@pytest.mark.parametrize("shape", [(90, 70), (256, 256), (300, 1200), (20, 30)])
+def test_preprocess_matches_a_float_resize_to_within_one_pixel_level(shape: tuple[int, int]) -> None:
+    prep = Preprocessing(image_size=48)
+    rgb = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+    resized = F.interpolate(x, size=(48, 48), mode="bilinear", antialias=True, align_corners=False)
+    mean, std = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
+    float_path = ((resized - mean) / std)[0]
+
+    difference = (preprocess(rgb, prep) - float_path).abs() * torch.tensor(prep.std).view(3, 1, 1)
+
+    assert difference.max() <= 1.0 / 255 + 1e-6  # the uint8 resize rounds to whole pixel levels, no more
+
+
+def test_preprocess_resizes_before_converting_to_float(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[torch.dtype] = []
+    original = F.interpolate
+
+    def recording(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(x.dtype)
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "interpolate", recording)  # scanner.detector calls F.interpolate on this module
+    preprocess(np.zeros((2000, 3000, 3), np.uint8), Preprocessing(image_size=32))
+
+    assert seen == [torch.uint8]  # a 2000x3000 image never exists as float32 (72 MB; 768 MB at 64 MP)
 
 
 def test_preprocess_batch_stacks_images_of_any_size() -> None:

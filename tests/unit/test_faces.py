@@ -11,7 +11,7 @@ import pytest
 from scanner.errors import ConfigError
 from scanner.media import decode_image
 from tests import media_factory as mf
-from workers.faces import BBox, FaceDetector, crop_face
+from workers.faces import BBox, FaceDetector, crop_face, detection_scale
 from workers.frames import sample_frames
 
 
@@ -140,3 +140,35 @@ def test_crop_and_detect_work_together(detector: FaceDetector) -> None:
     assert len(crops) == 1
     assert crops[0].shape[0] == crops[0].shape[1] == 360  # face side ~230 x 1.6 > 360: clipped to the height
     assert crops[0].flags["C_CONTIGUOUS"]
+
+
+# --- bounded cost whatever the image's shape ----------------------------------------------------
+
+
+def test_ordinary_photos_are_searched_at_about_240_pixels_on_their_shorter_side() -> None:
+    assert detection_scale(4000, 3000) == pytest.approx(0.08)  # 320 x 240
+    assert detection_scale(200, 150) == 1.0  # never enlarged
+
+
+def test_long_strips_are_searched_at_most_2048_pixels_long() -> None:
+    scale = detection_scale(20_000, 2_000)
+
+    assert 20_000 * scale == pytest.approx(2048)
+
+
+def test_a_strip_too_thin_for_a_detection_window_is_not_searched(detector: FaceDetector) -> None:
+    strip = np.zeros((250, 256_000, 3), np.uint8)  # at the 64-megapixel image cap
+
+    assert detector.detect(strip) == []  # 250 x 2048/256000 = 2 pixels high: no 24-pixel window fits
+
+
+def test_a_face_in_a_wide_panorama_is_found_in_original_coordinates(detector: FaceDetector) -> None:
+    panorama = np.full((400, 6000, 3), 120, np.uint8)  # 15:1, searched as a 2048 x 137 copy
+    panorama[:, 3000:3400] = mf.face_rgb((400, 400), seed=1)
+
+    [box] = detector.detect(panorama)
+
+    assert box.x < 3200 < box.x + box.w
+    assert box.y < 200 < box.y + box.h
+    assert 150 < box.w < 400
+    assert crop_face(panorama, box).shape[0] > 150  # cropped from the full-resolution image

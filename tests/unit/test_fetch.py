@@ -303,10 +303,31 @@ def test_dns_rebinding_is_caught_at_connect_time(
         ("fe80::1%eth0", False),
         ("fd00::1", False),
         ("::ffff:127.0.0.1", False),
+        ("::ffff:8.8.8.8", True),
+        # IPv6 forms that carry an IPv4 address are judged by that address (translators, tunnels).
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254 (the metadata service)
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+        ("64:ff9b:1::808:808", False),  # local-use NAT64 prefix
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("::127.0.0.1", False),  # IPv4-compatible
+        ("::c0a8:101", False),  # IPv4-compatible 192.168.1.1
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo, client 127.0.0.1
     ],
 )
 def test_which_addresses_count_as_public(address: str, public: bool) -> None:
     assert is_public_address(address) is public
+
+
+def test_a_host_resolving_to_nat64_loopback_is_refused(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A DNS answer in 64:ff9b::/96 reaches 127.0.0.1 through any NAT64 gateway on the worker's network.
+    monkeypatch.setattr(workers.ssrf, "_resolve", lambda host, port: ["64:ff9b::7f00:1"])
+
+    message = reason("http://rebind.example/a.jpg", settings.with_overrides(allow_private_urls=False))
+
+    assert message.startswith("refused: host resolves to private address 64:ff9b::7f00:1")
 
 
 def test_an_unknown_host_is_reported(settings: Settings) -> None:

@@ -100,3 +100,40 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path: Path) -
     with pytest.raises(PermanentError, match=r"image is 400x300, over the 100,000-pixel limit"):
         decode_image(data, max_pixels=100_000)
     assert decode_image(data, max_pixels=120_000).shape == (300, 400, 3)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16"])
+def test_images_copied_band_by_band_match_a_whole_image_conversion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setattr("scanner.media.DEFAULT_COPY_BAND_BYTES", 97 * 3 * 7)  # bands of 7 rows, the last one short
+    source = Image.fromarray(mf.pattern_rgb((97, 60), seed=5))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(source.convert("L"), np.uint16) * 257)
+    else:
+        image = source.convert(mode)
+    path = tmp_path / ("a.tiff" if mode == "I;16" else "a.png")
+    image.save(path)
+
+    rgb = decode_image(path.read_bytes())
+
+    with Image.open(path) as reference:
+        np.testing.assert_array_equal(rgb, np.asarray(reference.convert("RGB")))
+    assert rgb.flags.writeable
+
+
+def test_a_decompression_bomb_png_just_under_the_cap_decodes(tmp_path: Path) -> None:
+    path = mf.write_flat_png(tmp_path / "bomb.png", (7999, 7999), colour=(10, 20, 30))  # ~200 KiB on disk
+
+    rgb = decode_image(path.read_bytes())
+
+    assert path.stat().st_size < 300_000
+    assert rgb.shape == (7999, 7999, 3)
+    assert (rgb[::997, ::997] == (10, 20, 30)).all()
+
+
+def test_a_decompression_bomb_png_over_the_cap_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = mf.write_flat_png(tmp_path / "bomb.png", (8001, 8000))
+
+    with pytest.raises(PermanentError, match=r"^image is 8001x8000, over the 64,000,000-pixel limit$"):
+        decode_image(path.read_bytes())

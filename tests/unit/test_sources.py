@@ -165,6 +165,29 @@ def test_paths_outside_the_allowed_roots_are_refused(tree: Path, settings: Setti
     assert "b.jpg" in listed
 
 
+def test_symlinks_out_of_a_scanned_folder_are_not_followed(
+    tree: Path, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "passwd").write_bytes(b"root:x:0:0")
+    (secret / "private.jpg").write_bytes(b"x")
+    (tree / "passwd").symlink_to(secret / "passwd")
+    (tree / "sub" / "leak.jpg").symlink_to(secret / "private.jpg")
+    (tree / "alias.jpg").symlink_to(tree / "sub" / "c.webp")  # inside the folder: fine
+
+    listed = urls(expand_sources([str(tree)], settings, include=["*"]))
+    globbed = urls(expand_sources([str(tree / "**")], settings, include=["*"]))
+
+    for refs in (listed, globbed):
+        assert not any("secret" in url for url in refs)
+        assert (tree / "sub" / "c.webp").resolve().as_uri() in refs
+        assert (tree / "b.jpg").resolve().as_uri() in refs
+    assert refs.count((tree / "sub" / "c.webp").resolve().as_uri()) == 2  # the file and its in-folder alias
+    assert "skipping" in caplog.text
+    assert "leak.jpg" in caplog.text
+
+
 # --- URL lists ----------------------------------------------------------------------------------
 
 

@@ -30,6 +30,19 @@ def test_unsorted_frames_and_several_faces_per_frame_use_the_highest_score() -> 
     assert flagged_ranges(frames, 0.5) == [(1.0, 2.0)]
 
 
+def test_ranges_follow_the_strategy_the_item_was_judged_with() -> None:
+    frames = [(float(i), s) for i, s in enumerate([0.1, 0.9, 0.1, 0.8, 0.7, 0.9, 0.1])]
+    assert flagged_ranges(frames, 0.5) == [(1.0, 1.0), (3.0, 5.0)]
+    assert flagged_ranges(frames, 0.5, strategy="segments2") == [(3.0, 5.0)]
+    assert flagged_ranges(frames, 0.5, strategy="segments4") == []
+    assert flagged_ranges(frames, 0.5, strategy="top3_mean") == [(1.0, 1.0), (3.0, 5.0)]
+
+
+def test_a_clip_shorter_than_the_segment_length_is_one_segment() -> None:
+    assert flagged_ranges([(0.0, 0.9), (1.0, 0.8)], 0.5, strategy="segments3") == [(0.0, 1.0)]
+    assert flagged_ranges([(0.0, 0.9), (1.0, 0.3)], 0.5, strategy="segments3") == []
+
+
 def test_plot_is_a_png_of_the_fixed_size_with_the_flagged_range_shaded(tmp_path: Path) -> None:
     frames = [(float(i), 0.9 if 10 <= i <= 14 else 0.1) for i in range(30)]
     out = plot_timeline(frames, 0.5, tmp_path / "nested" / "t.png", title="item 7")
@@ -41,6 +54,14 @@ def test_plot_is_a_png_of_the_fixed_size_with_the_flagged_range_shaded(tmp_path:
     # only the dashed threshold line is red.
     assert _reddish_pixels(rgb, x=_x_pixel(12.3, rgb)) > 150
     assert _reddish_pixels(rgb, x=_x_pixel(23.3, rgb)) < 10
+
+
+def test_plot_shades_only_the_segments_of_its_strategy(tmp_path: Path) -> None:
+    frames = [(float(i), 0.9 if 10 <= i <= 14 or i == 23 else 0.1) for i in range(30)]
+    with Image.open(plot_timeline(frames, 0.5, tmp_path / "t.png", title="item 8", strategy="segments2")) as png:
+        rgb = png.convert("RGB")
+    assert _reddish_pixels(rgb, x=_x_pixel(12.3, rgb)) > 150
+    assert _reddish_pixels(rgb, x=_x_pixel(23.3, rgb)) < 10  # a lone frame is no segment under segments2
 
 
 def test_plot_without_frames_is_refused(tmp_path: Path) -> None:

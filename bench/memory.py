@@ -1,0 +1,159 @@
+"""Peak memory and time of a worker scanning each hostile file alone (issue 8, point 5).
+
+The hostile files are small on disk and huge or slow once decoded, made by tests/media_factory.py at
+the sizes of the issue: a 7999x7999 PNG (200 KiB, 192 MB decoded), a 256000x250 PNG (at the
+64-megapixel cap), an MJPEG AVI of 9000x9000 frames (over the frame cap), one of 7680x4320 frames
+(at the cap, 32 sampled), and an MPEG-4 AVI of 100,000 frames with a single keyframe.
+
+Each file is scanned by a fresh `python -m scanner scan FILE` child in embedded mode on the CPU, with
+the production model shape (resnet50 at 224 px, random weights); the child's own peak RSS comes from
+`os.wait4`. A baseline child scanning one small JPEG gives the process's own footprint (Python,
+torch, the model), so `added_mib` is what the file itself cost. The "all at once" row scans every
+file in one child, in the worker's parallel fetch/decode threads.
+
+Prints one JSON object (CPU model, per-file status, error, peak RSS, scan and wall time) and exits 1
+if any single-file child peaks at or over `--limit-mib` (2 GiB). The all-at-once row is reported,
+not held to the limit: its peak grows with the worker's fetch threads (DEEPSCAN_FETCH_THREADS).
+
+    .venv/bin/python bench/memory.py [--limit-mib 2048] [--arch resnet50] [--image-size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scanner.checkpoint import CheckpointMeta, save_checkpoint
+from scanner.detector import Preprocessing, build_model
+from tests import media_factory as mf
+from tests.pipeline_helpers import deepscan_env
+
+DEFAULT_LIMIT_MIB = 2048  # worker peak RSS allowed while it scans any one hostile file
+DEFAULT_CHILD_TIMEOUT_S = 600.0
+
+HOSTILE: dict[str, Callable[[Path], Path]] = {
+    "baseline_small.jpg": lambda p: mf.write_image(p, size=(640, 480)),
+    "bomb_7999x7999.png": lambda p: mf.write_flat_png(p, (7999, 7999)),
+    "strip_256000x250.png": lambda p: mf.write_flat_png(p, (256_000, 250)),
+    "frames_9000x9000.avi": lambda p: mf.write_mjpeg_avi(p, (9000, 9000), frames=8),
+    "frames_7680x4320.avi": lambda p: mf.write_mjpeg_avi(p, (7680, 4320), frames=32, fps=1.0),
+    "one_keyframe_100000_frames.avi": lambda p: mf.write_long_gop_video(p, frames=100_000),
+}
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_checkpoint(path: Path, arch: str, image_size: int) -> Path:
+    torch.manual_seed(0)
+    meta = CheckpointMeta(arch=arch, preprocessing=Preprocessing(image_size=image_size), threshold=0.5, target_fpr=0.01)
+    save_checkpoint(path, build_model(arch, pretrained="none"), meta)
+    return path
+
+
+def scan_alone(source: Path, work: Path, checkpoint: Path) -> dict[str, Any]:
+    """Scan `source` (a file or a folder) in a fresh child; its items' outcomes, peak RSS and wall time."""
+    home = work / f"home-{source.name}"
+    home.mkdir()
+    env = deepscan_env(DEEPSCAN_HOME=str(home), DEEPSCAN_CHECKPOINT=str(checkpoint), DEEPSCAN_DEVICE="cpu")
+    command = [sys.executable, "-m", "scanner", "scan", str(source), "--rescan", "--format", "json"]
+    started = time.perf_counter()
+    with (home / "scan.log").open("wb") as log:
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    exit_code, usage = _wait(child)
+    wall_s = time.perf_counter() - started
+    lines = (home / "scan.log").read_text(errors="replace").strip().splitlines()
+    summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    return {
+        "exit_code": exit_code,
+        "items": _outcomes(home / "deepscan.db"),
+        "done": summary.get("done"),
+        "errors": summary.get("errors"),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "scan_s": summary.get("elapsed_s"),  # the job itself, without the child's start and model load
+        "wall_s": round(wall_s, 2),
+    }
+
+
+def _wait(child: subprocess.Popen[bytes]) -> tuple[int, Any]:
+    """The child's exit code and its own rusage (os.wait4), killing it past the timeout."""
+    deadline = time.monotonic() + DEFAULT_CHILD_TIMEOUT_S
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode, usage
+        if time.monotonic() > deadline:
+            child.kill()
+        time.sleep(0.05)
+
+
+def _outcomes(database: Path) -> dict[str, str]:
+    """Each item's file name and `done` or `error: reason`, read from the child's SQLite database."""
+    import sqlite3
+
+    if not database.exists():
+        return {}
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT url, status, error FROM media_items ORDER BY url").fetchall()
+    return {Path(url).name: status if not error else f"{status}: {error}" for url, status, error in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit-mib", type=int, default=DEFAULT_LIMIT_MIB)
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=224)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folder = work / "hostile"
+        folder.mkdir()
+        checkpoint = write_checkpoint(work / "bench.safetensors", args.arch, args.image_size)
+        paths = {name: write(folder / name) for name, write in HOSTILE.items()}
+        files = {name: scan_alone(path, work, checkpoint) for name, path in paths.items()}
+        together = scan_alone(folder, work, checkpoint)
+    baseline = files["baseline_small.jpg"]["peak_rss_mib"]
+    for result in files.values():
+        result["added_mib"] = result["peak_rss_mib"] - baseline
+    over = sorted(name for name, result in files.items() if result["peak_rss_mib"] >= args.limit_mib)
+    report = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "arch": args.arch,
+        "image_size": args.image_size,
+        "limit_mib": args.limit_mib,
+        "files": files,
+        "all_at_once": together,
+        "over_limit": over,
+    }
+    print(json.dumps(report, indent=2))
+    if over:
+        raise SystemExit(f"peak RSS at or over {args.limit_mib} MiB for: {', '.join(over)}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
