@@ -144,8 +144,8 @@ def test_duplicate_and_late_deliveries_write_each_item_once_and_a_trickle_costs_
     video = next(i for i in items(stack, job_id) if i.kind == "video")
     assert sum(1 for item_id, _, _ in frames if item_id == video.id) == video.frames_scanned
 
-    outcome = {i.url.rsplit("/", 1)[-1]: i for i in items(stack, trickled[0])}
-    slow = next(i for name, i in outcome.items() if i.url.startswith("http"))
+    outcome = {i.url: i for i in items(stack, trickled[0])}
+    slow = next(i for url, i in outcome.items() if url.startswith("http"))
     assert slow.status == "error"
     assert slow.error is not None
     assert "deadline of 3 s exceeded" in slow.error
