@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
@@ -124,3 +125,14 @@ def worker_process(
     args = ["worker", "--loglevel", "INFO", *extra_args]
     with deepscan_process(args, env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s) as proc:
         yield proc
+
+
+def frame_keys(engine: Engine, job_id: int) -> Counter[tuple[int, int, int | None]]:
+    """How many frame rows each (item, frame, face) of a job has: exactly one each after any deliveries."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(FrameResult.item_id, FrameResult.frame_index, FrameResult.face_index)
+            .join(MediaItem, MediaItem.id == FrameResult.item_id)
+            .where(MediaItem.job_id == job_id)
+        ).all()
+    return Counter((r.item_id, r.frame_index, r.face_index) for r in rows)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from scanner import leases
 from scanner.jobs import ScanOptions, add_items, create_job, reconcile
-from scanner.models import FrameResult, MediaItem, ScanJob, utcnow
+from scanner.models import MediaItem, ScanJob, utcnow
 from scanner.settings import Settings
 from scanner.sources import MediaRef
 from tests import media_factory
-from tests.pipeline_helpers import write_tiny_checkpoint
+from tests.pipeline_helpers import frame_keys, write_tiny_checkpoint
 from workers.pipeline import process_chunk, store
 from workers.runtime import WorkerRuntime, load_runtime
 
@@ -59,16 +58,6 @@ def new_job(engine: Engine, paths: list[Path], **options: object) -> tuple[int, 
 def item_rows(engine: Engine, job_id: int) -> list[MediaItem]:
     with Session(engine) as session:
         return list(session.scalars(select(MediaItem).where(MediaItem.job_id == job_id).order_by(MediaItem.id)))
-
-
-def frame_keys(engine: Engine, job_id: int) -> Counter[tuple[int, int, int | None]]:
-    with Session(engine) as session:
-        rows = session.execute(
-            select(FrameResult.item_id, FrameResult.frame_index, FrameResult.face_index)
-            .join(MediaItem, MediaItem.id == FrameResult.item_id)
-            .where(MediaItem.job_id == job_id)
-        ).all()
-    return Counter((r.item_id, r.frame_index, r.face_index) for r in rows)
 
 
 def test_the_same_chunk_delivered_twice_at_once_is_written_once(runtime: WorkerRuntime, media: list[Path]) -> None:

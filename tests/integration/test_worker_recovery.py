@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from scanner.db import make_engine
 from scanner.jobs import ScanOptions, add_items, create_job
-from scanner.models import FrameResult, MediaItem, ScanJob
+from scanner.models import MediaItem, ScanJob
 from scanner.settings import Settings
 from scanner.sources import MediaRef
 from tests import media_factory, services
 from tests.conftest import empty_tables
-from tests.pipeline_helpers import deepscan_env, deepscan_process, worker_process, write_tiny_checkpoint
+from tests.pipeline_helpers import deepscan_env, deepscan_process, frame_keys, worker_process, write_tiny_checkpoint
 from tests.servers import http_server
 
 pytestmark = pytest.mark.slow
@@ -99,16 +98,6 @@ def job_status(stack: Stack, job_id: int) -> str:
         return session.get_one(ScanJob, job_id).status
 
 
-def frame_keys(stack: Stack, job_id: int) -> Counter[tuple[int, int, int | None]]:
-    with Session(stack.engine) as session:
-        rows = session.execute(
-            select(FrameResult.item_id, FrameResult.frame_index, FrameResult.face_index)
-            .join(MediaItem, MediaItem.id == FrameResult.item_id)
-            .where(MediaItem.job_id == job_id)
-        ).all()
-    return Counter((r.item_id, r.frame_index, r.face_index) for r in rows)
-
-
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = DEFAULT_WAIT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -129,7 +118,7 @@ def test_duplicate_and_late_deliveries_write_each_item_once_and_a_trickle_costs_
         send(job_id, chunk)  # the same chunk twice at once: two threads of the worker take it
         wait_for(lambda: job_status(stack, job_id) == "done", "the job to finish")
         first = {(i.id, i.score, i.verdict, i.finished_at) for i in items(stack, job_id)}
-        frames = frame_keys(stack, job_id)
+        frames = frame_keys(stack.engine, job_id)
 
         send(job_id, chunk)  # a late redelivery after completion
         trickled = record_job(stack, [f"{stack.http_base}/_trickle/0.5/img_0.png", *file_urls(stack)[:3]])
@@ -139,7 +128,7 @@ def test_duplicate_and_late_deliveries_write_each_item_once_and_a_trickle_costs_
     assert all(i.status == "done" for i in items(stack, job_id))
     assert all(i.attempts == 1 for i in items(stack, job_id)), "no delivery re-claimed a finished item"
     assert {(i.id, i.score, i.verdict, i.finished_at) for i in items(stack, job_id)} == first
-    assert frame_keys(stack, job_id) == frames
+    assert frame_keys(stack.engine, job_id) == frames
     assert set(frames.values()) == {1}, "exactly one frame row per (item, frame, face)"
     video = next(i for i in items(stack, job_id) if i.kind == "video")
     assert sum(1 for item_id, _, _ in frames if item_id == video.id) == video.frames_scanned
@@ -177,5 +166,5 @@ def test_killed_workers_and_lost_messages_heal_without_an_operator(stack: Stack)
 
     for job_id in (killed_job, lost_job):
         assert all(i.status == "done" and i.verdict in {"fake", "real"} for i in items(stack, job_id))
-        assert set(frame_keys(stack, job_id).values()) == {1}
+        assert set(frame_keys(stack.engine, job_id).values()) == {1}
     assert max(i.attempts for i in items(stack, killed_job)) == 2, "the killed delivery counted as an attempt"
