@@ -48,7 +48,8 @@ def threshold_at_fpr(real_scores: np.ndarray, target_fpr: float) -> float:
     """The lowest threshold at which at most `target_fpr` of real scores are >= threshold.
 
     Returned as the next float32 above the highest real score that must stay below it, so it is
-    exact for float32 scores.
+    exact for float32 scores; capped at 1.0, since a threshold above every possible score would
+    flag nothing (a validation split whose real images score 1.0 cannot support the target).
     """
     if not 0 < target_fpr < 1:
         raise ConfigError(f"target false-positive rate {target_fpr} must be between 0 and 1")
@@ -56,7 +57,7 @@ def threshold_at_fpr(real_scores: np.ndarray, target_fpr: float) -> float:
         raise ConfigError("cannot calibrate a threshold without real images")
     ordered = np.sort(real_scores.astype(np.float32))[::-1]
     allowed = int(np.floor(target_fpr * ordered.size))
-    return float(np.nextafter(ordered[allowed], np.float32(np.inf)))
+    return min(float(np.nextafter(ordered[allowed], np.float32(np.inf))), 1.0)
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:

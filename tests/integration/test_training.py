@@ -9,7 +9,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 
 from scanner.checkpoint import load_checkpoint, read_tensor_file, save_checkpoint
 from scanner.cli import cli
-from scanner.detector import build_model, preprocess, preprocess_batch, score_batch
+from scanner.detector import build_model, preprocess, score_batch
 from scanner.errors import ConfigError
 from scanner.media import read_image_file
 from tests.training_helpers import tiny_meta
@@ -30,10 +29,26 @@ from training.train import TrainResult, metrics_log_path, train
 
 pytestmark = pytest.mark.slow
 
-DEMO_COUNT = 500  # images per class: 350 train, 75 valid, 75 test
+# A few dozen tiny images trained for a few seconds: the tests assert that the loop learns (its
+# loss falls, it separates the images it saw), that it calibrates and resumes, and that evaluate
+# scores like the workers. How well the demo recipe generalises is a figure: bench/training.py.
+DEMO_COUNT = 20  # images per class: 14 train, 3 valid, 3 test
+TINY_SIZE = 32
 PARITY_ATOL = 1e-5
 UNTRAINED_SEEDS = (0, 1, 2)
 CPU = torch.device("cpu")
+
+
+def tiny_demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConfig:
+    """The demo recipe shrunk to seconds: 32 px, small batches, every epoch kept (no early stop)."""
+    config = demo_config(data, out, self_blend=self_blend)
+    return dataclasses.replace(
+        config, image_size=TINY_SIZE, epochs=10, batch_size=8, patience=10, workers=0, progress=False
+    )
+
+
+def train_losses(result: TrainResult) -> list[float]:
+    return [json.loads(line)["train_loss"] for line in result.metrics_log.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -45,35 +60,33 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    out = tmp_path_factory.mktemp("demo-model") / "demo.safetensors"
-    return train(dataclasses.replace(demo_config(demo_data, out), progress=False))
+    return train(tiny_demo_config(demo_data, tmp_path_factory.mktemp("demo-model") / "demo.safetensors"))
 
 
-def test_demo_training_learns_what_an_untrained_model_cannot(
+def test_training_learns_what_an_untrained_model_cannot(
     demo_data: Path, trained: TrainResult, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
+    losses = train_losses(trained)
     untrained = []
     for seed in UNTRAINED_SEEDS:  # one random network can lean either way; several average to chance
         torch.manual_seed(seed)
         path = tmp_path / f"untrained-{seed}.safetensors"
-        save_checkpoint(path, build_model("resnet18"), tiny_meta(size=64))
-        untrained.append(evaluate(demo_data, path, device="cpu", workers=0).metrics.roc_auc)
-    after = evaluate(demo_data, trained.checkpoint, device="cpu", workers=0).metrics.roc_auc
-    record_property("train_seconds", round(trained.seconds, 1))
-    record_property("test_roc_auc_untrained", [round(a, 4) for a in untrained])
-    record_property("test_roc_auc_trained", round(after, 4))
-    print(f"\ndemo training {trained.seconds:.1f} s: test ROC AUC trained {after:.4f}, untrained {untrained}")
-    assert after >= 0.95
-    assert abs(float(np.mean(untrained)) - 0.5) <= 0.1
-    assert all(abs(a - 0.5) <= 0.2 for a in untrained)
+        save_checkpoint(path, build_model("resnet18"), tiny_meta(size=TINY_SIZE))
+        untrained.append(evaluate(demo_data, path, split="train", device="cpu", workers=0).metrics.roc_auc)
+    after = evaluate(demo_data, trained.checkpoint, split="train", device="cpu", workers=0).metrics.roc_auc
+    record_property("train_losses", [round(loss, 3) for loss in losses])
+    record_property("train_split_roc_auc", {"trained": round(after, 4), "untrained": [round(a, 4) for a in untrained]})
+    assert max(losses[-3:]) < losses[0] / 2, f"the training loss should fall: {losses}"
+    assert after >= 0.9, "the trained model separates the images it learned from"
+    assert float(np.mean(untrained)) <= 0.75, "an untrained model does not"
 
 
 def test_checkpoint_is_calibrated_and_logged(demo_data: Path, trained: TrainResult) -> None:
     loaded = load_checkpoint(trained.checkpoint)
     assert loaded.meta.arch == "resnet18"
-    assert loaded.meta.preprocessing.image_size == 64
+    assert loaded.meta.preprocessing.image_size == TINY_SIZE
     assert loaded.meta.target_fpr == 0.01
-    assert 0 < loaded.meta.threshold < 1
+    assert 0 < loaded.meta.threshold <= 1
     assert loaded.meta.metrics["split"] == "valid"
     assert loaded.meta.metrics["epoch"] == trained.best_epoch
     assert loaded.meta.train_config["seed"] == 0
@@ -93,11 +106,10 @@ def test_evaluate_cli_scores_exactly_like_the_workers(demo_data: Path, trained: 
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["roc_auc"] >= 0.95
-    assert report["real"] == report["fake"] == 75
+    assert report["real"] == report["fake"] == 3
     assert report["skipped"] == 0
     loaded = load_checkpoint(trained.checkpoint, CPU)
-    for entry in report["files"][::25]:  # one image at a time, as a worker might
+    for entry in report["files"]:  # one image at a time, as a worker might
         tensor = preprocess(read_image_file(entry["path"]), loaded.meta.preprocessing)
         worker_score = float(score_batch(loaded.model, tensor[None], CPU)[0])
         assert abs(worker_score - entry["score"]) <= PARITY_ATOL
@@ -112,38 +124,15 @@ def test_evaluate_cli_scores_exactly_like_the_workers(demo_data: Path, trained: 
     assert "TPR @ 0.1% FPR" in table.output
 
 
-def _frame_scores(path: Path, trained: TrainResult) -> np.ndarray:
-    loaded = load_checkpoint(trained.checkpoint, CPU)
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while (frame := capture.read())[0]:
-        frames.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
-    capture.release()
-    return score_batch(loaded.model, preprocess_batch(frames, loaded.meta.preprocessing), CPU)
-
-
-def test_manipulated_video_frames_score_higher(demo_data: Path, trained: TrainResult) -> None:
-    partly = _frame_scores(demo_data / "videos" / "partly_fake_clip.mp4", trained)
-    swapped, clean = partly[24:48], np.concatenate([partly[:24], partly[48:]])
-    assert np.median(swapped) > np.median(clean) + 0.3
-    real = _frame_scores(demo_data / "videos" / "real_clip.mp4", trained)
-    fake = _frame_scores(demo_data / "videos" / "fake_clip.mp4", trained)
-    assert np.median(fake) > np.median(real) + 0.3
-
-
-def test_self_blend_learns_from_real_images_alone(
-    demo_data: Path, tmp_path: Path, record_property: Callable[[str, object], None]
-) -> None:
+def test_self_blend_learns_from_real_images_alone(demo_data: Path, tmp_path: Path) -> None:
     real_only = tmp_path / "real-only"
     for split in ("train", "valid", "test"):
         (real_only / split).mkdir(parents=True)
         (real_only / split / "real").symlink_to(demo_data / split / "real", target_is_directory=True)
-    config = demo_config(real_only, tmp_path / "sbi.safetensors", self_blend=True)
-    result = train(dataclasses.replace(config, progress=False))
-    auc = evaluate(demo_data, result.checkpoint, device="cpu", workers=0).metrics.roc_auc
-    record_property("self_blend_test_roc_auc", round(auc, 4))
-    print(f"\nself-blend on real images only: {result.seconds:.1f} s, test ROC AUC vs demo fakes {auc:.4f}")
-    assert auc >= 0.65
+    result = train(tiny_demo_config(real_only, tmp_path / "sbi.safetensors", self_blend=True))
+    losses = train_losses(result)
+    assert max(losses[-3:]) < losses[0], f"the loss on self-blended fakes should fall: {losses}"
+    assert load_checkpoint(result.checkpoint).meta.train_config["self_blend"] is True
 
 
 def test_training_without_fakes_points_to_self_blend(demo_data: Path, tmp_path: Path) -> None:
@@ -205,15 +194,15 @@ def test_resumed_training_ends_exactly_where_an_uninterrupted_run_does(
         train(dataclasses.replace(resumed, resume=True, seed=1))
 
 
-def test_worker_pipeline_stores_evaluates_scores_and_flags_the_manipulated_segment(
+def test_worker_pipeline_stores_the_scores_evaluate_reports(
     demo_data: Path, trained: TrainResult, sqlite_url: str
 ) -> None:
-    """Train/serve parity through the real scanning pipeline (the code a worker runs), and the demo
-    video's manipulated frames scoring above its clean ones as stored per frame."""
+    """Train/serve parity through the real scanning pipeline (the code a worker runs), and every
+    sampled frame of the demo video stored with its timestamp."""
     from tests.pipeline_helpers import frames_of, items_of
 
     report = evaluate(demo_data, trained.checkpoint, device="cpu", workers=0)
-    expected = {Path(path).resolve().as_uri(): score for path, _label, score in report.files[::10]}
+    expected = {Path(path).resolve().as_uri(): score for path, _label, score in report.files}
     listing = demo_data / "parity.txt"
     listing.write_text("\n".join(expected) + "\n" + str(demo_data / "videos" / "partly_fake_clip.mp4") + "\n")
     result = CliRunner().invoke(
@@ -228,6 +217,4 @@ def test_worker_pipeline_stores_evaluates_scores_and_flags_the_manipulated_segme
     video = next(item for url, item in items.items() if url.endswith("partly_fake_clip.mp4"))
     frames = frames_of(sqlite_url, video.id)
     assert len(frames) == 36  # 3 s at 12 frames per second
-    inside = [f.score for f in frames if 1.0 <= f.timestamp_s < 2.0]
-    outside = [f.score for f in frames if not 1.0 <= f.timestamp_s < 2.0]
-    assert np.median(inside) > np.median(outside) + 0.3
+    assert [round(f.timestamp_s * 12) for f in frames] == list(range(36))

@@ -24,6 +24,13 @@ def test_threshold_is_exact_for_float32_scores() -> None:
     assert threshold == float(np.nextafter(np.float32(0.3), np.float32(1)))
 
 
+def test_threshold_stays_a_probability_when_real_images_saturate() -> None:
+    real = np.array([0.2, 1.0], dtype=np.float32)  # a real image scored 1.0: nothing above it exists
+    threshold = threshold_at_fpr(real, 0.01)
+    assert threshold == 1.0
+    assert np.mean(real >= threshold) == 0.5  # the best a threshold can do; the checkpoint still loads
+
+
 def test_threshold_needs_a_sane_target_and_real_scores() -> None:
     with pytest.raises(ConfigError):
         threshold_at_fpr(np.array([0.5], np.float32), 0.0)
