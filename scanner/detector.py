@@ -15,7 +15,7 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from scanner import backbones
 from scanner.errors import CheckpointError, ConfigError
 
-ARCHS = ("resnet50", "resnet34", "resnet18")
+ARCHS = backbones.ARCHS
 DEFAULT_ARCH = "resnet50"
 DEFAULT_IMAGE_SIZE_PX = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,9 +42,13 @@ _WEIGHTS = {
     "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
     "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "efficientnet_b0": torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1,
+    "efficientnet_b4": torchvision.models.EfficientNet_B4_Weights.IMAGENET1K_V1,
 }
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torchvision names files <arch>-<sha256 prefix>.pth
 _RESIZE_MODES = ("bilinear",)
+_DECODE_MODES = ("full", "reduced")
+REDUCED_DECODE_MARGIN = 2  # reduced decoding keeps both sides >= this many times the model's input size
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,12 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: str = "bilinear"
+    # "reduced": a JPEG much larger than the model's input is decoded at 1/2, 1/4 or 1/8 scale (the
+    # decoder's own IDCT scaling, several times faster) while both sides stay >= 2 x image_size;
+    # the resize above then does the rest. It changes pixels slightly, so it is the checkpoint's
+    # choice, made at training time and applied by training, evaluation and the workers alike.
+    # Checkpoints written before this field decode in full.
+    decode: str = "full"
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -64,6 +75,13 @@ class Preprocessing:
             raise ConfigError(f"unknown resize mode {self.resize!r}: use one of {', '.join(_RESIZE_MODES)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError("preprocessing needs three means and three positive standard deviations")
+        if self.decode not in _DECODE_MODES:
+            raise ConfigError(f"unknown decode mode {self.decode!r}: use one of {', '.join(_DECODE_MODES)}")
+
+    @property
+    def decode_min_side_px(self) -> int | None:
+        """The smallest side an image may be decoded at for this preprocessing (None: decode in full)."""
+        return REDUCED_DECODE_MARGIN * self.image_size if self.decode == "reduced" else None
 
     def to_metadata(self) -> dict[str, str]:
         """String fields for a safetensors header."""
@@ -72,6 +90,7 @@ class Preprocessing:
             "mean": ",".join(repr(v) for v in self.mean),
             "std": ",".join(repr(v) for v in self.std),
             "resize": self.resize,
+            "decode": self.decode,
         }
 
     @classmethod
@@ -83,6 +102,7 @@ class Preprocessing:
                 mean=_three_floats(meta["mean"]),
                 std=_three_floats(meta["std"]),
                 resize=meta.get("resize", "bilinear"),
+                decode=meta.get("decode", "full"),
             )
         except (KeyError, ValueError, ConfigError) as exc:
             raise CheckpointError(f"checkpoint preprocessing metadata is invalid ({exc})") from None
@@ -94,42 +114,22 @@ def _three_floats(text: str) -> tuple[float, float, float]:
 
 
 def build_model(arch: str = DEFAULT_ARCH, pretrained: str = "none") -> nn.Module:
-    """A torchvision ResNet with a one-logit head.
+    """A backbone from scanner/backbones.py with a one-logit head.
 
-    `pretrained` is "none" (random weights), "imagenet" (torchvision's weights from the torch
-    cache, downloaded once when online) or the path of a local torchvision-format weights file
-    (.pth/.pt state dict, read with `weights_only=True`, or .safetensors). Only the backbone is
-    taken from pretrained weights; the head always starts fresh.
+    `pretrained` is "none" (random weights), "imagenet" (the library's ImageNet weights: torchvision's
+    from the torch cache, downloaded once when online; timm's through its own loader) or the path of
+    a local weights file from the same library's model (.pth/.pt state dict, read with
+    `weights_only=True`, or .safetensors). Only the backbone is taken from pretrained weights; the
+    head always starts fresh.
     """
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")
-    factory: Callable[..., nn.Module] = getattr(torchvision.models, arch)
-    model = factory(weights=None)
+    spec = backbones.backbone(arch)
+    model = spec.create()
     if pretrained == "imagenet":
-        _load_backbone(model, arch, imagenet_state_dict(arch), source=f"ImageNet weights for {arch}")
+        state = imagenet_state_dict(arch) if spec.library == "torchvision" else backbones.timm_imagenet_state_dict(spec)
+        backbones.load_backbone(model, spec, state, source=f"ImageNet weights for {arch}")
     elif pretrained != "none":
-        _load_backbone(model, arch, read_weights_file(Path(pretrained)), source=str(pretrained))
-    head = model.get_submodule("fc")
-    if not isinstance(head, nn.Linear):
-        raise TypeError(f"torchvision {arch} has no linear fc head")
-    model.fc = nn.Linear(head.in_features, 1)
-    return model
-
-
-def _load_backbone(model: nn.Module, arch: str, state: Mapping[str, torch.Tensor], *, source: str) -> None:
-    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = {k for k in model.state_dict() if not k.startswith("fc.")}
-    missing, unexpected = sorted(expected - backbone.keys()), sorted(backbone.keys() - expected)
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise CheckpointError(
-            f"{source} does not fit {arch}: {len(missing)} missing and {len(unexpected)} unexpected keys "
-            f"(e.g. {example!r}); pass weights saved from torchvision's {arch}"
-        )
-    try:
-        model.load_state_dict(backbone, strict=False)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{source} does not fit {arch}: {str(exc).splitlines()[1].strip()}") from None
+        backbones.load_backbone(model, spec, read_weights_file(Path(pretrained)), source=str(pretrained))
+    return backbones.with_one_logit(model, spec)
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
@@ -199,10 +199,19 @@ def _download(url: str, dest: Path) -> None:
 def preprocess(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:
     """One HxWx3 uint8 RGB image to a normalised 3xSxS float32 tensor (deterministic).
 
-    The resize runs on the uint8 pixels, before any float conversion: a 64-megapixel image would
-    otherwise become a 768 MB float32 copy (about 1.1 GiB at the peak) only to be shrunk to S x S.
-    Torch's uint8 antialiased bilinear resize is the float one rounded to whole pixel levels
-    (within 1/255), and training, evaluation and the workers all call this one function.
+    Exactly `normalize(resize_uint8(rgb, prep)[None], prep)[0]`: training and evaluation call this,
+    the workers call the two halves (resize on the decode threads, normalise once per batch), and
+    the result is the same to the bit.
+    """
+    return normalize(resize_uint8(rgb, prep)[None], prep)[0]
+
+
+def resize_uint8(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:
+    """One HxWx3 uint8 RGB image resized to a 3xSxS uint8 tensor, before any float conversion.
+
+    A 64-megapixel image would otherwise become a 768 MB float32 copy only to be shrunk to S x S,
+    and a batch waiting for the model holds a quarter of the bytes. Torch's uint8 antialiased
+    bilinear resize is the float one rounded to whole pixel levels (within 1/255).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} array of shape {rgb.shape}")
@@ -211,17 +220,22 @@ def preprocess(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:
     size = (prep.image_size, prep.image_size)
     if x.shape[-2:] != size:
         x = F.interpolate(x, size=size, mode=prep.resize, antialias=True, align_corners=False)
-    x = x.float().div_(255.0)
-    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std)[0].contiguous()
+    return x[0].contiguous()
+
+
+def normalize(batch: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """An Nx3xSxS uint8 batch to normalised float32, on the batch's own device (the GPU, for the workers)."""
+    x = batch.float().div_(255.0)
+    mean = torch.tensor(prep.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def preprocess_batch(images: Sequence[np.ndarray], prep: Preprocessing) -> torch.Tensor:
-    """Several images (any sizes) to one NxCxSxS batch."""
+    """Several images (any sizes) to one NxCxSxS batch, normalised once for the whole batch."""
     if not images:
         return torch.empty((0, 3, prep.image_size, prep.image_size), dtype=torch.float32)
-    return torch.stack([preprocess(rgb, prep) for rgb in images])
+    return normalize(torch.stack([resize_uint8(rgb, prep) for rgb in images]), prep)
 
 
 def resolve_device(device: str) -> torch.device:

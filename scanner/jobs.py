@@ -13,17 +13,20 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, exists, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from scanner import leases, reuse
+from scanner import leases
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.errors import ConfigError
 from scanner.models import MediaItem, ModelRecord, ScanJob, utcnow
+from scanner.recording import ChunkItems, ReuseBasis, insert_items
 from scanner.redaction import job_name, redact_text
 from scanner.sources import MediaRef
 
@@ -32,11 +35,71 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = 16
 DEFAULT_FPS = 1.0
 DEFAULT_MAX_FRAMES = 120  # 1 s segments are sampled in videos up to 2 minutes at 1 fps
-DEFAULT_INSERT_BATCH = 500
+# References recorded per transaction (one commit) and sent per broker round trip. Large enough that
+# the per-commit and per-round-trip costs vanish, small enough that a crash loses little work.
+DEFAULT_INSERT_BATCH = 5000
 OPEN_STATUSES = ("queued", "processing")
 
-ChunkItems = list[tuple[int, str]]
 EnqueueFn = Callable[[int, ChunkItems], None]
+
+
+@runtime_checkable
+class BatchingEnqueue(Protocol):
+    """An `EnqueueFn` that can hold the chunks sent inside `batch()` and deliver them together.
+
+    The Celery sender does: one Redis pipeline per batch instead of one round trip per chunk. A
+    batch it cannot deliver raises TransientError; its items stay recorded and `reconcile` re-sends them.
+    """
+
+    def __call__(self, job_id: int, items: ChunkItems, /) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]: ...
+
+
+def send_chunks(enqueue: EnqueueFn, job_id: int, items: Sequence[tuple[int, str]], chunk_size: int) -> None:
+    """Send `items` in chunks of `chunk_size`, together when `enqueue` can batch."""
+    together = enqueue.batch() if isinstance(enqueue, BatchingEnqueue) else nullcontext()
+    with together:
+        for chunk in batched(items, chunk_size):
+            enqueue(job_id, chunk)
+
+
+class OverlappedSender:
+    """Sends each recorded batch while the next one is being recorded, one batch in flight at most.
+
+    Recording waits on the database and sending on the broker; overlapping them nearly halves a
+    large job's time. Only a batching (broker) sender is moved to a thread: any other `enqueue`
+    (the embedded runner scores the chunk right there) is called in line. A failed send surfaces
+    at the next `send` or on exit; its items are recorded, so `reconcile` re-sends them.
+    """
+
+    def __init__(self, enqueue: EnqueueFn, job_id: int, chunk_size: int) -> None:
+        self._enqueue, self._job_id, self._chunk_size = enqueue, job_id, chunk_size
+        self._pool = ThreadPoolExecutor(1, "enqueue") if isinstance(enqueue, BatchingEnqueue) else None
+        self._in_flight: Future[None] | None = None
+
+    def send(self, items: ChunkItems) -> None:
+        if self._pool is None:
+            send_chunks(self._enqueue, self._job_id, items, self._chunk_size)
+            return
+        self._wait()
+        self._in_flight = self._pool.submit(send_chunks, self._enqueue, self._job_id, items, self._chunk_size)
+
+    def _wait(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def __enter__(self) -> OverlappedSender:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
@@ -52,6 +115,7 @@ class ScanOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     include: tuple[str, ...] = field(default_factory=tuple)
     exclude: tuple[str, ...] = field(default_factory=tuple)
+    thumbnails: bool = True  # keep a small JPEG of the top-scoring face for the review console
 
     def scoring_key(self, kind: str) -> str:
         """Digest of the options that change an item's scores (not its verdict) for media of `kind`.
@@ -139,10 +203,12 @@ def add_items(
 ) -> EnqueueReport:
     """Record `refs` as the job's items, reuse known verdicts, enqueue the rest in chunks.
 
-    Streams: at most DEFAULT_INSERT_BATCH references are held at a time. URLs seen twice in one
-    job are recorded once. The job stays `pending` while items are being recorded (so workers
-    that finish early cannot close it) and is `running` once this returns; `finished_job` says
-    whether every item was already answered, which closes the job here.
+    Streams: at most DEFAULT_INSERT_BATCH references are held at a time, recorded in one
+    transaction and then sent in one batch. URLs seen twice in one job are recorded once (the
+    database's unique key decides, so the cost per batch does not grow with the job). The job
+    stays `pending` while items are being recorded (so workers that finish early cannot close it)
+    and is `running` once this returns; `finished_job` says whether every item was already
+    answered, which closes the job here.
     """
     with Session(engine) as session, session.begin():
         job = session.get_one(ScanJob, job_id)
@@ -150,30 +216,20 @@ def add_items(
         options = ScanOptions.from_json(job.options)
         reuse_with = None if options.rescan else _reuse_basis(session, job, options)
     report = EnqueueReport()
-    for batch in batched(refs, DEFAULT_INSERT_BATCH):
-        with Session(engine) as session, session.begin():
-            queued, reused = _insert_batch(session, job_id, batch, reuse_with)
-        for chunk in batched(queued, options.chunk_size):
-            enqueue(job_id, chunk)
-        report.total += len(queued) + reused
-        report.enqueued += len(queued)
-        report.reused += reused
-        if on_progress is not None:
-            on_progress(report)
+    with OverlappedSender(enqueue, job_id, options.chunk_size) as sender:
+        for batch in batched(refs, DEFAULT_INSERT_BATCH):
+            with Session(engine) as session, session.begin():
+                queued, reused = insert_items(session, job_id, batch, reuse_with)
+            sender.send(queued)
+            report.total += len(queued) + reused
+            report.enqueued += len(queued)
+            report.reused += reused
+            if on_progress is not None:
+                on_progress(report)
     with engine.begin() as conn:
         conn.execute(update(ScanJob).where(ScanJob.id == job_id, ScanJob.status == "pending").values(status="running"))
     report.finished_job = finish_job_if_complete(engine, job_id)
     return report
-
-
-@dataclass(frozen=True)
-class ReuseBasis:
-    """What an earlier verdict must match to answer this job's items, and how to re-derive it."""
-
-    model_version: str
-    scoring_keys: dict[str, str]
-    strategy: str
-    threshold: float
 
 
 def _reuse_basis(session: Session, job: ScanJob, options: ScanOptions) -> ReuseBasis | None:
@@ -186,59 +242,6 @@ def _reuse_basis(session: Session, job: ScanJob, options: ScanOptions) -> ReuseB
     if threshold is None:
         return None
     return ReuseBasis(job.model_version, options.scoring_keys(), options.strategy, threshold)
-
-
-def _insert_batch(
-    session: Session, job_id: int, refs: list[MediaRef], basis: ReuseBasis | None
-) -> tuple[ChunkItems, int]:
-    unique = {ref.url: ref for ref in refs}
-    existing = set(session.scalars(select(MediaItem.url).where(MediaItem.job_id == job_id, MediaItem.url.in_(unique))))
-    fresh = [ref for url, ref in unique.items() if url not in existing]
-    earlier: dict[str, reuse.Earlier] = {}
-    if basis is not None:
-        versions = {r.url: v for r in fresh if (v := reuse.object_version(r.etag, r.size, r.last_modified))}
-        earlier = reuse.by_url(session, versions, basis.model_version, basis.scoring_keys)
-    now = utcnow()
-    rows = [_item_row(job_id, ref, earlier.get(ref.url), basis, now) for ref in fresh]
-    if not rows:
-        return [], 0
-    inserted = session.execute(insert(MediaItem).returning(MediaItem.id, MediaItem.url, MediaItem.status), rows).all()
-    reused = [(row.id, earlier[row.url]) for row in inserted if row.status == "done"]
-    reuse.copy_frames(session, reused)
-    return [(row.id, row.url) for row in inserted if row.status == "queued"], len(reused)
-
-
-_REUSED_COLUMNS = (
-    "content_sha256", "width", "height", "duration_s", "frames_scanned", "score", "strategy", "verdict",
-    "reused_from_id", "model_version", "scoring_key", "started_at", "finished_at",
-)  # fmt: skip
-
-
-def _item_row(
-    job_id: int, ref: MediaRef, earlier: reuse.Earlier | None, basis: ReuseBasis | None, now: dt.datetime
-) -> dict[str, Any]:
-    # Every row has the same keys: one multi-row INSERT takes its columns from the first row.
-    row: dict[str, Any] = dict.fromkeys(_REUSED_COLUMNS) | {
-        "job_id": job_id,
-        "url": ref.url,
-        "size": ref.size,
-        "etag": ref.etag,
-        "last_modified": ref.last_modified,
-        "status": "queued",
-        "kind": "unknown",
-        "attempts": 0,
-        "enqueued_at": now,
-    }
-    if earlier is not None and basis is not None:
-        row.update(earlier.verdict_values(strategy=basis.strategy, threshold=basis.threshold))
-        row.update(
-            status="done",
-            model_version=basis.model_version,
-            scoring_key=basis.scoring_keys[earlier.kind],
-            started_at=now,
-            finished_at=now,
-        )
-    return row
 
 
 def finish_job_if_complete(engine: Engine, job_id: int) -> bool:
@@ -395,8 +398,7 @@ def reconcile(
             conn.execute(
                 update(ScanJob).where(ScanJob.id == job_id, ScanJob.status == "pending").values(status="running")
             )
-        for chunk in batched(sorted(expired + lost), chunk_size):
-            enqueue(job_id, chunk)
+        send_chunks(enqueue, job_id, sorted(expired + lost), chunk_size)
         report.jobs += bool(expired or lost)
         report.expired += len(expired)
         report.lost += len(lost)

@@ -129,14 +129,12 @@ def run_scan(
 def _enqueue_all(
     engine: Engine, job_id: int, refs: Iterator[MediaRef], enqueue: EnqueueFn, bar: tqdm[Any]
 ) -> EnqueueReport:
-    def send(job: int, items: list[tuple[int, str]]) -> None:
-        enqueue(job, items)
-        bar.update(len(items))
-
+    # `enqueue` goes to add_items as it is (not wrapped): a batching sender must stay recognisable.
     def show(report: EnqueueReport) -> None:
+        bar.update(report.enqueued - bar.n)
         bar.set_postfix(recorded=report.total, reused=report.reused)
 
-    return add_items(engine, job_id, refs, enqueue=send, on_progress=show)
+    return add_items(engine, job_id, refs, enqueue=enqueue, on_progress=show)
 
 
 def _follow(engine: Engine, job_id: int, bar: tqdm[Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from scanner.settings import Settings
-from workers.notify import deliver_inline
+from workers.notify import deliver_in_background
 from workers.pipeline import ChunkReport, process_chunk
 from workers.runtime import WorkerRuntime, load_runtime
 
@@ -25,7 +25,7 @@ class EmbeddedRunner:
         return self.runtime.scorer.model_version
 
     def enqueue(self, job_id: int, items: list[tuple[int, str]]) -> None:
-        chunk = process_chunk(self.runtime, job_id, items, deliver=deliver_inline(self.runtime.settings))
+        chunk = process_chunk(self.runtime, job_id, items, deliver=deliver_in_background(self.runtime.settings))
         self.report.done += chunk.done
         self.report.error += chunk.error
         self.report.reused += chunk.reused
