@@ -37,14 +37,17 @@ CPU = torch.device("cpu")
 
 
 def frame_scores(video: Path, result: TrainResult) -> np.ndarray:
-    """Every frame of `video` scored by the trained model, as the workers would score it."""
+    """Every frame of `video` scored by the trained model as the workers score it: through the
+    checkpoint's face view, a frame scoring as its highest-scoring face."""
     loaded = load_checkpoint(result.checkpoint, CPU)
     capture = cv2.VideoCapture(str(video))
-    frames = []
+    scores = []
     while (frame := capture.read())[0]:
-        frames.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
+        faces = loaded.meta.face_view.faces(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
+        batch = preprocess_batch([face.rgb for face in faces], loaded.meta.preprocessing)
+        scores.append(float(score_batch(loaded.model, batch, CPU).max()))
     capture.release()
-    return score_batch(loaded.model, preprocess_batch(frames, loaded.meta.preprocessing), CPU)
+    return np.array(scores, dtype=np.float32)
 
 
 def untrained_aucs(data: Path, work: Path, image_size: int) -> list[float]:

@@ -1,5 +1,5 @@
 """The checkpoint format: one `.safetensors` file holding the weights and, in its header, everything
-needed to use them (arch, preprocessing, calibrated threshold, metrics, label meaning, training
+needed to use them (arch, preprocessing, face view, calibrated threshold, metrics, label meaning, training
 config, creation time).
 
 The file's sha256 is the `model_version` recorded on every verdict. The header also carries a
@@ -30,6 +30,7 @@ from torch import nn
 
 from scanner.detector import Preprocessing, build_model, prepare_for_inference, resolve_device
 from scanner.errors import CheckpointError, ConfigError
+from scanner.faces import FaceView
 
 FORMAT_NAME = "deepscan-detector"
 FORMAT_VERSION = "1"
@@ -52,6 +53,7 @@ class CheckpointMeta:
     label_meaning: str = LABEL_MEANING
     train_config: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    face_view: FaceView = field(default_factory=FaceView.whole_image)
 
     def to_metadata(self) -> dict[str, str]:
         """The header fields, all strings as safetensors requires."""
@@ -60,6 +62,7 @@ class CheckpointMeta:
             "format_version": FORMAT_VERSION,
             "arch": self.arch,
             **self.preprocessing.to_metadata(),
+            **self.face_view.to_metadata(),
             "threshold": repr(float(self.threshold)),
             "target_fpr": repr(float(self.target_fpr)),
             "metrics": json.dumps(self.metrics, sort_keys=True),
@@ -87,6 +90,7 @@ class CheckpointMeta:
                 label_meaning=meta["label_meaning"],
                 train_config=json.loads(meta["train_config"]),
                 created_at=meta["created_at"],
+                face_view=FaceView.from_metadata(meta),
             )
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint metadata is incomplete or malformed ({exc})") from None

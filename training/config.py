@@ -11,7 +11,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-ARCH_CHOICES = ("resnet50", "resnet34", "resnet18")  # scanner.detector.ARCHS without importing torch (tested)
+from scanner.faces.view import DEFAULT_FACE_DETECTOR
+
+# scanner.backbones.ARCHS without importing torch (tested)
+ARCH_CHOICES = ("resnet50", "resnet34", "resnet18", "efficientnet_b0", "efficientnet_b4", "xception", "convnext_tiny")
 DEFAULT_ARCH = "resnet50"
 DEFAULT_IMAGE_SIZE_PX = 224  # scanner.detector.DEFAULT_IMAGE_SIZE_PX (tested)
 DEFAULT_PRETRAINED = "imagenet"
@@ -59,9 +62,12 @@ class TrainConfig:
     resume: bool = False
     target_fpr: float = DEFAULT_TARGET_FPR
     patience: int = DEFAULT_PATIENCE_EPOCHS
+    min_delta: float = 0.0  # a validation ROC AUC rise below this does not reset the patience count
     workers: int | None = None  # None: default_loader_workers()
     labels: LabelSource = "auto"
     progress: bool | None = None  # None: show the progress bar when stderr is a terminal
+    face_view: str = DEFAULT_FACE_DETECTOR  # the face detector of the face view; "none" for aligned crops
+    face_cache: Path | None = None  # where face detections are cached; None: training.facecache's default
 
     @property
     def loader_workers(self) -> int:
@@ -73,7 +79,7 @@ class TrainConfig:
 
     def fingerprint(self) -> dict[str, str]:
         """The options a resumed run must share with the run it continues."""
-        keys = ("arch", "image_size", "batch_size", "seed", "self_blend", "augment", "labels")
+        keys = ("arch", "image_size", "batch_size", "seed", "self_blend", "augment", "labels", "face_view")
         return {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
 
 

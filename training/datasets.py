@@ -28,9 +28,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from scanner.detector import Preprocessing, preprocess
 from scanner.errors import ConfigError, PermanentError
-from scanner.media import read_image_file
+from scanner.faces import BBox, FaceView, detect
+from scanner.media import decode_image
 from training.augment import AugmentConfig, augment
 from training.config import SPLITS, LabelSource
+from training.facecache import FaceCache
 from training.selfblend import self_blend
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,27 @@ def _has_split_folders(root: Path) -> bool:
 
 
 def _images_in(folder: Path) -> list[Path]:
+    """Images under `folder`, sub-folders included (one per manipulation method, say; see
+    `source_of`); hidden files and folders are skipped."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def source_of(path: Path) -> str:
+    """The sub-folder an image sits in below its real/ or fake/ folder ("" directly in it):
+    `test/fake/face2face/x.jpg` comes from source "face2face"."""
+    parts = path.parts[:-1]
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in LABEL_BY_FOLDER:
+            return "/".join(parts[i + 1 :])
+    return ""
 
 
 def folder_samples(split_dir: Path) -> list[Sample]:
@@ -164,35 +184,49 @@ def class_counts(samples: Sequence[Sample]) -> dict[str, int]:
 
 
 class Item(NamedTuple):
-    image: torch.Tensor
+    images: torch.Tensor  # Kx3xSxS: one row per face the face view gave (1 when training)
     label: int
     position: int  # index into the dataset
 
 
 class Batch(NamedTuple):
-    """A collated batch; `skipped` holds dataset indices of images that could not be decoded."""
+    """A collated batch; `skipped` holds dataset indices of images that could not be decoded.
+
+    `images` has one row per face; `faces[i]` rows belong to item i (all 1 when training)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
     skipped: list[int]
+    faces: torch.Tensor
 
 
 class ImageDataset(Dataset[Item | int]):
-    """Decodes through `scanner.media` (the workers' decoder), optionally self-blends and augments,
-    then applies the checkpoint's preprocessing. Random choices come from a generator seeded with
-    (seed, epoch, index), so results do not depend on loader workers or order."""
+    """Decodes through `scanner.media` (the workers' decoder), cuts the faces through the
+    checkpoint's face view (scanner/faces, the workers' code), optionally self-blends and augments
+    the largest face, then applies the checkpoint's preprocessing. Random choices come from a
+    generator seeded with (seed, epoch, index), so results do not depend on loader workers or order.
+
+    `all_faces` keeps every face (evaluation and validation: an image scores as the maximum over its
+    faces, as in a scan); otherwise only the largest is kept (training learns one face per label).
+    """
 
     def __init__(
         self,
         samples: Sequence[Sample],
         prep: Preprocessing,
         *,
+        view: FaceView | None = None,
+        all_faces: bool = False,
+        face_cache: FaceCache | None = None,
         augmentation: AugmentConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.samples = list(samples)
         self.prep = prep
+        self.view = view or FaceView.whole_image()
+        self.all_faces = all_faces
+        self.face_cache = face_cache
         self.augmentation = augmentation
         self.seed = seed
         self.epoch = 0
@@ -204,16 +238,30 @@ class ImageDataset(Dataset[Item | int]):
         """The preprocessed item, or the bare index when the file cannot be decoded."""
         sample = self.samples[index]
         try:
-            rgb = read_image_file(str(sample.path))
+            data = sample.path.read_bytes()
+            rgb = decode_image(data, min_side_px=self.prep.decode_min_side_px)
         except (PermanentError, OSError) as exc:
             log.warning("skipping unreadable image %s: %s", sample.path, exc)
             return index
+        crops = [face.rgb for face in self.view.faces(rgb, self._boxes(data, rgb))]
+        if not self.all_faces:
+            crops = crops[:1]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if sample.blend:
-            rgb = self_blend(rgb, rng, model_size=self.prep.image_size)
+            crops = [self_blend(crop, rng, model_size=self.prep.image_size) for crop in crops]
         if self.augmentation is not None:
-            rgb = augment(rgb, rng, self.augmentation)
-        return Item(preprocess(rgb, self.prep), sample.label, index)
+            crops = [augment(crop, rng, self.augmentation) for crop in crops]
+        return Item(torch.stack([preprocess(crop, self.prep) for crop in crops]), sample.label, index)
+
+    def _boxes(self, data: bytes, rgb: np.ndarray) -> list[BBox] | None:
+        """The face view's detections, from the cache when it has them (None: let the view detect)."""
+        if self.face_cache is None or not self.view.finds_faces:
+            return None
+        boxes = self.face_cache.get(data)
+        if boxes is None:
+            boxes = detect(self.view, rgb)
+            self.face_cache.put(data, boxes)
+        return boxes
 
 
 def collate(items: Sequence[Item | int]) -> Batch:
@@ -222,12 +270,13 @@ def collate(items: Sequence[Item | int]) -> Batch:
     skipped = [item for item in items if isinstance(item, int)]
     if not good:
         empty = torch.empty(0)
-        return Batch(empty, empty.long(), empty.long(), skipped)
+        return Batch(empty, empty.long(), empty.long(), skipped, empty.long())
     return Batch(
-        images=torch.stack([item.image for item in good]),
+        images=torch.cat([item.images for item in good]),
         labels=torch.tensor([item.label for item in good], dtype=torch.long),
         indices=torch.tensor([item.position for item in good], dtype=torch.long),
         skipped=skipped,
+        faces=torch.tensor([len(item.images) for item in good], dtype=torch.long),
     )
 
 

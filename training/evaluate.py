@@ -1,5 +1,6 @@
-"""Honest evaluation: score a labelled split with exactly the workers' decode, preprocessing and
-inference path, then report ROC AUC and friends at the checkpoint's own threshold."""
+"""Honest evaluation: score a labelled split with exactly the workers' decode, face view,
+preprocessing and inference path (an image scores as its highest-scoring face, as in a scan), then
+report ROC AUC and friends at the checkpoint's own threshold."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
+from tqdm import tqdm
 
 from scanner.checkpoint import load_checkpoint
 from scanner.detector import resolve_device, score_batch
 from training.config import DEFAULT_EVAL_BATCH_SIZE, LabelSource, default_loader_workers
-from training.datasets import ImageDataset, Sample, batches, load_split
+from training.datasets import ImageDataset, Sample, batches, load_split, source_of
+from training.facecache import FaceCache, default_cache_dir
 from training.metrics import DetectionMetrics, detection_metrics
 
 
@@ -30,18 +34,27 @@ class Predictions:
 
 
 def predict(
-    model: nn.Module, dataset: ImageDataset, *, device: torch.device, batch_size: int, workers: int
+    model: nn.Module,
+    dataset: ImageDataset,
+    *,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    progress: bool = False,
 ) -> Predictions:
     """Score every sample of `dataset` with `score_batch`, counting undecodable files."""
     was_training = model.training
     model.eval()
     scores, labels, indices, skipped = [], [], [], []
     try:
+        bar = tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress, leave=False)
         for batch in batches(dataset, batch_size=batch_size, workers=workers):
+            bar.update(len(batch.labels) + len(batch.skipped))
             skipped.extend(batch.skipped)
-            scores.append(score_batch(model, batch.images, device))
+            scores.append(image_scores(score_batch(model, batch.images, device), batch.faces))
             labels.append(batch.labels.numpy())
             indices.append(batch.indices.numpy())
+        bar.close()
     finally:
         model.train(was_training)
     return Predictions(
@@ -50,6 +63,14 @@ def predict(
         indices=np.concatenate(indices) if indices else np.empty(0, np.int64),
         skipped=skipped,
     )
+
+
+def image_scores(face_scores: np.ndarray, faces: torch.Tensor) -> np.ndarray:
+    """One score per image: the maximum over its faces, as a scan aggregates an image."""
+    if face_scores.size == 0:
+        return face_scores
+    starts = np.concatenate([[0], np.cumsum(faces.numpy())[:-1]])
+    return np.maximum.reduceat(face_scores, starts)
 
 
 @dataclass
@@ -62,6 +83,7 @@ class EvaluationReport:
     metrics: DetectionMetrics
     files: list[tuple[Path, int, float]]
     skipped: list[Path]
+    face_view: str = ""
 
     @property
     def labels(self) -> np.ndarray:
@@ -71,12 +93,28 @@ class EvaluationReport:
     def scores(self) -> np.ndarray:
         return np.array([score for _, _, score in self.files], dtype=np.float32)
 
+    def by_source(self) -> list[dict[str, Any]]:
+        """ROC AUC of each source (sub-folder of real/ or fake/) against all images of the other class:
+        train on one manipulation family, see how each of the others is caught."""
+        rows = []
+        sources = sorted({(label, source_of(path)) for path, label, _ in self.files})
+        for label, source in sources:
+            mine = [(y, s) for p, y, s in self.files if y == label and source_of(p) == source]
+            others = [(y, s) for _, y, s in self.files if y != label]
+            labels = np.array([y for y, _ in mine + others])
+            scores = np.array([s for _, s in mine + others])
+            auc = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else float("nan")
+            rows.append({"label": "fake" if label == 1 else "real", "source": source or "(top)", "images": len(mine),
+                         "roc_auc": auc})  # fmt: skip
+        return rows
+
     def to_dict(self, *, per_file: bool = True) -> dict[str, Any]:
         """JSON-ready: metrics at top level (roc_auc, ...), then `files` with per-file scores."""
         out: dict[str, Any] = {
             "checkpoint": str(self.checkpoint),
             "model_version": self.model_version,
             "split": self.split,
+            "face_view": self.face_view,
             **self.metrics.to_dict(),
             "skipped": len(self.skipped),
             "skipped_files": [str(p) for p in self.skipped],
@@ -98,6 +136,8 @@ def evaluate(
     workers: int | None = None,
     labels: LabelSource = "auto",
     threshold: float | None = None,
+    face_cache: Path | None = None,
+    progress: bool = False,
 ) -> EvaluationReport:
     """Score `split` of the data set under `data` with `checkpoint` and measure detection.
 
@@ -107,9 +147,11 @@ def evaluate(
     target = resolve_device(device)
     loaded = load_checkpoint(checkpoint, target)
     samples = load_split(data, split, labels=labels)
-    dataset = ImageDataset(samples, loaded.meta.preprocessing)
+    view = loaded.meta.face_view
+    cache = FaceCache(face_cache or default_cache_dir(), view.detector)
+    dataset = ImageDataset(samples, loaded.meta.preprocessing, view=view, all_faces=True, face_cache=cache)
     workers = default_loader_workers() if workers is None else workers
-    found = predict(loaded.model, dataset, device=target, batch_size=batch_size, workers=workers)
+    found = predict(loaded.model, dataset, device=target, batch_size=batch_size, workers=workers, progress=progress)
     cut = loaded.meta.threshold if threshold is None else threshold
     return EvaluationReport(
         checkpoint=checkpoint,
@@ -118,6 +160,7 @@ def evaluate(
         metrics=detection_metrics(found.labels, found.scores, cut),
         files=per_file_scores(samples, found),
         skipped=[samples[i].path for i in found.skipped],
+        face_view=view.describe(),
     )
 
 

@@ -6,6 +6,7 @@ flags at most that fraction of real images as fake.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -58,6 +59,22 @@ def threshold_at_fpr(real_scores: np.ndarray, target_fpr: float) -> float:
     ordered = np.sort(real_scores.astype(np.float32))[::-1]
     allowed = int(np.floor(target_fpr * ordered.size))
     return min(float(np.nextafter(ordered[allowed], np.float32(np.inf))), 1.0)
+
+
+def calibration_warning(real_count: int, target_fpr: float) -> str | None:
+    """Why a threshold calibrated on `real_count` real images cannot be trusted at `target_fpr`, if it cannot.
+
+    Fewer than 10 / target_fpr real images put fewer than ten of them above the threshold, so the
+    measured rate is mostly noise (at 1 %, 120 real images leave one false positive to calibrate on).
+    """
+    needed = math.ceil(10 / target_fpr)
+    if real_count >= needed:
+        return None
+    return (
+        f"the threshold was calibrated on {real_count} real validation images, fewer than the {needed} that a "
+        f"{target_fpr:g} false-positive rate needs (10 / rate): expect a different rate on new data; "
+        "use a larger validation split or a higher --target-fpr"
+    )
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:

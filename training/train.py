@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from scanner.backbones import backbone
 from scanner.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from scanner.detector import ARCHS, Preprocessing, autocast, build_model, resolve_device
 from scanner.errors import ConfigError
+from scanner.faces import FaceView
 from training.augment import DEFAULT_AUGMENT
 from training.config import TrainConfig, demo_config
 from training.datasets import (
@@ -38,7 +40,8 @@ from training.datasets import (
     self_blend_samples,
 )
 from training.evaluate import predict
-from training.metrics import DetectionMetrics, detection_metrics, threshold_at_fpr
+from training.facecache import FaceCache, default_cache_dir
+from training.metrics import DetectionMetrics, calibration_warning, detection_metrics, threshold_at_fpr
 from training.state import TrainProgress, load_state, save_state, state_path
 
 __all__ = ["TrainConfig", "TrainResult", "demo_config", "train"]  # the config lives in the torch-free training.config
@@ -120,9 +123,12 @@ def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
             )
         log.info("%s split: %d real, %d fake", name, counts["real"], counts["fake"])
     augmentation = DEFAULT_AUGMENT if config.augment else None
+    view = FaceView.named(config.face_view)
+    cache = FaceCache(config.face_cache or default_cache_dir(), view.detector)
+    log.info("face view: %s", view.describe())
     return TrainData(
-        train=ImageDataset(train, prep, augmentation=augmentation, seed=config.seed),
-        valid=ImageDataset(valid, prep, seed=config.seed),
+        train=ImageDataset(train, prep, view=view, face_cache=cache, augmentation=augmentation, seed=config.seed),
+        valid=ImageDataset(valid, prep, view=view, all_faces=True, face_cache=cache, seed=config.seed),
     )
 
 
@@ -236,9 +242,15 @@ def save_best(model: nn.Module, config: TrainConfig, prep: Preprocessing, metric
     meta = CheckpointMeta(
         arch=config.arch,
         preprocessing=prep,
+        face_view=FaceView.named(config.face_view),
         threshold=metrics.threshold,
         target_fpr=config.target_fpr,
-        metrics={"split": "valid", "epoch": epoch + 1, **metrics.to_dict()},
+        metrics={
+            "split": "valid",
+            "epoch": epoch + 1,
+            **metrics.to_dict(),
+            "calibration_warning": calibration_warning(metrics.real, config.target_fpr),
+        },
         train_config=config.to_dict(),
     )
     return save_checkpoint(config.out, model, meta)
@@ -264,7 +276,8 @@ def train(config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     device = resolve_device(config.device)
     seed_everything(config.seed, device)
-    prep = Preprocessing(image_size=config.image_size)
+    spec = backbone(config.arch)  # its pretrained weights expect its own normalisation
+    prep = Preprocessing(image_size=config.image_size, mean=spec.mean, std=spec.std)
     data = load_data(config, prep)
     model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
@@ -306,7 +319,7 @@ def run_epoch(
         model, optimizer, data.train, config=config, progress=progress, total_steps=total_steps, device=device
     )
     metrics, valid_skipped = validate(model, data.valid, config=config, device=device)
-    improved = metrics.roc_auc > progress.best_auc + MIN_AUC_GAIN
+    improved = metrics.roc_auc > progress.best_auc + max(config.min_delta, MIN_AUC_GAIN)
     if improved:
         save_best(model, config, prep, metrics, epoch)
         progress.best_auc, progress.best_epoch, progress.stale_epochs = metrics.roc_auc, epoch, 0

@@ -17,17 +17,16 @@ from sqlalchemy.orm import Session
 from scanner import reuse
 from scanner.deadline import Deadline
 from scanner.errors import PermanentError
+from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image
 from scanner.redaction import redact_url
-from workers.faces import crop_face
+from scanner.thumbnails import encode_thumbnail
 from workers.fetch import Fetched, fetch, item_budget
 from workers.frames import sample_frames
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_FACES_PER_FRAME = 8
 
 
 @dataclass
@@ -44,6 +43,7 @@ class Unit:
     bbox: list[int] | None
     tensor: torch.Tensor | None
     score: float | None = None
+    thumbnail: bytes | None = None  # a small JPEG of what was scored (scanner/thumbnails.py keeps the best)
 
 
 @dataclass
@@ -103,32 +103,47 @@ def analyse_item(rt: WorkerRuntime, item_id: int, url: str, options: ScanOptions
 def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: ScanOptions, deadline: Deadline) -> Outcome:
     if fetched.kind == "image":
         assert fetched.data is not None
-        rgb = decode_image(fetched.data)
+        rgb = decode_image(fetched.data, min_side_px=rt.scorer.decode_min_side_px)
         outcome.height, outcome.width = rgb.shape[:2]
         deadline.check("decoding the image")
-        outcome.units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces)
+        outcome.units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces, thumbnails=keeps_thumbnails(options))
     elif fetched.kind == "video":
         assert fetched.path is not None
         video = sample_frames(fetched.path, fps=options.fps, max_frames=options.max_frames, deadline=deadline)
         outcome.width, outcome.height, outcome.duration_s = video.width, video.height, video.duration_s
         for frame in video.frames:
             deadline.check("finding faces in video frames")
-            units = units_for_frame(rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces)
+            units = units_for_frame(
+                rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces, thumbnails=keeps_thumbnails(options)
+            )
             outcome.units.extend(_in_video_pixels(units, video.frame_scale))
     else:
         raise PermanentError("not an image or video")
     return outcome
 
 
-def units_for_frame(rt: WorkerRuntime, rgb: np.ndarray, index: int, timestamp_s: float, *, faces: bool) -> list[Unit]:
-    """Face crops of one frame, or the whole frame when faces are off or none is found."""
-    boxes = rt.face_detector().detect(rgb)[:DEFAULT_MAX_FACES_PER_FRAME] if faces else []
-    if not boxes:
-        return [Unit(index, timestamp_s, None, None, rt.scorer.prepare(rgb))]
+def units_for_frame(
+    rt: WorkerRuntime, rgb: np.ndarray, index: int, timestamp_s: float, *, faces: bool, thumbnails: bool = True
+) -> list[Unit]:
+    """The frame through the checkpoint's face view (scanner/faces): one unit per face crop, or the
+    whole frame when the view finds no face, or when the job turned faces off (`--no-faces`)."""
+    view = rt.scorer.meta.face_view if faces else FaceView.whole_image()
     return [
-        Unit(index, timestamp_s, i, [box.x, box.y, box.w, box.h], rt.scorer.prepare(crop_face(rgb, box)))
-        for i, box in enumerate(boxes)
+        Unit(
+            index,
+            timestamp_s,
+            None if face.box is None else i,
+            None if face.box is None else [face.box.x, face.box.y, face.box.w, face.box.h],
+            rt.scorer.prepare(face.rgb),
+            thumbnail=encode_thumbnail(face.rgb) if thumbnails else None,
+        )
+        for i, face in enumerate(view.faces(rgb))
     ]
+
+
+def keeps_thumbnails(options: ScanOptions) -> bool:
+    """Thumbnails are kept unless the job turned them off (`--no-thumbnails`)."""
+    return options.thumbnails
 
 
 def _in_video_pixels(units: list[Unit], scale: float) -> list[Unit]:

@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from scanner.db import make_engine
 from scanner.errors import ConfigError
+from scanner.faces import detector_for
 from scanner.models import ModelRecord
 from scanner.settings import Settings
 from scanner.sources import make_s3_client
-from workers.faces import FaceDetector
 from workers.inference import Scorer
 from workers.ssrf import make_http_session
 
@@ -31,13 +31,6 @@ class WorkerRuntime:
     scorer: Scorer
     _local: threading.local = field(default_factory=threading.local)
     _s3: Any = None
-
-    def face_detector(self) -> FaceDetector:
-        """One detector per thread: OpenCV cascades are not documented as thread-safe."""
-        detector: FaceDetector | None = getattr(self._local, "faces", None)
-        if detector is None:
-            detector = self._local.faces = FaceDetector()
-        return detector
 
     def http(self) -> requests.Session:
         """One HTTP session per thread (connection reuse without sharing a pool across threads)."""
@@ -61,6 +54,8 @@ def load_runtime(settings: Settings, engine: Engine | None = None) -> WorkerRunt
             "(train one with `deepscan train`, or run `deepscan demo` for a demo checkpoint)"
         )
     scorer = Scorer(settings.checkpoint, device=settings.device, batch_size=settings.batch_size)
+    if scorer.meta.face_view.finds_faces:  # a missing detector install fails here, not on the first image
+        detector_for(scorer.meta.face_view.detector)
     engine = engine if engine is not None else make_engine(settings.database_url)
     register_model(engine, scorer)
     return WorkerRuntime(settings=settings, engine=engine, scorer=scorer)

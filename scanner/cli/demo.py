@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -55,13 +59,14 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
         write_demo_data(data)
     if retrain or not checkpoint.is_file():
         say("training the demo checkpoint (resnet18, 64 px, CPU) …")
-        result = train(demo_config(data, checkpoint))
+        result = train(dataclasses.replace(demo_config(data, checkpoint), progress=app.show_progress(output_format)))
         say(
             f"  trained in {result.seconds:.0f} s: validation ROC AUC {result.metrics.get('roc_auc', float('nan')):.3f}"
         )
     settings = dataclasses.replace(app.settings, broker_url=None, checkpoint=checkpoint)
     runner = EmbeddedRunner(settings, app.engine)
-    options = ScanOptions(faces=False, fps=DEMO_FPS)  # the demo images are face crops already
+    options = ScanOptions(fps=DEMO_FPS)  # faces as the checkpoint's face view finds them, as in training
+    say(f"face view: {runner.runtime.scorer.meta.face_view.describe()}")
     say(f"scanning {data / 'test'} and {data / 'videos'} (embedded mode, {settings.database_url}) …")
     scanned = run_scan(
         settings,
@@ -73,15 +78,19 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
         model_version=runner.model_version,
         wait=True,
         stdin=io.StringIO(),
-        progress=output_format == "table",
+        progress=app.show_progress(output_format),
     )
     manifest = json.loads((data / MANIFEST_NAME).read_text())
     report = demo_report(app, scanned.job_id, runner.runtime.scorer.threshold, manifest, data)
     report["elapsed_s"] = round(scanned.elapsed_s, 2)
+    report["face_view"] = runner.runtime.scorer.meta.face_view.describe()
+    report["checkpoint"] = str(checkpoint)
+    report["data"] = str(data)
     if output_format == "json":
         click.echo(json.dumps(report))
     else:
         print_report(report)
+        click.echo(next_steps(report, database_url=_database_url_from_command_line(app)))
 
 
 def demo_report(app: AppContext, job_id: int, threshold: float, manifest: dict[str, Any], data: Path) -> dict[str, Any]:
@@ -163,10 +172,43 @@ def print_report(report: dict[str, Any]) -> None:
             f"  {video['name']:<24} score {video['score']:.3f} {video['verdict']:<4} ({video['strategy']})  "
             f"flags {ranges}  (manipulated: {truth})"
         )
-    click.echo(
-        "\nThe demo model knows only these synthetic fakes. Next: `deepscan results --job "
-        f"{report['job_id']} --verdict fake`, `deepscan show ITEM_ID --plot timeline.png`."
-    )
+
+
+def _database_url_from_command_line(app: AppContext) -> str | None:
+    """The database URL when `--database-url` gave it (the next commands must repeat it), else None."""
+    if "database_url" in app.overrides:
+        return str(app.overrides["database_url"])
+    root = click.get_current_context().find_root()
+    if root.get_parameter_source("database_url") == ParameterSource.COMMANDLINE:
+        return app.settings.database_url
+    return None
+
+
+def next_steps(report: dict[str, Any], *, database_url: str | None) -> str:
+    """The commands to paste next, each working as printed (paths quoted, the venv named when
+    `deepscan` is not on PATH, the database repeated when it came from the command line)."""
+    checkpoint, data = shlex.quote(report["checkpoint"]), shlex.quote(report["data"])
+    db = f" --database-url {shlex.quote(database_url)}" if database_url else ""
+    flagged = [v for v in report["videos"] if v["flagged_ranges_s"]] or report["videos"]
+    if flagged:
+        show = f"deepscan show {flagged[0]['item_id']}{db} --plot timeline.png"
+    elif report["top_flagged"]:
+        show = f"deepscan show {report['top_flagged'][0]['item_id']}{db}"
+    else:
+        show = ""
+    lines = [f"\nNext, paste these (the demo checkpoint is {checkpoint}):"]
+    if shutil.which("deepscan") is None:
+        venv = shlex.quote(str(Path(sys.prefix)))
+        lines.append(
+            f"  . {venv}/bin/activate    # puts `deepscan` on PATH in this shell; for daily use: pipx install ."
+        )
+    lines.append(f"  deepscan results --job {report['job_id']} --verdict fake{db}")
+    if show:
+        lines.append(f"  {show}")
+    lines.append(f"  deepscan scan {data}/videos --checkpoint {checkpoint}{db}")
+    lines.append("This demo model knows only the synthetic fakes above. For real media, train a detector:")
+    lines.append("docs/getting-a-real-detector.md")
+    return "\n".join(lines)
 
 
 COMMANDS: list[click.Command] = [demo]

@@ -15,6 +15,8 @@ from typing import Any
 import click
 
 from scanner.cli.context import AppContext, pass_app
+from scanner.cli.options import require_checkpoint
+from scanner.faces.view import DEFAULT_FACE_DETECTOR, FACE_DETECTORS, FaceView
 from training import config as cfg
 
 DEVICE_OPTION = click.option(
@@ -37,6 +39,13 @@ LABELS_OPTION = click.option(
     show_default=True,
     help="Where labels come from: split folders (real/, fake/), the 140k CSV manifests "
     "(label 1 = real, 0 = fake), or auto (folders when present, else the manifests).",
+)
+FACE_CACHE_OPTION = click.option(
+    "--face-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where face detections are cached between epochs and runs, keyed by image content and detector "
+    "[default: ~/.cache/deepscan/faces].",
 )
 DATA_HELP = (
     "Data set root: the 140k layout {train,valid,test}/{real,fake}/ (also found under "
@@ -71,7 +80,8 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.Choice(cfg.ARCH_CHOICES),
     default=cfg.DEFAULT_ARCH,
     show_default=True,
-    help="ResNet depth; resnet18 is small enough for CPU demos and tests.",
+    help="Backbone: ResNet-18/34/50 and EfficientNet-B0/B4 (torchvision), Xception and ConvNeXt-Tiny (timm); "
+    "resnet18 is small enough for CPU demos and tests, efficientnet_b4 is the SBI and DFDC-winner backbone.",
 )
 @click.option(
     "--pretrained",
@@ -147,7 +157,26 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="Stop after this many epochs without a better validation ROC AUC.",
 )
+@click.option(
+    "--min-delta",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="A validation ROC AUC rise smaller than this is not an improvement (on small, noisy validation "
+    "splits, raise --patience rather than this).",
+)
 @click.option("--no-augment", is_flag=True, help="Turn off flips, crops, colour jitter, blur and JPEG re-compression.")
+@click.option(
+    "--face-view",
+    type=click.Choice(FACE_DETECTORS),
+    default=DEFAULT_FACE_DETECTOR,
+    show_default=True,
+    help="How images become model inputs, recorded in the checkpoint and used by evaluate and every scan: "
+    "faces found by dlib's hog detector (eyes levelled by its landmarks) or OpenCV's haar cascade, cropped "
+    "with a margin (the whole image when none is found); none = the whole image, for data sets that are "
+    "already aligned face crops (the 140k set is).",
+)
+@FACE_CACHE_OPTION
 @WORKERS_OPTION
 @LABELS_OPTION
 @pass_app
@@ -163,12 +192,20 @@ def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: s
     from training.train import train as run_training
 
     logging.getLogger("training").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))  # epoch lines
-    config = cfg.TrainConfig(data=data, out=out, augment=not no_augment, device=_device(app, device), **options)
+    config = cfg.TrainConfig(
+        data=data,
+        out=out,
+        augment=not no_augment,
+        device=_device(app, device),
+        progress=app.show_progress(),
+        **options,
+    )
     result = run_training(config)
     stopped = " (stopped early)" if result.stopped_early else ""
     rows = [
         ("checkpoint", str(result.checkpoint)),
         ("version", result.model_version),
+        ("face view", FaceView.named(config.face_view).describe()),
         ("best epoch", f"{result.best_epoch} of {result.epochs_run}{stopped}"),
         ("valid ROC AUC", f"{result.metrics['roc_auc']:.4f}"),
         ("threshold", f"{result.threshold:.6f} (at {config.target_fpr:g} false-positive rate on valid)"),
@@ -176,13 +213,15 @@ def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: s
         ("time", f"{result.seconds:.0f} s"),
     ]
     click.echo("\n".join(f"{name:<14} {value}" for name, value in rows))
+    if warning := result.metrics.get("calibration_warning"):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command()
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help=DATA_HELP)
 @click.option(
     "--checkpoint",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Checkpoint to evaluate (.safetensors) [env DEEPSCAN_CHECKPOINT].",
 )
@@ -222,6 +261,13 @@ def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: s
     show_default=True,
     help=BATCH_SIZE_HELP,
 )
+@click.option(
+    "--by-source",
+    is_flag=True,
+    help="Also report ROC AUC per source: each sub-folder of real/ or fake/ (one per manipulation method, "
+    "say) against all images of the other class, the cross-manipulation figure the field reports.",
+)
+@FACE_CACHE_OPTION
 @WORKERS_OPTION
 @LABELS_OPTION
 @pass_app
@@ -234,31 +280,38 @@ def evaluate(
     plots: Path | None,
     scores_out: Path | None,
     device: str | None,
+    by_source: bool,
     **options: Any,
 ) -> None:
     """Score a split of DATA with a checkpoint and report how well it separates real from fake.
 
     Reports ROC AUC, average precision, accuracy at the checkpoint's threshold, equal error
-    rate, TPR at 1% and 0.1% FPR, the confusion matrix and counts per class. Images are decoded
-    and preprocessed exactly as the workers do; unreadable ones are skipped and counted.
+    rate, TPR at 1% and 0.1% FPR, the confusion matrix and counts per class. Images go through
+    the workers' own code: decode, the checkpoint's face view, preprocessing, and an image scores as
+    its highest-scoring face, so each file's score is the one a default scan stores. Unreadable
+    images are skipped and counted.
     """
     from training.evaluate import evaluate as run_evaluation
     from training.evaluate import write_scores_csv
     from training.plots import write_plots
 
-    checkpoint = checkpoint or app.settings.checkpoint
-    if checkpoint is None:
-        raise click.UsageError("pass --checkpoint or set DEEPSCAN_CHECKPOINT")
-    report = run_evaluation(data, checkpoint, device=_device(app, device), **options)
+    checkpoint = require_checkpoint(checkpoint or app.settings.checkpoint)
+    report = run_evaluation(data, checkpoint, device=_device(app, device), progress=app.show_progress(fmt), **options)
     if scores_out is not None:
         write_scores_csv(report, scores_out)
     if plots is not None:
         m = report.metrics
         write_plots(report.labels, report.scores, roc_auc=m.roc_auc, threshold=m.threshold, out=plots)
+    sources = report.by_source() if by_source else None
     if fmt == "json":
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        click.echo(format_table(report.to_dict(per_file=False)))
+        click.echo(json.dumps({**report.to_dict(), **({"by_source": sources} if sources else {})}, indent=2))
+        return
+    click.echo(format_table(report.to_dict(per_file=False)))
+    if sources:
+        from scanner.cli.output import render_table
+
+        rows = [(s["label"], s["source"], s["images"], f"{s['roc_auc']:.4f}") for s in sources]
+        click.echo("\n" + render_table(("class", "source", "images", "ROC AUC vs the other class"), rows))
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -280,6 +333,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"fake->fake {report['tp']}",
         ),
     ]
+    if "face_view" in report:
+        rows.insert(2, ("face view", report["face_view"]))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scanner.errors import ConfigError
-from training.metrics import detection_metrics, equal_error_rate, threshold_at_fpr
+from training.metrics import calibration_warning, detection_metrics, equal_error_rate, threshold_at_fpr
 
 
 @pytest.mark.parametrize("target", [0.01, 0.05, 0.1, 0.5])
@@ -29,6 +29,15 @@ def test_threshold_stays_a_probability_when_real_images_saturate() -> None:
     threshold = threshold_at_fpr(real, 0.01)
     assert threshold == 1.0
     assert np.mean(real >= threshold) == 0.5  # the best a threshold can do; the checkpoint still loads
+
+
+def test_calibration_on_too_few_real_images_is_flagged() -> None:
+    assert calibration_warning(1000, 0.01) is None
+    warning = calibration_warning(120, 0.01)
+    assert warning is not None
+    assert "120 real validation images" in warning
+    assert "1000" in warning
+    assert calibration_warning(120, 0.1) is None
 
 
 def test_threshold_needs_a_sane_target_and_real_scores() -> None:

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from scanner.errors import ConfigError
+from scanner.faces.boxes import BBox, crop_face
+from scanner.faces.haar import HaarDetector as FaceDetector
+from scanner.faces.haar import detection_scale
 from scanner.media import decode_image
 from tests import media_factory as mf
-from workers.faces import BBox, FaceDetector, crop_face, detection_scale
 from workers.frames import sample_frames
 
 
@@ -135,7 +137,7 @@ def test_a_face_filling_the_image_is_clipped_to_the_image() -> None:
 def test_crop_and_detect_work_together(detector: FaceDetector) -> None:
     rgb = mf.face_rgb((640, 360), seed=4)
 
-    crops = [crop_face(rgb, box) for box in detector.detect(rgb)]
+    crops = [crop_face(rgb, box, margin=0.3) for box in detector.detect(rgb)]
 
     assert len(crops) == 1
     assert crops[0].shape[0] == crops[0].shape[1] == 360  # face side ~230 x 1.6 > 360: clipped to the height
@@ -171,4 +173,4 @@ def test_a_face_in_a_wide_panorama_is_found_in_original_coordinates(detector: Fa
     assert box.x < 3200 < box.x + box.w
     assert box.y < 200 < box.y + box.h
     assert 150 < box.w < 400
-    assert crop_face(panorama, box).shape[0] > 150  # cropped from the full-resolution image
+    assert crop_face(panorama, box, margin=0.3).shape[0] > 150  # cropped from the full-resolution image

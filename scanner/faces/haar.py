@@ -1,4 +1,4 @@
-"""Find faces with OpenCV's bundled Haar cascade and crop them with a margin for the classifier.
+"""Find faces with OpenCV's bundled Haar cascade: the `haar` face detector of a face view.
 
 Why Haar: the cascade ships inside the opencv-python(-headless) 4.x wheel (`cv2.data`), so it loads
 offline with no extra dependency; the classifier is trained on face crops and must see them.
@@ -25,13 +25,13 @@ milliseconds, once per thread) instead of serialising detection behind a lock.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from scanner.errors import ConfigError
+from scanner.faces.boxes import BBox
 
 DEFAULT_CASCADE_NAME = "haarcascade_frontalface_default.xml"
 DEFAULT_MIN_FACE_FRACTION = 0.1  # smallest face side, as a fraction of the image's shorter side
@@ -39,21 +39,6 @@ DEFAULT_MIN_FACE_PX = 24  # the cascade's own window size; nothing smaller can b
 DEFAULT_DETECT_MAX_SIDE_PX = 2048  # longest side of the copy searched for faces (bounds the cost per image)
 DEFAULT_SCALE_FACTOR = 1.1  # pyramid step between detection scales
 DEFAULT_MIN_NEIGHBORS = 5  # overlapping hits needed to accept a face (higher: fewer false positives)
-DEFAULT_FACE_MARGIN = 0.3  # crop margin on each side, as a fraction of the face box side
-
-
-@dataclass(frozen=True)
-class BBox:
-    """A face box in pixel coordinates of the image it was found in: top-left corner, width, height."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @property
-    def area(self) -> int:
-        return self.w * self.h
 
 
 def default_cascade_path() -> Path:
@@ -69,8 +54,10 @@ def default_cascade_path() -> Path:
     return path
 
 
-class FaceDetector:
-    """Frontal-face detection with OpenCV's Haar cascade; safe to share between threads."""
+class HaarDetector:
+    """Frontal-face detection with OpenCV's Haar cascade; safe to share between threads. No landmarks."""
+
+    name = "haar"
 
     def __init__(
         self,
@@ -96,7 +83,7 @@ class FaceDetector:
         """Faces in an HxWx3 uint8 RGB image, largest first (an empty list when none is found).
 
         The search runs on a shrunk grey copy (see `detection_scale`); boxes come back in the
-        original image's pixel coordinates, so `crop_face` cuts them from the full-resolution image.
+        original image's pixel coordinates, so the face view cuts them from the full-resolution image.
         """
         height, width = rgb.shape[:2]
         scale = detection_scale(width, height, min_face_fraction=self._min_face_fraction)
@@ -135,17 +122,3 @@ def _scaled_box(box: tuple[int, ...], scale: float, width: int, height: int) -> 
     x, y, w, h = (round(v / scale) for v in box)
     x, y = max(0, x), max(0, y)
     return BBox(x, y, min(w, width - x), min(h, height - y))
-
-
-def crop_face(rgb: np.ndarray, box: BBox, *, margin: float = DEFAULT_FACE_MARGIN) -> np.ndarray:
-    """A square crop around `box`, `margin` x its side added on every side, kept inside the image.
-
-    The square is shifted (not shrunk) to stay inside the image where it fits, so it stays square;
-    only when it is larger than the image is it clipped to the image's shorter side.
-    """
-    height, width = rgb.shape[:2]
-    side = min(round(max(box.w, box.h) * (1 + 2 * margin)), width, height)
-    cx, cy = box.x + box.w / 2, box.y + box.h / 2
-    left = min(max(0, round(cx - side / 2)), width - side)
-    top = min(max(0, round(cy - side / 2)), height - side)
-    return np.ascontiguousarray(rgb[top : top + side, left : left + side])
