@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck services bench clean
+.PHONY: demo test lint typecheck services chromium bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
+chromium:  # Debian's Chromium and chromedriver, for the review console's browser test
+	bash scripts/ensure-chromium.sh
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -27,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy scanner workers training migrations tests bench
 
-test: $(STAMP) services lint typecheck
+test: $(STAMP) services chromium lint typecheck
 	$(VENV)/bin/pytest
 
 bench: $(STAMP) services

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -214,6 +215,10 @@ class Schedule(Base):
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # The checkpoint runs scanned in-process use (run-now without a broker); workers use their own.
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    # Re-scan items that ended `error` in an earlier run (a transient outage), not only new objects.
+    retry_errors: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_run_at: Mapped[dt.datetime | None]
     # Plain id rather than a foreign key: scan_jobs already points here, and a cycle of foreign
@@ -231,4 +236,60 @@ class ModelRecord(Base):
     arch: Mapped[str] = mapped_column(String(50))
     threshold: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# --- the web face: API tokens, console sessions, thumbnails (migration 0004) ---------------------
+
+from sqlalchemy import LargeBinary  # noqa: E402 (kept with the tables that use it, appended in one block)
+
+TOKEN_ROLES = ("viewer", "reviewer", "admin")
+
+
+class ApiToken(Base):
+    """A named API token: only the sha256 of the secret is stored; revoked tokens are kept for the record."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_one_of("role", TOKEN_ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class WebSession(Base):
+    """A review console sign-in: the cookie holds a random id, the database its sha256 and CSRF secret."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class Thumbnail(Base):
+    """A small JPEG kept at scan time: position 0 is the item's top-scoring face crop (or whole frame);
+    positions 1.. are one per flagged video segment, in time order. The web app never fetches media."""
+
+    __tablename__ = "thumbnails"
+    __table_args__ = (UniqueConstraint("item_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    frame_index: Mapped[int]
+    timestamp_s: Mapped[float] = mapped_column(Float)
+    start_s: Mapped[float | None] = mapped_column(Float)
+    end_s: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    width: Mapped[int]
+    height: Mapped[int]
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -62,6 +62,7 @@ class ResultFilter:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     reviewed: bool | None = None
+    model_version: str | None = None  # a model version or a prefix of one (the 12 characters `results` prints)
     order: Order = "score"
     limit: int = DEFAULT_PAGE_SIZE
     after: str | None = None
@@ -163,6 +164,8 @@ def _filtered(flt: ResultFilter) -> Select[MediaItem]:
         conditions.append(MediaItem.finished_at >= flt.since)
     if flt.until is not None:
         conditions.append(MediaItem.finished_at < flt.until)
+    if flt.model_version is not None:
+        conditions.append(MediaItem.model_version.startswith(flt.model_version, autoescape=True))
     if flt.reviewed is not None:
         has_review = exists().where(Review.item_id == MediaItem.id)
         conditions.append(has_review if flt.reviewed else ~has_review)

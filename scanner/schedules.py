@@ -11,11 +11,14 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass
 
+from croniter import croniter
+from croniter.croniter import CroniterBadDateError, CroniterError
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from scanner.durations import parse_duration
 from scanner.errors import ConfigError
 from scanner.jobs import OPEN_STATUSES, ScanOptions, batched
 from scanner.models import MediaItem, ScanJob, Schedule
@@ -23,83 +26,128 @@ from scanner.sources import MediaRef
 
 log = logging.getLogger(__name__)
 
-_EVERY = re.compile(r"^@every\s+(\d+)\s*(s|m|h|d)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")  # the order cron writes them
+_EVERY = re.compile(r"^@every\s+(.+)$")
+CRON_ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+WHEN_HELP = "a 5-field cron expression in UTC ('0 2 * * *'), @hourly, @daily, @weekly, @monthly or '@every 10m'"
 DEFAULT_LOOKUP_BATCH = 500
-DEFAULT_CRON_HORIZON_DAYS = 5 * 366  # far enough to reach the next 29 February
 
 
-def parse_when(expr: str) -> dt.timedelta | Any:
-    """A `@every N{s,m,h,d}` interval as a timedelta, or a 5-field cron expression as a celery crontab."""
+def parse_when(expr: str) -> dt.timedelta | str:
+    """An `@every DURATION` interval as a timedelta, or a cron expression (aliases expanded) as 5 fields.
+
+    ConfigError, in one line naming the expression, for anything else.
+    """
     expr = " ".join(expr.split())
     if match := _EVERY.match(expr):
-        interval = dt.timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
-        if not interval:
+        try:
+            interval = parse_duration(match.group(1))
+        except ConfigError as exc:
+            raise ConfigError(f"invalid schedule {expr!r}: {exc}") from None
+        if interval < dt.timedelta(seconds=1):
             raise ConfigError(f"invalid schedule {expr!r}: the interval must be at least 1s")
         return interval
-    fields = expr.split(" ")
-    if len(fields) != 5 or expr.startswith("@"):
-        raise ConfigError(f"invalid schedule {expr!r}: use a 5-field cron expression like '0 2 * * *' or '@every 10m'")
-    from celery.schedules import ParseException, crontab
-
-    # crontab's positional order is not cron's (day_of_week comes third), so pass each field by name.
-    for name, field in zip(_CRON_FIELDS, fields, strict=True):
-        try:
-            crontab(**{name: field})
-        except (ValueError, TypeError, ParseException) as exc:
-            raise ConfigError(f"invalid cron expression {expr!r}: {name.replace('_', ' ')} {field!r}: {exc}") from None
+    cron = CRON_ALIASES.get(expr.lower(), expr)
+    if len(cron.split(" ")) != 5 or cron.startswith("@"):
+        raise ConfigError(f"invalid schedule {expr!r}: use {WHEN_HELP}")
     try:
-        return crontab(**dict(zip(_CRON_FIELDS, fields, strict=True)))
-    except ValueError as exc:  # each field is valid, but not together ('0 0 31 2 *')
-        raise ConfigError(f"invalid cron expression {expr!r}: {exc}") from None
+        croniter(cron, _EPOCH)
+    except CroniterError as exc:
+        raise ConfigError(f"invalid cron expression {expr!r}: {_one_line(exc)}") from None
+    return cron
 
 
 def next_run(expr: str, last: dt.datetime) -> dt.datetime:
-    """When a schedule last run (or created) at `last` is next due, in UTC."""
+    """When a schedule last run (or created) at `last` is next due, in UTC (strictly after `last`).
+
+    Cron expressions follow cron's own rule (croniter's): when both day of month and day of week
+    are restricted, either may match.
+    """
     when = parse_when(expr)
     last = last.astimezone(dt.UTC)
     if isinstance(when, dt.timedelta):
         return last + when
-    return _cron_next(when, last, expr)
+    try:
+        due: dt.datetime = croniter(when, last).get_next(dt.datetime)
+    except CroniterBadDateError:
+        shown = " ".join(expr.split())
+        raise ConfigError(f"invalid cron expression {shown!r}: it never fires (no such date)") from None
+    return due.astimezone(dt.UTC)
 
 
-def _cron_next(cron: Any, last: dt.datetime, expr: str) -> dt.datetime:
-    """The first minute after `last` that matches the crontab; skips whole days and hours that cannot."""
-    minute = dt.timedelta(minutes=1)
-    candidate = last.replace(second=0, microsecond=0) + minute
-    horizon = candidate + dt.timedelta(days=DEFAULT_CRON_HORIZON_DAYS)
-    while candidate < horizon:
-        if not _day_matches(cron, candidate):
-            candidate = candidate.replace(hour=0, minute=0) + dt.timedelta(days=1)
-        elif candidate.hour not in cron.hour:
-            candidate = candidate.replace(minute=0) + dt.timedelta(hours=1)
-        elif candidate.minute not in cron.minute:
-            candidate += minute
-        else:
-            return candidate
-    raise ConfigError(f"invalid cron expression {expr!r}: it never fires (no such date)")
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
-def _day_matches(cron: Any, day: dt.datetime) -> bool:
-    """Cron's rule: when both day of month and day of week are restricted, either one may match."""
-    if day.month not in cron.month_of_year:
-        return False
-    in_month = day.day in cron.day_of_month
-    in_week = day.isoweekday() % 7 in cron.day_of_week
-    if len(cron.day_of_month) < 31 and len(cron.day_of_week) < 7:
-        return in_month or in_week
-    return in_month and in_week
+_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def add_schedule(
-    session: Session, *, name: str, sources: list[str], when: str, options: ScanOptions, webhook_url: str | None
+    session: Session,
+    *,
+    name: str,
+    sources: list[str],
+    when: str,
+    options: ScanOptions,
+    webhook_url: str | None,
+    checkpoint: str | None = None,
+    retry_errors: bool = False,
 ) -> Schedule:
+    """A new, enabled schedule; ConfigError for an expression that never fires or a name in use."""
     next_run(when, dt.datetime.now(dt.UTC))  # refuses expressions that never fire, too
     if session.scalars(select(Schedule).where(Schedule.name == name)).first() is not None:
         raise ConfigError(f"a schedule named {name!r} exists: remove it first or choose another name")
-    schedule = Schedule(name=name, source_spec=sources, cron=when, options=options.to_json(), webhook_url=webhook_url)
+    schedule = Schedule(
+        name=name,
+        source_spec=sources,
+        cron=" ".join(when.split()),
+        options=options.to_json(),
+        webhook_url=webhook_url,
+        checkpoint=checkpoint,
+        retry_errors=retry_errors,
+    )
     session.add(schedule)
+    session.flush()
+    return schedule
+
+
+@dataclass(frozen=True)
+class ScheduleChanges:
+    """What `schedule edit` changes; None leaves a field as it is (`clear_*` removes an optional one)."""
+
+    when: str | None = None
+    sources: list[str] | None = None
+    webhook_url: str | None = None
+    clear_webhook: bool = False
+    checkpoint: str | None = None
+    clear_checkpoint: bool = False
+    retry_errors: bool | None = None
+    enabled: bool | None = None
+
+
+def edit_schedule(session: Session, name: str, changes: ScheduleChanges) -> Schedule:
+    """Apply `changes` to schedule NAME; its history (last run, jobs) stays."""
+    schedule = get_schedule(session, name)
+    if changes.when is not None:
+        next_run(changes.when, dt.datetime.now(dt.UTC))
+        schedule.cron = " ".join(changes.when.split())
+    if changes.sources is not None:
+        schedule.source_spec = list(changes.sources)
+    if changes.clear_webhook or changes.webhook_url is not None:
+        schedule.webhook_url = None if changes.clear_webhook else changes.webhook_url
+    if changes.clear_checkpoint or changes.checkpoint is not None:
+        schedule.checkpoint = None if changes.clear_checkpoint else changes.checkpoint
+    if changes.retry_errors is not None:
+        schedule.retry_errors = changes.retry_errors
+    if changes.enabled is not None:
+        schedule.enabled = changes.enabled
     session.flush()
     return schedule
 
@@ -109,6 +157,13 @@ def get_schedule(session: Session, name: str) -> Schedule:
     if schedule is None:
         raise ConfigError(f"no schedule named {name!r}: see `deepscan schedule list`")
     return schedule
+
+
+def schedule_next_run(schedule: Schedule) -> dt.datetime | None:
+    """When beat next launches `schedule`; None while it is disabled."""
+    if not schedule.enabled:
+        return None
+    return next_run(schedule.cron, schedule.last_run_at or schedule.created_at)
 
 
 def due_schedules(session: Session, now: dt.datetime) -> list[Schedule]:
@@ -123,7 +178,8 @@ def is_due(session: Session, schedule: Schedule, now: dt.datetime) -> bool:
     A run still recording (job `pending`) would hide nothing from the next one yet, which would
     then scan the same objects again; a producer that died leaves its job to `jobs reconcile`.
     """
-    if next_run(schedule.cron, schedule.last_run_at or schedule.created_at) > now:
+    due_at = schedule_next_run(schedule)
+    if due_at is None or due_at > now:
         return False
     recording = session.scalars(
         select(ScanJob.id).where(ScanJob.schedule_id == schedule.id, ScanJob.status == "pending").limit(1)
@@ -154,10 +210,13 @@ def record_job(engine: Engine, schedule_id: int, job_id: int) -> None:
 def only_new_or_changed(engine: Engine, schedule_id: int, refs: Iterable[MediaRef]) -> Iterator[MediaRef]:
     """Drop references whose URL, ETag, size and last-modified match an item of an earlier run.
 
-    An item counts once it was answered (`done` or `error`), or while it is still open in a live
-    job; an item cancelled, or left behind by a failed job, was never scanned and is scanned again.
+    An item counts once it was answered (`done`, or `error` unless the schedule retries errors),
+    or while it is still open in a live job; an item cancelled, or left behind by a failed job,
+    was never scanned and is scanned again.
     """
-    answered = MediaItem.status.in_(("done", "error"))
+    with Session(engine) as session:
+        retry_errors = bool(session.scalars(select(Schedule.retry_errors).where(Schedule.id == schedule_id)).first())
+    answered = MediaItem.status.in_(("done",) if retry_errors else ("done", "error"))
     in_flight = MediaItem.status.in_(OPEN_STATUSES) & ScanJob.status.in_(("pending", "running"))
     for batch in batched(refs, DEFAULT_LOOKUP_BATCH):
         with Session(engine) as session:

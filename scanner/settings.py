@@ -102,6 +102,8 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
     requeue_after_s: float = DEFAULT_REQUEUE_AFTER_S
+    # Signs every webhook delivery (HMAC-SHA256); kept out of repr so logging the settings never shows it.
+    webhook_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +134,7 @@ class Settings:
             max_attempts=max(1, _int(env, "DEEPSCAN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
             reconcile_interval_s=_positive(env, "DEEPSCAN_RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S),
             requeue_after_s=_positive(env, "DEEPSCAN_REQUEUE_AFTER_S", DEFAULT_REQUEUE_AFTER_S),
+            webhook_secret=env.get("DEEPSCAN_WEBHOOK_SECRET") or None,
         )
 
     def with_overrides(self, **changes: object) -> Settings:

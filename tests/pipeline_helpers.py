@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
@@ -136,3 +136,13 @@ def frame_keys(engine: Engine, job_id: int) -> Counter[tuple[int, int, int | Non
             .where(MediaItem.job_id == job_id)
         ).all()
     return Counter((r.item_id, r.frame_index, r.face_index) for r in rows)
+
+
+def job_count(url: str) -> int:
+    """How many scan jobs the database at `url` holds (a refused command must create none)."""
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            return int(session.scalar(select(func.count()).select_from(ScanJob)) or 0)
+    finally:
+        engine.dispose()

@@ -23,6 +23,8 @@ from scanner import leases, reuse
 from scanner.aggregation import verdict_for
 from scanner.jobs import ScanOptions, finish_job_if_complete
 from scanner.models import FrameResult, MediaItem, ScanJob, utcnow
+from scanner.thumbnails import replace_thumbnails
+from workers import metrics
 from workers.analysis import Outcome, Unit, analyse_item
 from workers.fetch import item_budget
 from workers.notify import Deliver, item_flagged_payload, job_finished_notifier
@@ -92,6 +94,7 @@ def process_chunk(
     report.lost = len(outcomes) - len(stored)
     stored_outcomes = [o for o in outcomes if o.item_id in stored]
     _count(report, job_id, stored_outcomes)
+    metrics.record_chunk(rt.engine, report, stored)
     if deliver is not None and ctx.webhook_url:
         for outcome in stored_outcomes:
             if outcome.verdict == "fake" and outcome.score is not None:
@@ -217,7 +220,9 @@ def batch_size(rt: WorkerRuntime) -> int:
 def _score(rt: WorkerRuntime, units: list[Unit], report: ChunkReport) -> None:
     if not units:
         return
+    started = time.perf_counter()
     scores = rt.scorer.score([u.tensor for u in units if u.tensor is not None])
+    metrics.record_batch(len(units), time.perf_counter() - started)
     for unit, score in zip(units, scores, strict=True):
         unit.score = float(score)
         unit.tensor = None  # free the memory as soon as it is scored
@@ -262,6 +267,8 @@ def store(rt: WorkerRuntime, outcomes: list[Outcome], ctx: JobContext, owner: st
         if fresh:
             conn.execute(insert(FrameResult), fresh)
         reuse.copy_frames(conn, [(o.item_id, o.reused) for o in mine if o.reused is not None])
+        fresh_outcomes = [o for o in mine if o.reused is None]
+        replace_thumbnails(conn, held, fresh_outcomes, threshold=ctx.threshold, strategy=ctx.options.strategy)
     return held
 
 

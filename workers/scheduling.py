@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -20,12 +21,15 @@ from workers.notify import job_finished_notifier
 log = logging.getLogger(__name__)
 
 
-def launch_schedule(settings: Settings, engine: Engine, schedule_id: int, *, force: bool = False) -> ScanResult | None:
+def launch_schedule(
+    settings: Settings, engine: Engine, schedule_id: int, *, force: bool = False, checkpoint: Path | None = None
+) -> ScanResult | None:
     """Start one incremental run of a schedule as an ordinary scan job.
 
     Returns None when the schedule is gone, not due, or another launcher claimed this run first;
     `force` (run-now) launches it regardless. Without a broker the run is scanned in this process
-    and has finished when this returns.
+    and has finished when this returns, with `checkpoint`, else the schedule's own, else the
+    configured one; with a broker the workers score it with the checkpoint they loaded.
     """
     now = utcnow()
     with Session(engine) as session:
@@ -35,6 +39,8 @@ def launch_schedule(settings: Settings, engine: Engine, schedule_id: int, *, for
         session.expunge(schedule)  # the state judged due: claim_run applies only if it has not moved since
     if not claim_run(engine, schedule, now) and not force:
         return None
+    if settings.embedded:
+        settings = settings.with_overrides(checkpoint=checkpoint or _path(schedule.checkpoint))
     backend = scan_backend(settings, engine)
     options = ScanOptions.from_json(schedule.options)
     try:
@@ -64,6 +70,10 @@ def launch_schedule(settings: Settings, engine: Engine, schedule_id: int, *, for
         result.counts.total,
     )
     return result
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
 
 
 def _failed_run(engine: Engine, schedule: Schedule, options: ScanOptions, reason: str) -> ScanResult:

@@ -58,7 +58,10 @@ def scan_chunk(self: Any, job_id: int, items: list[list[Any]]) -> dict[str, int]
     acks_late=True,
 )
 def send_webhook(url: str, payload: dict[str, Any]) -> None:
-    """POST one event; transient failures are retried with exponential backoff, refusals are logged."""
+    """POST one signed event; transient failures are retried with exponential backoff, refusals are logged.
+
+    The payload carries its event id, so every retry is the same event to the receiver.
+    """
     try:
         post_json(url, payload, get_runtime().settings)
     except PermanentError as exc:

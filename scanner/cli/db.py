@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from scanner import migrate
-from scanner.cli.context import AppContext, pass_app
+from scanner.cli.context import AppContext, pass_app, require_database
 from scanner.db import describe_url
 
 
@@ -33,6 +33,7 @@ def upgrade(app: AppContext, revision: str) -> None:
 def downgrade(app: AppContext, revision: str) -> None:
     """Migrate the database down to REVISION (`base` drops every deepscan table)."""
     url = app.settings.database_url
+    require_database(url)
     migrate.downgrade(url, revision)
     click.echo(f"{describe_url(url)} is at revision {migrate.current_revision(url) or 'base'}")
 
@@ -42,6 +43,7 @@ def downgrade(app: AppContext, revision: str) -> None:
 def current(app: AppContext) -> None:
     """Print the revision the database is at, and whether it is the newest."""
     url = app.settings.database_url
+    require_database(url)
     rev = migrate.current_revision(url)
     head = migrate.head_revision()
     state = "up to date" if rev == head else f"behind head {head}: run `deepscan db upgrade`"
@@ -55,6 +57,7 @@ def check(app: AppContext) -> None:
 
     The database must be at head; the check compares it with what the models describe.
     """
+    require_database(app.settings.database_url)
     migrate.check(app.settings.database_url)
     click.echo("no drift: models and migrations agree")
 

@@ -2,19 +2,16 @@
 
 Machine-readable output (`--format json|jsonl|csv`) has stable field names: the ones of
 `scanner.queries.ResultRow`, `ItemDetail`, `JobSummary` and `StatsRow`, timestamps in ISO 8601
-UTC, absent values as null (JSON) or empty (CSV).
+UTC, absent values as null (JSON) or empty (CSV). Lists print as `{"items": [...], "next": …}`
+(scanner/cli/output.py).
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
 import getpass
-import io
-import json
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,105 +22,21 @@ from sqlalchemy.orm import Session
 from scanner import queries, review, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.cli.context import EXIT_ITEM_ERRORS, AppContext, pass_app
+from scanner.cli.options import WHEN
+from scanner.cli.output import (
+    LIST_FORMATS,
+    RECORD_FORMATS,
+    cell,
+    dump_json,
+    emit_list,
+    format_option,
+    render_key_values,
+    render_table,
+)
 from scanner.errors import PermanentError
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
 
-FORMATS_ALL = ("table", "json", "jsonl", "csv")
 DEFAULT_JOBS_LIMIT = 20
-_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
-_RELATIVE_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class WhenType(click.ParamType[dt.datetime]):
-    """An ISO 8601 date or time (naive means UTC), or an age such as 30m, 24h, 7d."""
-
-    name = "WHEN"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dt.datetime:
-        if isinstance(value, dt.datetime):
-            return value
-        text = str(value).strip()
-        relative = _RELATIVE.match(text)
-        if relative:
-            seconds = int(relative.group(1)) * _RELATIVE_UNITS_S[relative.group(2)]
-            return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
-        try:
-            parsed = dt.datetime.fromisoformat(text)
-        except ValueError:
-            self.fail(f"{text!r} is not a date (2026-01-31), a time (2026-01-31T12:00Z) or an age (24h, 7d)")
-        return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
-
-
-WHEN = WhenType()
-
-
-def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--format",
-        "output_format",
-        type=click.Choice(choices),
-        default="table",
-        show_default=True,
-        help="For people (table) or scripts (" + ", ".join(c for c in choices if c != "table") + ").",
-    )
-
-
-# --- output helpers ------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(_jsonable(value), sort_keys=True)
-    return str(_jsonable(value))
-
-
-def _dump_json(value: Any) -> str:
-    return json.dumps(_jsonable(value), indent=2, sort_keys=False)
-
-
-def _csv(fields: Sequence[str], records: Iterable[Mapping[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(fields)
-    for record in records:
-        writer.writerow([_csv_cell(record.get(name)) for name in fields])
-    return buffer.getvalue()
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    return str(value)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
-
-
-def _key_values(pairs: Iterable[tuple[str, Any]]) -> str:
-    pairs = list(pairs)
-    width = max(len(k) for k, _ in pairs)
-    return "\n".join(f"{k + ':':<{width + 1}} {_cell(v)}" for k, v in pairs)
 
 
 def _duration(seconds: float | None) -> str:
@@ -137,6 +50,7 @@ def _duration(seconds: float | None) -> str:
 # --- results -------------------------------------------------------------------------------------
 
 RESULT_TABLE = ("id", "job_id", "kind", "status", "score", "verdict", "review_label", "finished_at", "url")
+RESULT_TABLE_WITH_ERRORS = (*RESULT_TABLE, "error")
 
 
 @click.command()
@@ -146,9 +60,15 @@ RESULT_TABLE = ("id", "job_id", "kind", "status", "score", "verdict", "review_la
 @click.option("--max-score", type=click.FloatRange(0, 1), help="Only items scoring at most this.")
 @click.option("--kind", type=click.Choice(ITEM_KINDS), help="Only images (or videos).")
 @click.option("--status", type=click.Choice(ITEM_STATUSES), help="Only items in this state.")
-@click.option("--since", type=WHEN, help="Only items finished at or after this (2026-01-31, …T12:00Z, 24h, 7d).")
+@click.option("--since", type=WHEN, help="Only items finished at or after this (2026-01-31, …T12:00Z, 1.5h, 7d, 1w).")
 @click.option("--until", type=WHEN, help="Only items finished before this.")
 @click.option("--reviewed/--unreviewed", default=None, help="Only items a human has (or has not) reviewed.")
+@click.option(
+    "--model",
+    "model_version",
+    metavar="VERSION",
+    help="Only items scored by this model version (its sha256, or a prefix of it).",
+)
 @click.option(
     "--order",
     type=click.Choice(queries.ORDERS),
@@ -164,7 +84,7 @@ RESULT_TABLE = ("id", "job_id", "kind", "status", "score", "verdict", "review_la
     help="Items per page.",
 )
 @click.option("--after", metavar="CURSOR", help="Continue after the page that printed this cursor.")
-@format_option(*FORMATS_ALL)
+@format_option(*LIST_FORMATS)
 @pass_app
 def results(app: AppContext, /, output_format: str, **options: Any) -> None:
     """List scanned items with the model's verdict and the latest human label, one page at a time.
@@ -173,7 +93,8 @@ def results(app: AppContext, /, output_format: str, **options: Any) -> None:
     Pages follow a stable order (ties broken by item id), so every item appears exactly once:
     pass the printed cursor to --after for the next page. Items without a score (or not
     finished, for --order time) come after all the others.
-    Table, jsonl and csv print the next cursor on stderr; json includes it as "next_cursor".
+    Table, jsonl and csv print the next cursor on stderr; json includes it as "next".
+    Items that ended `error` show their reason in an `error` column.
     """
     low, high = options["min_score"], options["max_score"]
     if low is not None and high is not None and low > high:
@@ -191,20 +112,15 @@ def results(app: AppContext, /, output_format: str, **options: Any) -> None:
 
 def _print_results(page: queries.Page, output_format: str) -> None:
     records = [asdict(row) for row in page.rows]
-    if output_format == "json":
-        click.echo(_dump_json({"results": records, "next_cursor": page.next_cursor}))
-        return
-    if output_format == "jsonl":
-        for record in records:
-            click.echo(json.dumps(_jsonable(record)))
-    elif output_format == "csv":
-        click.echo(_csv(queries.RESULT_FIELDS, records), nl=False)
-    elif records:
-        click.echo(_table(RESULT_TABLE, ([r[name] for name in RESULT_TABLE] for r in records)))
-    else:
-        click.echo("no items match", err=True)
-    if page.next_cursor is not None:
-        click.echo(f"next page: --after {page.next_cursor}", err=True)
+    columns = RESULT_TABLE_WITH_ERRORS if any(r["error"] for r in records) else RESULT_TABLE
+    emit_list(
+        output_format,
+        records,
+        fields=queries.RESULT_FIELDS,
+        table=lambda: render_table(columns, ([r[name] for name in columns] for r in records)),
+        empty="no items match",
+        next_cursor=page.next_cursor,
+    )
 
 
 # --- show ----------------------------------------------------------------------------------------
@@ -218,15 +134,15 @@ def _print_results(page: queries.Page, output_format: str) -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the video's score timeline as a PNG here.",
 )
-@format_option("table", "json")
+@format_option(*RECORD_FORMATS)
 @pass_app
 def show(app: AppContext, item: str, plot_path: Path | None, output_format: str) -> None:
-    """Show one item (ITEM is an item id or a URL as scanned): its verdict and why.
+    """Show one item: its verdict and why. ITEM is an item id, a URL as scanned, or a local path as `scan` takes it.
 
     For videos: the per-frame scores over time and the time ranges at or above the threshold.
     """
     with Session(app.engine) as session, session.begin():
-        detail = queries.find_item(session, item)
+        detail = queries.find_item(session, item_key(item))
         frames = queries.item_timeline(session, detail.id)
     samples = [(f.timestamp_s, f.score) for f in frames]
     threshold = detail.threshold
@@ -236,7 +152,7 @@ def show(app: AppContext, item: str, plot_path: Path | None, output_format: str)
         _plot(detail, samples, plot_path)
     if output_format == "json":
         payload = {"item": asdict(detail), "timeline": [asdict(f) for f in frames], "flagged_ranges": ranges}
-        click.echo(_dump_json(payload))
+        click.echo(dump_json(payload))
         return
     click.echo(_describe_item(detail))
     if frames:
@@ -245,12 +161,23 @@ def show(app: AppContext, item: str, plot_path: Path | None, output_format: str)
         click.echo(f"timeline plot written to {plot_path}", err=True)
 
 
+def item_key(item: str) -> str:
+    """An item id or URL as given; a local path (as `scan` takes it) becomes the file:// URL scan stored."""
+    from scanner.sources import url_scheme
+
+    text = item.strip()
+    if text.isdigit() or url_scheme(text):
+        return text
+    path = Path(text).expanduser()
+    return path.resolve().as_uri() if path.exists() else text
+
+
 def _plot(detail: queries.ItemDetail, samples: list[tuple[float, float]], path: Path) -> None:
     if detail.kind != "video" or not samples:
         raise click.UsageError(f"item {detail.id} has no per-frame timeline to plot (only scanned videos do)")
     if detail.threshold is None:
         raise click.UsageError(f"item {detail.id} has no threshold (its job and model record none)")
-    title = f"item {detail.id}: {detail.verdict or detail.status} ({_cell(detail.score)}) {detail.url}"
+    title = f"item {detail.id}: {detail.verdict or detail.status} ({cell(detail.score)}) {detail.url}"
     strategy = detail.strategy or DEFAULT_VIDEO_STRATEGY
     timeline.plot_timeline(samples, detail.threshold, path, title=title[:120], strategy=strategy)
 
@@ -277,10 +204,10 @@ def _describe_item(d: queries.ItemDetail) -> str:
     ]
     if d.error:
         lines.append(("error", d.error))
-    text = _key_values(lines)
+    text = render_key_values(lines)
     if d.reviews:
         rows = ([r.created_at, r.label, r.reviewer, r.note] for r in d.reviews)
-        text += "\n\nreviews:\n" + _table(("when", "label", "reviewer", "note"), rows)
+        text += "\n\nreviews:\n" + render_table(("when", "label", "reviewer", "note"), rows)
     return text
 
 
@@ -288,10 +215,10 @@ def _describe_timeline(
     frames: list[queries.FramePoint], threshold: float | None, ranges: list[tuple[float, float]]
 ) -> str:
     flagged = ", ".join(f"{a:.2f}s-{b:.2f}s" for a, b in ranges) or "none"
-    header = f"\nflagged time ranges (score >= {_cell(threshold)}): {flagged}\n\nper-frame timeline:\n"
+    header = f"\nflagged time ranges (score >= {cell(threshold)}): {flagged}\n\nper-frame timeline:\n"
     marks = ["*" if any(a <= f.timestamp_s <= b for a, b in ranges) else "" for f in frames]
     rows = ([f.frame_index, f"{f.timestamp_s:.2f}", f.score, f.faces, m] for f, m in zip(frames, marks, strict=True))
-    return header + _table(("frame", "time_s", "score", "faces", "flagged"), rows)
+    return header + render_table(("frame", "time_s", "score", "faces", "flagged"), rows)
 
 
 # --- review --------------------------------------------------------------------------------------
@@ -320,7 +247,7 @@ def review_command(app: AppContext, item_id: int, label: str, note: str | None, 
     with Session(app.engine) as session, session.begin():
         recorded = review.add_review(session, item_id, label, reviewer, note)
         detail = queries.find_item(session, str(item_id))
-    model = f"{detail.verdict} {_cell(detail.score)}" if detail.verdict else detail.status
+    model = f"{detail.verdict} {cell(detail.score)}" if detail.verdict else detail.status
     click.echo(f"review {recorded.id}: item {item_id} labelled {label} by {recorded.reviewer} (model: {model})")
 
 
@@ -341,6 +268,22 @@ def _fetcher(app: AppContext) -> review.FetchBytes:
     return fetch_bytes
 
 
+@contextmanager
+def _counting(fetch_bytes: review.FetchBytes, *, enabled: bool) -> Iterator[review.FetchBytes]:
+    """`fetch_bytes` that ticks a progress bar (on stderr, only when it is a terminal) per image."""
+    from tqdm import tqdm
+
+    with tqdm(desc="exporting", unit="image", disable=not enabled, dynamic_ncols=True, leave=False) as bar:
+
+        def fetch(url: str) -> bytes:
+            try:
+                return fetch_bytes(url)
+            finally:
+                bar.update(1)
+
+        yield fetch
+
+
 @click.command("export-training-set")
 @click.argument("out", type=click.Path(file_okay=False, writable=True, path_type=Path))
 @click.option("--reviewed-only", is_flag=True, help="Only items a human labelled (fake or real).")
@@ -354,12 +297,15 @@ def export_training_set(app: AppContext, out: Path, reviewed_only: bool, job_id:
     --reviewed-only, items nobody reviewed are labelled with the model's verdict.
     Videos are left out, and so is any image whose bytes are no longer the ones scanned and
     reviewed (their sha256 differs): its label was given to other content.
-    Exits 3 when some images could not be fetched (listed on stderr).
+    Exits 1 for an unknown --job, 3 when some images could not be fetched (listed on stderr).
     """
     with Session(app.engine) as session, session.begin():
-        report = review.export_training_set(
-            session, out, reviewed_only=reviewed_only, fetch_bytes=_fetcher(app), job_id=job_id
-        )
+        if job_id is not None:
+            queries.job_summary(session, job_id)  # "no job N" (exit 1) rather than an empty folder
+        with _counting(_fetcher(app), enabled=app.show_progress()) as fetch_bytes:
+            report = review.export_training_set(
+                session, out, reviewed_only=reviewed_only, fetch_bytes=fetch_bytes, job_id=job_id
+            )
     written = report.written
     click.echo(f"wrote {written['fake']} fake and {written['real']} real images to {out} (manifest {report.manifest})")
     if report.skipped_unsure or report.skipped_not_image:
@@ -390,24 +336,23 @@ STATS_FIELDS = ("key", "items", "done", "errors", "fakes", "fake_rate", "error_r
     show_default=True,
     help="Group by UTC day (of finishing), job or model version.",
 )
-@format_option("table", "json", "csv")
+@format_option(*LIST_FORMATS)
 @pass_app
 def stats(app: AppContext, job_id: int | None, by: queries.StatsBy, output_format: str) -> None:
     """Items, fake rate (share of verdicts that are fake), error rate by reason, mean latency.
 
     Latency is the time from enqueueing to the verdict; the error rate is errors over finished items.
+    Each item's `key` is the day, job id or model version (--by).
     """
     with Session(app.engine) as session, session.begin():
         rows = queries.stats(session, job_id=job_id, by=by)
-    records = [asdict(r) for r in rows]
-    if output_format == "json":
-        click.echo(_dump_json({"by": by, "stats": records}))
-    elif output_format == "csv":
-        click.echo(_csv((*STATS_FIELDS, "errors_by_reason"), records), nl=False)
-    elif not rows:
-        click.echo("no items", err=True)
-    else:
-        click.echo(_table((by, *STATS_FIELDS[1:], "top errors"), ([*_stats_cells(r)] for r in rows)))
+    emit_list(
+        output_format,
+        [asdict(r) for r in rows],
+        fields=(*STATS_FIELDS, "errors_by_reason"),
+        table=lambda: render_table((by, *STATS_FIELDS[1:], "top errors"), (_stats_cells(r) for r in rows)),
+        empty="no items",
+    )
 
 
 def _stats_cells(row: queries.StatsRow) -> list[Any]:
@@ -436,36 +381,40 @@ def jobs() -> None:
     show_default=True,
     help="How many of the newest jobs.",
 )
-@format_option("table", "json")
+@format_option(*LIST_FORMATS)
 @pass_app
 def list_jobs(app: AppContext, limit: int, output_format: str) -> None:
     """The newest jobs with their item counts (flagged = verdict fake), duration and items/s."""
     with Session(app.engine) as session, session.begin():
         summaries = queries.list_jobs(session, limit)
-    if output_format == "json":
-        click.echo(_dump_json({"jobs": [asdict(s) for s in summaries]}))
-    elif not summaries:
-        click.echo("no jobs yet: start one with `deepscan scan`", err=True)
-    else:
-        rows = ([*(getattr(s, f) for f in JOB_TABLE), _duration(s.duration_s), s.items_per_s] for s in summaries)
-        click.echo(_table((*JOB_TABLE, "duration", "items/s"), rows))
+    records = [asdict(s) for s in summaries]
+    emit_list(
+        output_format,
+        records,
+        fields=tuple(queries.JobSummary.__dataclass_fields__),
+        table=lambda: render_table(
+            (*JOB_TABLE, "duration", "items/s"),
+            ([*(getattr(s, f) for f in JOB_TABLE), _duration(s.duration_s), s.items_per_s] for s in summaries),
+        ),
+        empty="no jobs yet: start one with `deepscan scan`",
+    )
 
 
 @jobs.command("show")
 @click.argument("job_id", type=int)
-@format_option("table", "json")
+@format_option(*RECORD_FORMATS)
 @pass_app
 def show_job(app: AppContext, job_id: int, output_format: str) -> None:
     """One job's counts by status, flagged items, duration and items/s."""
     with Session(app.engine) as session, session.begin():
         summary = queries.job_summary(session, job_id)
     if output_format == "json":
-        click.echo(_dump_json(asdict(summary)))
+        click.echo(dump_json(asdict(summary)))
         return
     pairs = [(name, getattr(summary, name)) for name in (*JOB_TABLE, "threshold", "model_version")]
     pairs += [("created", summary.created_at), ("started", summary.started_at), ("finished", summary.finished_at)]
     pairs += [("duration", _duration(summary.duration_s)), ("items/s", summary.items_per_s)]
-    click.echo(_key_values(pairs))
+    click.echo(render_key_values(pairs))
 
 
 COMMANDS: list[click.Command] = [results, show, review_command, export_training_set, stats, jobs]

@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scanner.cli.context import AppContext, pass_app
+from scanner.cli.context import EXIT_FAILURE, AppContext, pass_app
 from scanner.cli.moderation import jobs
+from scanner.cli.options import DURATION, webhook_option
+from scanner.cli.output import LIST_FORMATS, RECORD_FORMATS, emit_list, format_option, render_table
 from scanner.cli.scan import scan_option_decorators, scan_options_from
 from scanner.errors import ConfigError
 from scanner.models import Schedule
 
 DEFAULT_RECONCILE_AGE = "15m"
 DEFAULT_BEAT_TICK_S = 30.0
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """`90s`, `15m`, `2h` or `1d` as a timedelta."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 2h or 1d")
-    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return dt.timedelta(seconds=seconds)
+SCHEDULE_TABLE = ("name", "enabled", "when", "next run", "last run", "last job", "retry errors", "sources")
 
 
 def _sender(app: AppContext) -> Any:
@@ -57,13 +50,14 @@ def cancel(app: AppContext, job_id: int) -> None:
 @jobs.command()
 @click.option(
     "--older-than",
+    type=DURATION,
     default=DEFAULT_RECONCILE_AGE,
     show_default=True,
-    help="Also re-send items queued for longer than this (90s, 15m, 2h…): their message was lost.",
+    help="Also re-send items queued for longer than this (30s, 15m, 1.5h, 7d, 1w): their message was lost.",
 )
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(*RECORD_FORMATS)
 @pass_app
-def reconcile(app: AppContext, older_than: str, output_format: str) -> None:
+def reconcile(app: AppContext, older_than: dt.timedelta, output_format: str) -> None:
     """Re-send items no worker holds: leases expired (a killed worker) or messages lost.
 
     An item still leased to a live worker is never touched, and a second delivery of an item
@@ -77,7 +71,7 @@ def reconcile(app: AppContext, older_than: str, output_format: str) -> None:
     report = reconcile_items(
         app.engine,
         enqueue=_sender(app),
-        queued_older_than=parse_duration(older_than),
+        queued_older_than=older_than,
         on_finished=job_finished_notifier(app.engine, send_webhook_later),
     )
     if output_format == "json":
@@ -91,78 +85,186 @@ def reconcile(app: AppContext, older_than: str, output_format: str) -> None:
         )
 
 
-def _when(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     from scanner.schedules import next_run
 
+    if value is None:
+        return None
     try:
         next_run(value, dt.datetime.now(dt.UTC))
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
-    return value
+    return " ".join(value.split())
+
+
+WHEN_HELP = (
+    "When to run, in UTC: a 5-field cron expression ('0 2 * * *'), @hourly, @daily, @weekly, @monthly, "
+    "or '@every 1.5h'."
+)
+SCHEDULE_CHECKPOINT_HELP = (
+    "Checkpoint for runs scanned in-process (run-now without a broker); workers score with their own."
+)
+RETRY_ERRORS_HELP = "Scan again items that ended `error` in earlier runs (default: only new or changed objects)."
 
 
 @click.group()
 def schedule() -> None:
-    """Scheduled, incremental scans launched by `deepscan beat`."""
+    """Scheduled, incremental scans launched by `deepscan beat` (or `schedule run-now`)."""
 
 
 @schedule.command("add")
 @click.argument("name")
 @click.argument("sources", nargs=-1, required=True)
+@click.option("--cron", "when", required=True, callback=_when, help=WHEN_HELP)
+@webhook_option
 @click.option(
-    "--cron",
-    "when",
-    required=True,
-    callback=_when,
-    help="5-field cron expression in UTC ('0 2 * * *'), or '@every 10m'.",
+    "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=SCHEDULE_CHECKPOINT_HELP
 )
-@click.option("--webhook", metavar="URL", help="POST a JSON notification here when each run finishes.")
+@click.option("--retry-errors/--no-retry-errors", default=False, show_default=True, help=RETRY_ERRORS_HELP)
 @scan_option_decorators
 @pass_app
 def schedule_add(
-    app: AppContext, /, name: str, sources: tuple[str, ...], when: str, webhook: str | None, **opts: Any
+    app: AppContext,
+    /,
+    name: str,
+    sources: tuple[str, ...],
+    when: str,
+    webhook: str | None,
+    checkpoint: Path | None,
+    retry_errors: bool,
+    **opts: Any,
 ) -> None:
     """Scan SOURCES on a schedule; each run scans only objects new or changed since the last."""
     from scanner.schedules import add_schedule
 
     with Session(app.engine) as session, session.begin():
         add_schedule(
-            session, name=name, sources=list(sources), when=when, options=scan_options_from(opts), webhook_url=webhook
+            session,
+            name=name,
+            sources=list(sources),
+            when=when,
+            options=scan_options_from(opts),
+            webhook_url=webhook,
+            checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+            retry_errors=retry_errors,
         )
-    click.echo(f"schedule {name!r} added ({when}); `deepscan beat` launches it")
+    click.echo(f"schedule {name!r} added ({when}); `deepscan beat` launches it, `deepscan schedule run-now` now")
+
+
+@schedule.command("edit")
+@click.argument("name")
+@click.option("--cron", "when", callback=_when, help=WHEN_HELP)
+@click.option("--source", "sources", multiple=True, help="Replace the sources (repeat for several).")
+@webhook_option
+@click.option("--no-webhook", is_flag=True, help="Stop sending webhook events.")
+@click.option(
+    "--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=SCHEDULE_CHECKPOINT_HELP
+)
+@click.option("--no-checkpoint", is_flag=True, help="Forget the schedule's checkpoint (use DEEPSCAN_CHECKPOINT).")
+@click.option("--retry-errors/--no-retry-errors", default=None, help=RETRY_ERRORS_HELP)
+@pass_app
+def schedule_edit(
+    app: AppContext,
+    name: str,
+    when: str | None,
+    sources: tuple[str, ...],
+    webhook: str | None,
+    no_webhook: bool,
+    checkpoint: Path | None,
+    no_checkpoint: bool,
+    retry_errors: bool | None,
+) -> None:
+    """Change schedule NAME; only the options given change, its history stays."""
+    from scanner.schedules import ScheduleChanges, edit_schedule
+
+    if webhook and no_webhook:
+        raise click.UsageError("give --webhook or --no-webhook, not both")
+    if checkpoint and no_checkpoint:
+        raise click.UsageError("give --checkpoint or --no-checkpoint, not both")
+    changes = ScheduleChanges(
+        when=when,
+        sources=list(sources) or None,
+        webhook_url=webhook,
+        clear_webhook=no_webhook,
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+        clear_checkpoint=no_checkpoint,
+        retry_errors=retry_errors,
+    )
+    if changes == ScheduleChanges():
+        raise click.UsageError("nothing to change: give --cron, --source, --webhook, --checkpoint or --retry-errors")
+    with Session(app.engine) as session, session.begin():
+        edit_schedule(session, name, changes)
+    click.echo(f"schedule {name!r} changed")
+
+
+def _set_enabled(app: AppContext, name: str, enabled: bool) -> None:
+    from scanner.schedules import ScheduleChanges, edit_schedule, schedule_next_run
+
+    with Session(app.engine) as session, session.begin():
+        changed = edit_schedule(session, name, ScheduleChanges(enabled=enabled))
+        due = schedule_next_run(changed)
+    state = f"enabled: next run {due:%Y-%m-%d %H:%M:%SZ}" if due else "disabled: beat skips it until `schedule enable`"
+    click.echo(f"schedule {name!r} {state}")
+
+
+@schedule.command("enable")
+@click.argument("name")
+@pass_app
+def schedule_enable(app: AppContext, name: str) -> None:
+    """Let beat launch schedule NAME again."""
+    _set_enabled(app, name, True)
+
+
+@schedule.command("disable")
+@click.argument("name")
+@pass_app
+def schedule_disable(app: AppContext, name: str) -> None:
+    """Stop beat from launching schedule NAME (it stays, with its history; `run-now` still works)."""
+    _set_enabled(app, name, False)
+
+
+def schedule_record(s: Schedule) -> dict[str, Any]:
+    """A schedule as `schedule list` prints it (json/jsonl/csv)."""
+    from scanner.schedules import schedule_next_run
+
+    due = schedule_next_run(s)
+    return {
+        "name": s.name,
+        "cron": s.cron,
+        "sources": s.source_spec,
+        "enabled": s.enabled,
+        "retry_errors": s.retry_errors,
+        "checkpoint": s.checkpoint,
+        "webhook": s.webhook_url is not None,  # the URL holds the receiver's token: never printed
+        "last_run_at": s.last_run_at,
+        "last_job_id": s.last_job_id,
+        "next_run_at": due,
+    }
 
 
 @schedule.command("list")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(*LIST_FORMATS)
 @pass_app
 def schedule_list(app: AppContext, output_format: str) -> None:
-    """List schedules with their last run and next due time."""
-    from scanner.schedules import next_run
-
+    """List schedules with their last run and next due time (UTC)."""
     with Session(app.engine) as session:
-        rows = session.scalars(select(Schedule).order_by(Schedule.name)).all()
-    records: list[dict[str, Any]] = [
-        {
-            "name": s.name,
-            "cron": s.cron,
-            "sources": s.source_spec,
-            "enabled": s.enabled,
-            "last_run_at": s.last_run_at.isoformat() if s.last_run_at else None,
-            "last_job_id": s.last_job_id,
-            "next_run_at": next_run(s.cron, s.last_run_at or s.created_at).isoformat(),
-        }
-        for s in rows
-    ]
-    if output_format == "json":
-        click.echo(json.dumps(records))
-        return
-    if not records:
-        click.echo("no schedules: add one with `deepscan schedule add NAME SOURCE --cron '0 2 * * *'`")
-    for r in records:
-        click.echo(
-            f"{r['name']:<20} {r['cron']:<16} next {r['next_run_at']}  last job {r['last_job_id'] or '-'}  "
-            f"{' '.join(r['sources'])}"
-        )
+        records = [schedule_record(s) for s in session.scalars(select(Schedule).order_by(Schedule.name))]
+
+    def table() -> str:
+        rows = (
+            [r["name"], r["enabled"], r["cron"], r["next_run_at"] or "disabled", r["last_run_at"], r["last_job_id"],
+             r["retry_errors"], " ".join(r["sources"])]
+            for r in records
+        )  # fmt: skip
+        return render_table(SCHEDULE_TABLE, rows)
+
+    emit_list(
+        output_format,
+        records,
+        fields=tuple(records[0]) if records else ("name",),
+        table=table,
+        empty="no schedules: add one with `deepscan schedule add NAME SOURCE --cron @daily`",
+    )
 
 
 @schedule.command("remove")
@@ -179,18 +281,28 @@ def schedule_remove(app: AppContext, name: str) -> None:
 
 @schedule.command("run-now")
 @click.argument("name")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoint for this run without a broker [default: the schedule's, else DEEPSCAN_CHECKPOINT].",
+)
 @pass_app
-def schedule_run_now(app: AppContext, name: str) -> None:
-    """Launch schedule NAME once now (an ordinary, incremental scan job).
+def schedule_run_now(app: AppContext, name: str, checkpoint: Path | None) -> None:
+    """Launch schedule NAME once now (an ordinary, incremental scan job), enabled or not.
 
     With a broker the workers scan it; without one it is scanned here, before this returns.
+    Exit codes: 0 launched (or done), 1 the run failed, 2 no checkpoint for an in-process run.
     """
+    from scanner.cli.options import require_checkpoint
     from scanner.schedules import get_schedule
     from workers.scheduling import launch_schedule
 
     with Session(app.engine) as session:
-        schedule_id = get_schedule(session, name).id
-    result = launch_schedule(app.settings, app.engine, schedule_id, force=True)
+        found = get_schedule(session, name)
+        schedule_id, stored = found.id, found.checkpoint
+    if app.settings.embedded:
+        require_checkpoint(checkpoint or (Path(stored) if stored else None) or app.settings.checkpoint)
+    result = launch_schedule(app.settings, app.engine, schedule_id, force=True, checkpoint=checkpoint)
     if result is None:  # forced, so only a schedule removed in the meantime gives none
         raise ConfigError(f"schedule {name!r} was removed before it could run")
     reason = f": {result.error}" if result.error else ""
@@ -199,7 +311,7 @@ def schedule_run_now(app: AppContext, name: str) -> None:
         f"{result.counts.total} new or changed items"
     )
     if result.status == "failed":
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)
 
 
 @click.command()

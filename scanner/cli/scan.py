@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -11,10 +12,23 @@ from typing import Any
 import click
 
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
-from scanner.cli.context import EXIT_ITEM_ERRORS, AppContext, pass_app
-from scanner.cli.options import batch_size_option, checkpoint_option, device_option, format_option
+from scanner.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
+from scanner.cli.options import (
+    batch_size_option,
+    checkpoint_option,
+    device_option,
+    require_checkpoint,
+    webhook_option,
+)
+from scanner.cli.output import RECORD_FORMATS, format_option
 from scanner.errors import ConfigError
 from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
+from scanner.settings import Settings
+
+NOTHING_TO_SCAN = (
+    "nothing to scan: no images or videos in the sources (listings keep media extensions such as jpg, png, "
+    "mp4; --include widens them)"
+)
 
 
 def _strategy(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -55,7 +69,15 @@ _SCAN_OPTIONS = (
         "--faces/--no-faces",
         default=True,
         show_default=True,
-        help="Crop detected faces before scoring (--no-faces for inputs that are already face crops).",
+        help="Show the model faces the way its checkpoint's face view was trained (see `deepscan train "
+        "--face-view`); --no-faces scores whole images instead, and warns when the checkpoint was trained on faces.",
+    ),
+    click.option(
+        "--thumbnails/--no-thumbnails",
+        default=True,
+        show_default=True,
+        help="Keep a small JPEG (at most 160 px) of each item's top-scoring face, and one per flagged video "
+        "segment, for the review console (`deepscan serve`), which never fetches a source itself.",
     ),
     click.option(
         "--strategy",
@@ -97,6 +119,7 @@ SCAN_OPTION_NAMES = (
     "include",
     "exclude",
     "rescan",
+    "thumbnails",
 )
 
 
@@ -128,8 +151,8 @@ def scan_options_from(params: dict[str, Any]) -> ScanOptions:
     metavar="URL",
     help="S3-compatible endpoint [env DEEPSCAN_S3_ENDPOINT_URL].",
 )
-@click.option("--webhook", metavar="URL", help="POST a JSON notification here when the job finishes.")
-@format_option
+@webhook_option
+@format_option(*RECORD_FORMATS)
 @pass_app
 def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, name: str | None, **opts: Any) -> None:
     """Scan SOURCES for manipulated faces and store a verdict for every item.
@@ -137,11 +160,14 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     \b
     SOURCES may be local files, folders (recursive) and globs, file://, http(s):// URLs,
     s3://bucket/prefix, or `-` to read URLs from stdin. Without a broker the scan runs in this
-    process against the embedded database; with DEEPSCAN_BROKER_URL it enqueues work for
-    `deepscan worker` processes.
+    process against the embedded database (created on first use); with DEEPSCAN_BROKER_URL it
+    enqueues work for `deepscan worker` processes.
 
     \b
-    Exit codes: 0 every item done, 3 done with item errors, 1 the job failed, 2 usage error.
+    Sources are checked before the model loads: a missing path or an unknown URL scheme is a
+    usage error (exit 2), and sources with no media at all fail (exit 1) without creating a job.
+    Exit codes: 0 every item done, 3 done with item errors, 1 the job failed (or had nothing to
+    scan), 2 usage error (a bad source, no checkpoint).
     """
     from scanner.producer import run_scan
     from scanner.redaction import job_name
@@ -157,6 +183,11 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     output_format, wait, webhook = opts.pop("output_format"), opts.pop("wait"), opts.pop("webhook")
     options = scan_options_from(opts)
     all_sources = list(sources) + ([f"@{from_file}"] if from_file else [])
+    if not _check_sources(sources, settings, options) and not from_file and "-" not in sources:
+        raise click.ClickException(NOTHING_TO_SCAN)
+    if settings.embedded:
+        require_checkpoint(settings.checkpoint)
+    _warn_on_face_view_override(settings, options)
     from workers.backend import scan_backend
     from workers.notify import job_finished_notifier
 
@@ -174,15 +205,55 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
             model_version=backend.model_version,
             wait=wait or settings.embedded,
             stdin=sys.stdin,
-            progress=output_format == "table",
+            progress=app.show_progress(output_format),
         )
     except ConfigError as exc:  # a missing path, an unknown bucket: the command line is wrong
         raise click.UsageError(str(exc)) from None
+    if result.counts.total == 0 and result.status != "failed":  # a URL list or stdin with no entries
+        from scanner.jobs import fail_job
+
+        fail_job(app.engine, result.job_id, NOTHING_TO_SCAN)
+        result = dataclasses.replace(result, status="failed", error=NOTHING_TO_SCAN)
     _print_summary(result.job_id, result.status, result.counts, result.elapsed_s, output_format, result.error)
     if result.status == "failed":
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)
     if result.counts.error:
         sys.exit(EXIT_ITEM_ERRORS)
+
+
+def _warn_on_face_view_override(settings: Settings, options: ScanOptions) -> None:
+    """`--no-faces` against a checkpoint trained on faces: its scores are not what evaluate measured."""
+    if options.faces or settings.checkpoint is None or not settings.checkpoint.is_file():
+        return
+    from scanner.checkpoint import read_checkpoint_meta
+    from scanner.errors import CheckpointError
+
+    try:
+        view = read_checkpoint_meta(settings.checkpoint)[0].face_view
+    except CheckpointError:
+        return  # the runtime reports a bad checkpoint with its own message
+    if view.finds_faces:
+        click.echo(
+            f"warning: --no-faces scores whole images, but {settings.checkpoint.name} was trained on "
+            f"{view.describe()}: scores will differ from what `deepscan evaluate` measured",
+            err=True,
+        )
+
+
+def _check_sources(sources: tuple[str, ...], settings: Settings, options: ScanOptions) -> bool:
+    """Check the named sources before any model loads or job exists; True when they hold any media.
+
+    A wrong path, bucket or URL scheme is a usage error (exit 2). Stdin (`-`) is left for the scan
+    itself to read.
+    """
+    from scanner.sources import expand_sources
+
+    named = [s for s in sources if s != "-"]
+    try:
+        refs = expand_sources(named, settings, include=options.include, exclude=options.exclude)
+        return next(refs, None) is not None
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _print_summary(
@@ -234,6 +305,13 @@ def _print_summary(
 )
 @click.option("--queue", envvar="DEEPSCAN_QUEUE", help="Queue to consume [env DEEPSCAN_QUEUE; default deepscan].")
 @click.option("--loglevel", default="INFO", show_default=True, help="Celery log level.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus metrics (items by outcome, errors by reason, batch sizes, inference latency, "
+    "time from enqueue to verdict) on this port at /metrics [default: off].",
+)
 @pass_app
 def worker(
     app: AppContext,
@@ -243,6 +321,7 @@ def worker(
     concurrency: int,
     queue: str | None,
     loglevel: str,
+    metrics_port: int | None,
 ) -> None:
     """Run a Celery worker that scans chunks from the queue (one process per GPU).
 
@@ -258,8 +337,13 @@ def worker(
     settings = app.settings.with_overrides(checkpoint=checkpoint, device=device, batch_size=batch_size, queue=queue)
     if settings.broker_url is None:
         raise ConfigError("a worker needs a broker: set DEEPSCAN_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    require_checkpoint(settings.checkpoint)
     set_runtime(load_runtime(settings))
     configure(settings)
+    if metrics_port is not None:
+        from workers.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port)
     celery_app.Worker(
         pool="solo" if concurrency == 1 else "threads",
         concurrency=concurrency,

@@ -86,9 +86,9 @@ def all_pages(runner: CliRunner, url: str, *args: str) -> tuple[list[dict[str, A
         result = invoke(runner, url, "results", "--format", "json", *args, *(["--after", cursor] if cursor else []))
         assert result.exit_code == 0, result.output
         payload = json.loads(result.stdout)
-        rows += payload["results"]
+        rows += payload["items"]
         pages += 1
-        cursor = payload["next_cursor"]
+        cursor = payload["next"]
         if cursor is None:
             return rows, pages
 
@@ -182,9 +182,7 @@ def test_table_and_jsonl_print_the_next_cursor_on_stderr(runner: CliRunner, db_u
 
 def test_bad_options_and_foreign_cursors_are_usage_errors(runner: CliRunner, db_url: str, tied: list[int]) -> None:
     first = json.loads(invoke(runner, db_url, "results", "--limit", "2", "--format", "json").stdout)
-    foreign = runner.invoke(
-        cli, ["--database-url", db_url, "results", "--order", "time", "--after", first["next_cursor"]]
-    )
+    foreign = runner.invoke(cli, ["--database-url", db_url, "results", "--order", "time", "--after", first["next"]])
     assert foreign.exit_code == 2
     assert "different query" in foreign.stderr
     garbage = runner.invoke(cli, ["--database-url", db_url, "results", "--after", "!!!"])
@@ -274,7 +272,7 @@ def test_review_records_a_label_that_results_show_beside_the_verdict(
     result = invoke(runner, db_url, "review", str(item_id), "--label", "real", "--note", "stage makeup")
     assert result.exit_code == 0, result.output
     assert f"item {item_id} labelled real by carol (model: fake 0.970)" in result.stdout
-    rows = json.loads(invoke(runner, db_url, "results", "--reviewed", "--format", "json").stdout)["results"]
+    rows = json.loads(invoke(runner, db_url, "results", "--reviewed", "--format", "json").stdout)["items"]
     assert [(r["id"], r["verdict"], r["review_label"], r["reviewed_by"]) for r in rows] == [
         (item_id, "fake", "real", "carol")
     ]
@@ -410,7 +408,7 @@ def test_stats_by_day_job_and_model_parse_back(runner: CliRunner, db_url: str, e
         session.flush()
         job_id = job.id
 
-    by_day = json.loads(invoke(runner, db_url, "stats", "--format", "json").stdout)["stats"]
+    by_day = json.loads(invoke(runner, db_url, "stats", "--format", "json").stdout)["items"]
     assert [r["key"] for r in by_day] == ["2026-03-01", "2026-03-02"]
     first = by_day[0]
     assert (first["items"], first["done"], first["errors"], first["fakes"]) == (6, 4, 2, 2)
@@ -420,7 +418,7 @@ def test_stats_by_day_job_and_model_parse_back(runner: CliRunner, db_url: str, e
     assert first["mean_latency_s"] == pytest.approx(2.0, abs=1e-3)
 
     by_job = json.loads(invoke(runner, db_url, "stats", "--by", "job", "--job", str(job_id), "--format", "json").stdout)
-    assert [r["key"] for r in by_job["stats"]] == [str(job_id)]
+    assert [r["key"] for r in by_job["items"]] == [str(job_id)]
 
     result = invoke(runner, db_url, "stats", "--by", "model", "--format", "csv")
     by_model = {row["key"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
@@ -453,8 +451,26 @@ def test_jobs_list_and_show_report_counts_duration_and_speed(runner: CliRunner, 
     assert "duration:      40s" in table
     assert "items/s:       0.200" in table
 
-    listed = json.loads(invoke(runner, db_url, "jobs", "list", "--format", "json").stdout)["jobs"]
+    listed = json.loads(invoke(runner, db_url, "jobs", "list", "--format", "json").stdout)["items"]
     assert [j["id"] for j in listed] == [running_id, job_id]
     assert listed[0]["total"] == 0
     assert listed[0]["duration_s"] > 0  # still running: measured up to now
     assert runner.invoke(cli, ["--database-url", db_url, "jobs", "show", "987654"]).exit_code == 1
+
+
+def test_results_filter_by_model_version_or_its_prefix(runner: CliRunner, db_url: str, engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        job = add_job(session)
+        old, new = item(job, 1, score=0.9), item(job, 2, score=0.8, model_version="b" * 64)
+        session.add_all([old, new])
+        session.flush()
+        ids = {"old": old.id, "new": new.id}
+
+    def listed(*args: str) -> list[int]:
+        result = invoke(runner, db_url, "results", "--format", "json", *args)
+        assert result.exit_code == 0, result.output
+        return [row["id"] for row in json.loads(result.stdout)["items"]]
+
+    assert listed("--model", "b" * 12) == [ids["new"]]
+    assert listed("--model", "a" * 64) == [ids["old"]]
+    assert listed("--model", "%") == []  # a LIKE wildcard is a plain character here

@@ -103,6 +103,6 @@ def test_missing_path_is_a_usage_error(runner: CliRunner, sqlite_url: str, check
 def test_no_checkpoint_says_how_to_get_one(runner: CliRunner, sqlite_url: str, tmp_path: Path) -> None:
     media_factory.write_mixed_folder(tmp_path, images=1, videos=0)
     result = runner.invoke(cli, ["--database-url", sqlite_url, "scan", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, as in every command that loads a model
     assert "no checkpoint configured" in result.output
     assert "deepscan demo" in result.output

@@ -89,6 +89,7 @@ def test_credentials_never_reach_logs_output_job_names_or_webhooks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DEEPSCAN_ALLOW_PRIVATE_URLS", "1")  # the servers listen on loopback
+    monkeypatch.setenv("DEEPSCAN_WEBHOOK_SECRET", "signing-key")  # webhooks are never sent unsigned
     caplog.set_level(logging.DEBUG)  # urllib3 logs each request line, query string included
     hook, events = receiver
     host = media_base.removeprefix("http://")

@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
-DEEPSCAN_SERVICES = ("migrate", "worker", "beat", "flower", "cli")
+DEEPSCAN_SERVICES = ("migrate", "worker", "beat", "flower", "cli", "web")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,8 @@ def test_deepscan_services_talk_to_postgres_and_redis(compose: dict[str, Any]) -
 
 
 def test_every_variable_the_file_uses_is_documented_in_env_example() -> None:
-    used = set(re.findall(r"\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    # `$${NAME}` is an escaped dollar: the container's shell expands it, not compose.
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
     documented = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     assert used - documented == set()
 
@@ -184,3 +185,47 @@ def test_a_pinned_worker_uses_the_gpu_it_is_given(fake_gpus: dict[str, str], tmp
         check=True,
     )
     assert result.stdout.strip() == b"3"
+
+
+# --- health and secrets ------------------------------------------------------------------------
+
+
+def _env_example() -> dict[str, str]:
+    pairs = re.findall(r"^([A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    return dict(pairs)
+
+
+def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if name == "migrate" or "profiles" in service:  # one-shot, or started on demand
+            continue
+        check = service.get("healthcheck")
+        assert check is not None, name
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+        assert check.get("retries", 0) >= 3, name
+
+
+def test_the_worker_healthcheck_pings_the_worker_by_its_own_name(compose: dict[str, Any]) -> None:
+    test = " ".join(compose["services"]["worker"]["healthcheck"]["test"])
+    assert "inspect ping" in test
+    assert "deepscan-$${DEEPSCAN_QUEUE:-deepscan}@$${HOSTNAME}" in test  # the name `deepscan worker` gives itself
+    from scanner.cli import scan
+
+    assert 'hostname=f"deepscan-{settings.queue}@%h"' in Path(scan.__file__).read_text()
+
+
+def test_flower_asks_for_the_login_from_the_env_file(compose: dict[str, Any]) -> None:
+    flower = compose["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert "FLOWER_BASIC_AUTH" in " ".join(flower["healthcheck"]["test"])
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
+
+
+def test_env_example_holds_no_usable_password() -> None:
+    """Every variable compose guards with `:?` is empty in .env.example, so the guard stops a copy as is."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    guarded = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+):\?", text))
+    assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} <= guarded
+    example = _env_example()
+    for name in guarded:
+        assert example.get(name, "") == "", f"{name} has a usable default in .env.example"

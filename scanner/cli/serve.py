@@ -1,0 +1,135 @@
+"""`deepscan serve` (the web API and review console) and `deepscan tokens` (who may use them)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+from sqlalchemy.orm import Session
+
+from scanner.cli.context import AppContext, pass_app
+from scanner.models import TOKEN_ROLES
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+@click.command()
+@click.option(
+    "--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (0.0.0.0: every interface)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True, help="TCP port.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes (each with its own database pool).",
+)
+@click.option(
+    "--proxy-headers/--no-proxy-headers",
+    default=False,
+    show_default=True,
+    help="Trust X-Forwarded-Proto/For from a reverse proxy (set it when TLS ends at the proxy).",
+)
+@click.option("--log-level", default="info", show_default=True, help="uvicorn's log level.")
+@pass_app
+def serve(app: AppContext, host: str, port: int, workers: int, proxy_headers: bool, log_level: str) -> None:
+    """Serve the JSON API (/api/v1, docs at /docs) and the review console (/console) with uvicorn.
+
+    \b
+    Configured from the same DEEPSCAN_* settings as every command. Scans submitted through the API
+    need DEEPSCAN_BROKER_URL (and workers); everything else works on any database. Health at
+    /healthz and /readyz, Prometheus metrics at /metrics. Create a token first:
+    `deepscan tokens create NAME --role reviewer`.
+    """
+    import uvicorn
+
+    _ = app.engine  # fail now, with one line, when the database is unreachable or not migrated
+    settings = app.settings
+    # Each uvicorn worker builds its app from the environment: pass on what the command line changed.
+    os.environ["DEEPSCAN_DATABASE_URL"] = settings.database_url
+    if settings.broker_url:
+        os.environ["DEEPSCAN_BROKER_URL"] = settings.broker_url
+    app.close()
+    uvicorn.run(
+        "scanner.web.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips="*" if proxy_headers else None,
+        log_level=log_level,
+        server_header=False,
+    )
+
+
+@click.group()
+def tokens() -> None:
+    """API tokens for `deepscan serve`: viewer reads, reviewer also labels, admin also scans."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(TOKEN_ROLES), required=True, help="What the token may do.")
+@pass_app
+def tokens_create(app: AppContext, name: str, role: str) -> None:
+    """Create token NAME and print its secret, once: only its hash is stored.
+
+    NAME is recorded as the reviewer of every review made with it.
+    """
+    from scanner.tokens import create_token
+
+    with Session(app.engine) as session, session.begin():
+        info, secret = create_token(session, name, role)
+    click.echo(secret)
+    click.echo(
+        f"token {info.name!r} ({info.role}) created; store the secret above now, it is not shown again", err=True
+    )
+
+
+@tokens.command("list")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_app
+def tokens_list(app: AppContext, output_format: str) -> None:
+    """Tokens by name, with role, creation, last use and revocation (never the secrets)."""
+    from scanner.tokens import list_tokens
+
+    with Session(app.engine) as session:
+        infos = list_tokens(session)
+    records = [
+        {
+            "name": t.name,
+            "role": t.role,
+            "created_at": t.created_at.isoformat(),
+            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+        }
+        for t in infos
+    ]
+    if output_format == "json":
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo("no tokens: create one with `deepscan tokens create NAME --role reviewer`", err=True)
+    for r in records:
+        state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
+        used = r["last_used_at"][:19] if r["last_used_at"] else "never"
+        click.echo(f"{r['name']:<24} {r['role']:<9} {state:<28} last used {used}")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@pass_app
+def tokens_revoke(app: AppContext, name: str) -> None:
+    """Revoke token NAME at once (API calls and console sessions with it stop working)."""
+    from scanner.tokens import revoke_token
+
+    with Session(app.engine) as session, session.begin():
+        info = revoke_token(session, name)
+    click.echo(f"token {info.name!r} revoked")
+
+
+COMMANDS: list[click.Command] = [serve, tokens]

@@ -1,0 +1,182 @@
+"""Thumbnails kept at scan time: a small JPEG of each item's top-scoring face, and one per flagged video segment.
+
+The workers encode a thumbnail for every scored unit (face crop, or the whole frame when no face
+was found) while they decode, and keep only the ones that matter when they store the item, in the
+same transaction as its verdict: position 0 is the top-scoring unit of the item, positions 1.. the
+top-scoring unit of each flagged time range (the ranges `deepscan show` prints). The web app only
+ever reads these rows: it never fetches a source URL, which would reopen SSRF and privacy holes.
+
+An item that reused an earlier verdict shares that item's thumbnails (through `reused_from_id`)
+rather than copying them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.orm import Session
+
+from scanner.models import MediaItem, Thumbnail
+
+DEFAULT_THUMBNAIL_MAX_SIDE_PX = 160
+DEFAULT_JPEG_QUALITY = 80
+MAX_REUSE_HOPS = 8  # a reused verdict may itself be reused; follow the chain this far
+
+
+def encode_thumbnail(rgb: np.ndarray, *, max_side_px: int = DEFAULT_THUMBNAIL_MAX_SIDE_PX) -> bytes:
+    """A JPEG of `rgb` (H x W x 3, uint8) whose longest side is at most `max_side_px`; a few KB."""
+    image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]))
+    image.thumbnail((max_side_px, max_side_px), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=DEFAULT_JPEG_QUALITY, optimize=True)
+    return buffer.getvalue()
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+class ScoredShot(Protocol):
+    """What the workers know of one scored unit (workers.analysis.Unit satisfies it)."""
+
+    frame_index: int
+    timestamp_s: float
+    score: float | None
+    thumbnail: bytes | None
+
+
+def pick(
+    kind: str, shots: Sequence[ScoredShot], *, threshold: float, strategy: str
+) -> list[tuple[ScoredShot, tuple[float, float] | None]]:
+    """The shots worth keeping, in position order: the top one, then the top one of each flagged range."""
+    scored = [s for s in shots if s.score is not None and s.thumbnail is not None]
+    if not scored:
+        return []
+    chosen: list[tuple[ScoredShot, tuple[float, float] | None]] = [(max(scored, key=_score), None)]
+    if kind == "video":
+        from scanner.timeline import flagged_ranges  # here: timeline loads matplotlib, which images never need
+
+        samples = [(s.timestamp_s, _score(s)) for s in scored]
+        for start, end in flagged_ranges(samples, threshold, strategy=strategy):
+            inside = [s for s in scored if start <= s.timestamp_s <= end]
+            if inside:
+                chosen.append((max(inside, key=_score), (start, end)))
+    return chosen
+
+
+def _score(shot: ScoredShot) -> float:
+    return shot.score if shot.score is not None else 0.0
+
+
+def rows_for(
+    item_id: int, kind: str, shots: Sequence[ScoredShot], *, threshold: float, strategy: str
+) -> list[dict[str, Any]]:
+    """The thumbnail rows of one item (empty when nothing was kept)."""
+    rows = []
+    for position, (shot, segment) in enumerate(pick(kind, shots, threshold=threshold, strategy=strategy)):
+        assert shot.thumbnail is not None
+        width, height = jpeg_size(shot.thumbnail)
+        rows.append(
+            {
+                "item_id": item_id,
+                "position": position,
+                "frame_index": shot.frame_index,
+                "timestamp_s": shot.timestamp_s,
+                "start_s": segment[0] if segment else None,
+                "end_s": segment[1] if segment else None,
+                "score": _score(shot),
+                "width": width,
+                "height": height,
+                "jpeg": shot.thumbnail,
+            }
+        )
+    return rows
+
+
+def replace_thumbnails(
+    conn: Connection, held: Collection[int], outcomes: Sequence[Any], *, threshold: float, strategy: str
+) -> None:
+    """In the caller's transaction: drop the thumbnails of `held` items and store those of fresh outcomes.
+
+    `outcomes` are the freshly scored (not reused) items being stored; each has `item_id`, `status`,
+    `kind` and `units` (each with frame_index, timestamp_s, score, thumbnail).
+    """
+    if not held:
+        return
+    conn.execute(delete(Thumbnail).where(Thumbnail.item_id.in_(list(held))))
+    rows = [
+        row
+        for o in outcomes
+        if o.status == "done" and o.item_id in held
+        for row in rows_for(o.item_id, o.kind, o.units, threshold=threshold, strategy=strategy)
+    ]
+    if rows:
+        conn.execute(insert(Thumbnail), rows)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThumbnailInfo:
+    """A stored thumbnail without its bytes; `item_id` is the item that holds it (the source of a reuse)."""
+
+    item_id: int
+    position: int
+    frame_index: int
+    timestamp_s: float
+    start_s: float | None
+    end_s: float | None
+    score: float
+    width: int
+    height: int
+
+
+def holder(session: Session, item_id: int) -> int | None:
+    """The item whose thumbnails `item_id` shows: itself, or the item its verdict was reused from."""
+    current: int | None = item_id
+    for _ in range(MAX_REUSE_HOPS):
+        if current is None:
+            return None
+        if session.scalars(select(Thumbnail.id).where(Thumbnail.item_id == current).limit(1)).first() is not None:
+            return current
+        current = session.scalar(select(MediaItem.reused_from_id).where(MediaItem.id == current))
+    return None
+
+
+def list_thumbnails(session: Session, item_id: int) -> list[ThumbnailInfo]:
+    """The thumbnails to show for an item, by position (empty for errors, or scans with thumbnails off)."""
+    source = holder(session, item_id)
+    if source is None:
+        return []
+    columns = [c for c in Thumbnail.__table__.c if c.name not in ("id", "jpeg", "created_at")]
+    rows = session.execute(select(*columns).where(Thumbnail.item_id == source).order_by(Thumbnail.position))
+    return [ThumbnailInfo(**row._asdict()) for row in rows]
+
+
+def thumbnail_jpeg(session: Session, item_id: int, position: int) -> bytes | None:
+    """The JPEG bytes of one thumbnail of an item (following a reuse), or None."""
+    source = holder(session, item_id)
+    if source is None:
+        return None
+    return session.scalar(select(Thumbnail.jpeg).where(Thumbnail.item_id == source, Thumbnail.position == position))
+
+
+def first_thumbnails(session: Session, item_ids: Sequence[int]) -> set[int]:
+    """Which of `item_ids` have a position-0 thumbnail of their own or through one reuse (for a queue page)."""
+    if not item_ids:
+        return set()
+    rows = session.execute(select(MediaItem.id, MediaItem.reused_from_id).where(MediaItem.id.in_(item_ids)))
+    reused = dict(rows.tuples().all())  # a list: dict() would take the Result itself for a mapping
+    wanted = set(item_ids) | {v for v in reused.values() if v is not None}
+    having = set(
+        session.scalars(select(Thumbnail.item_id).where(Thumbnail.item_id.in_(wanted), Thumbnail.position == 0))
+    )
+    return {i for i in item_ids if i in having or reused.get(i) in having}

@@ -1,0 +1,334 @@
+"""The review console: server-rendered pages over the same core functions as the API and the CLI.
+
+Usable without JavaScript (every action is a link or a form); console.js only adds keyboard
+shortcuts. Every value is escaped by Jinja's autoescaping; the CSP forbids inline script and style.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from scanner import queries, review, thumbnails, tokens
+from scanner.errors import ConfigError
+from scanner.jobs import cancel_job
+from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
+from scanner.web.api import load_item, thumbnail_response
+from scanner.web.auth import (
+    CSRF_FIELD,
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    ConsoleAdmin,
+    ConsoleReviewer,
+    ConsoleViewer,
+    check_csrf,
+    same_origin,
+)
+from scanner.web.charts import timeline_chart
+from scanner.web.problems import ProblemError
+from scanner.web.state import engine_of
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+DEFAULT_QUEUE_PAGE = 50
+DEFAULT_JOBS_SHOWN = 50
+JOBS_REFRESH_S = 5
+router = APIRouter(prefix="/console", include_in_schema=False)
+FormText = Annotated[str | None, Form()]
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))  # autoescapes .html templates
+    templates.env.filters["when"] = _when
+    templates.env.filters["score"] = lambda v: "—" if v is None else f"{v:.3f}"
+    templates.env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}%"
+    return templates
+
+
+def _when(value: dt.datetime | None) -> str:
+    return "—" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render(request: Request, name: str, context: Mapping[str, Any], *, status: int = 200) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.web.templates
+    identity = getattr(request.state, "identity", None)
+    return templates.TemplateResponse(request, name, {"identity": identity, **context}, status_code=status)
+
+
+def render_error(request: Request, status: int, detail: str, *, headers: Mapping[str, str] | None = None) -> Response:
+    response = render(request, "error.html", {"status": status, "detail": detail}, status=status)
+    for key, value in (headers or {}).items():
+        if key.lower() != "www-authenticate":
+            response.headers[key] = value
+    return response
+
+
+def _safe_next(target: str | None, fallback: str) -> str:
+    """Only a path inside the console: never an open redirect."""
+    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return fallback
+
+
+# --- sign-in -------------------------------------------------------------------------------------
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+@router.get("/login")
+def login_page(request: Request, error: str | None = None) -> Response:
+    login_csrf = secrets.token_urlsafe(24)
+    response = render(request, "login.html", {"csrf": login_csrf, "error": error})
+    _set_cookie(request, response, LOGIN_CSRF_COOKIE, login_csrf, 3600)
+    return response
+
+
+@router.post("/login")
+def login(request: Request, token: FormText = None, csrf: FormText = None) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not same_origin(request) or not tokens.csrf_matches(expected, csrf):
+        raise ProblemError(403, "the sign-in form's CSRF check failed: reload the page and sign in again")
+    with Session(engine_of(request)) as session, session.begin():
+        identity = tokens.authenticate(session, (token or "").strip())
+        if identity is None:
+            return render(request, "login.html", {"csrf": expected, "error": "unknown or revoked token"}, status=401)
+        cookie, _ = tokens.start_session(session, identity)
+    response = RedirectResponse("/console/queue", status_code=303)
+    _set_cookie(request, response, SESSION_COOKIE, cookie, tokens.DEFAULT_SESSION_LIFETIME_S)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, found: ConsoleViewer, csrf: FormText = None) -> Response:
+    check_csrf(request, found.csrf_token, csrf)
+    with Session(engine_of(request)) as session, session.begin():
+        tokens.end_session(session, request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- queue ---------------------------------------------------------------------------------------
+
+
+def _parse_time(name: str, raw: str | None) -> dt.datetime | None:
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ProblemError(400, f"{name}: {raw!r} is not a date or time (2026-01-31 or 2026-01-31T12:00)") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str | None:
+    if not raw:
+        return None
+    if raw not in choices:
+        raise ProblemError(400, f"{name}: choose one of {', '.join(choices)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class QueueQuery:
+    """The queue's filters, as they travel in the URL from the queue to item pages and back.
+
+    By default the queue is what needs a human: flagged items (verdict fake) nobody has reviewed,
+    highest score first; `verdict=any` adds the rest after them (also by score).
+    """
+
+    job: int | None = None
+    verdict: str | None = "fake"
+    kind: str | None = None
+    status: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    reviewed: str = "no"  # no (the default: still to review), yes, any
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> QueueQuery:
+        job = params.get("job") or None
+        if job is not None and not job.isdigit():
+            raise ProblemError(400, f"job: {job!r} is not a job id")
+        verdict = params.get("verdict") or "fake"
+        status = params.get("status") or "any"
+        return cls(
+            job=int(job) if job else None,
+            verdict=_choice("verdict", verdict, (*VERDICTS, "any")) if verdict != "any" else None,
+            kind=_choice("kind", params.get("kind"), ITEM_KINDS),
+            status=_choice("status", status, (*ITEM_STATUSES, "any")) if status != "any" else None,
+            since=_parse_time("since", params.get("since")),
+            until=_parse_time("until", params.get("until")),
+            reviewed=_choice("reviewed", params.get("reviewed"), ("no", "yes", "any")) or "no",
+        )
+
+    def result_filter(self, *, limit: int, after: str | None = None) -> queries.ResultFilter:
+        reviewed = {"no": False, "yes": True}.get(self.reviewed)
+        return queries.ResultFilter(
+            job_id=self.job, verdict=self.verdict, kind=self.kind, status=self.status, since=self.since,
+            until=self.until, reviewed=reviewed, order="score", limit=limit, after=after,
+        )  # fmt: skip
+
+    def params(self) -> dict[str, str]:
+        values = {
+            "job": str(self.job) if self.job is not None else "",
+            "verdict": self.verdict or "any",
+            "kind": self.kind or "",
+            "status": self.status or "any",
+            "since": self.since.strftime("%Y-%m-%dT%H:%M") if self.since else "",
+            "until": self.until.strftime("%Y-%m-%dT%H:%M") if self.until else "",
+            "reviewed": self.reviewed,
+        }
+        defaults = {"verdict": "fake", "status": "any", "reviewed": "no"}
+        return {k: v for k, v in values.items() if v and defaults.get(k) != v}
+
+    def url(self, path: str, **extra: str | int | None) -> str:
+        query = self.params() | {k: str(v) for k, v in extra.items() if v is not None}
+        return f"{path}?{urlencode(query)}" if query else path
+
+
+@router.get("")
+@router.get("/")
+def console_home() -> Response:
+    return RedirectResponse("/console/queue", status_code=303)
+
+
+@router.get("/queue")
+def queue_page(request: Request, found: ConsoleViewer) -> Response:
+    query = QueueQuery.parse(request.query_params)
+    after = request.query_params.get("after") or None
+    with Session(engine_of(request)) as session, session.begin():
+        page = queries.list_results(session, query.result_filter(limit=DEFAULT_QUEUE_PAGE, after=after))
+        with_thumbs = thumbnails.first_thumbnails(session, [r.id for r in page.rows])
+    here = query.url("/console/queue", after=after)
+    context = {
+        "query": query,
+        "rows": page.rows,
+        "with_thumbs": with_thumbs,
+        "next_url": query.url("/console/queue", after=page.next_cursor) if page.next_cursor else None,
+        "here": here,
+        "csrf": found.csrf_token,
+        "can_review": found.identity.may("reviewer"),
+        "labels": REVIEW_LABELS,
+        "kinds": ITEM_KINDS,
+        "statuses": ITEM_STATUSES,
+        "item_url": lambda item_id: query.url(f"/console/items/{item_id}"),
+        "job_url": lambda job_id: replace(query, job=job_id).url("/console/queue"),
+    }
+    return render(request, "queue.html", context)
+
+
+# --- items ---------------------------------------------------------------------------------------
+
+
+def _next_in_queue(session: Session, query: QueueQuery, detail: queries.ItemDetail) -> int | None:
+    """The item after this one in the queue's order: the queue's own query, continued after this item."""
+    flt = query.result_filter(limit=1)
+    after = queries.encode_cursor(flt, detail.score, detail.id)
+    rows = queries.list_results(session, replace(flt, after=after)).rows
+    return rows[0].id if rows else None
+
+
+@router.get("/items/{item_id}")
+def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
+    query = QueueQuery.parse(request.query_params)
+    prev_id = request.query_params.get("prev")
+    with Session(engine_of(request)) as session, session.begin():
+        view = load_item(session, item_id)
+        next_id = _next_in_queue(session, query, view.detail)
+    detail = view.detail
+    context = {
+        "view": view,
+        "item": detail,
+        "human": detail.reviews[-1] if detail.reviews else None,
+        "chart": timeline_chart(view.frames, detail.threshold, view.ranges) if detail.kind == "video" else None,
+        "csrf": found.csrf_token,
+        "can_review": found.identity.may("reviewer"),
+        "labels": REVIEW_LABELS,
+        "queue_url": query.url("/console/queue"),
+        "next_url": query.url(f"/console/items/{next_id}", prev=item_id) if next_id else None,
+        "prev_url": query.url(f"/console/items/{prev_id}") if prev_id and prev_id.isdigit() else None,
+        "after_review": query.url(f"/console/items/{next_id}", prev=item_id)
+        if next_id
+        else query.url("/console/queue"),
+    }
+    return render(request, "item.html", context)
+
+
+@router.get("/items/{item_id}/thumbnails/{position}.jpg")
+def item_thumbnail(request: Request, _found: ConsoleViewer, item_id: int, position: int) -> Response:
+    return thumbnail_response(request, item_id, position)
+
+
+@router.post("/items/{item_id}/review")
+def review_item(
+    request: Request,
+    found: ConsoleReviewer,
+    item_id: int,
+    label: FormText = None,
+    note: FormText = None,
+    csrf: Annotated[str | None, Form(alias=CSRF_FIELD)] = None,
+    next: FormText = None,
+) -> Response:
+    check_csrf(request, found.csrf_token, csrf)
+    if label not in REVIEW_LABELS:
+        raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
+    with Session(engine_of(request)) as session, session.begin():
+        review.add_review(session, item_id, label, found.identity.name, (note or "").strip() or None)
+    return RedirectResponse(_safe_next(next, f"/console/items/{item_id}"), status_code=303)
+
+
+# --- jobs and stats ------------------------------------------------------------------------------
+
+
+@router.get("/jobs")
+def jobs_page(request: Request, found: ConsoleViewer) -> Response:
+    with Session(engine_of(request)) as session, session.begin():
+        summaries = queries.list_jobs(session, DEFAULT_JOBS_SHOWN)
+    running = any(s.status in queries.UNFINISHED_JOB_STATUSES for s in summaries)
+    context = {
+        "jobs": summaries,
+        "refresh_s": JOBS_REFRESH_S if running else None,
+        "csrf": found.csrf_token,
+        "can_cancel": found.identity.may("admin"),
+    }
+    return render(request, "jobs.html", context)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job_form(request: Request, found: ConsoleAdmin, job_id: int, csrf: FormText = None) -> Response:
+    check_csrf(request, found.csrf_token, csrf)
+    try:
+        cancel_job(engine_of(request), job_id)
+    except ConfigError as exc:  # the only one it raises: no such job
+        raise ProblemError(404, str(exc)) from None
+    return RedirectResponse("/console/jobs", status_code=303)
+
+
+@router.get("/stats")
+def stats_page(request: Request, _found: ConsoleViewer, by: str = "day", job: int | None = None) -> Response:
+    if by not in queries.STATS_BY:
+        raise ProblemError(400, f"by: choose one of {', '.join(queries.STATS_BY)}")
+    with Session(engine_of(request)) as session, session.begin():
+        rows = queries.stats(session, job_id=job, by=by)
+    return render(request, "stats.html", {"rows": rows, "by": by, "job": job, "choices": queries.STATS_BY})

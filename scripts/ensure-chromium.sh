@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Make sure Debian's Chromium and its chromedriver are installed: the review console's browser test
+# (tests/web/test_end_to_end.py) drives them headless through Selenium, with no downloads of its own.
+set -euo pipefail
+
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "ensure-chromium: chromium and chromium-driver are missing; install them as root:" >&2
+  echo "  apt-get update && apt-get install -y chromium chromium-driver" >&2
+  exit 1
+fi
+echo "ensure-chromium: installing chromium and chromium-driver"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+command -v chromium >/dev/null && command -v chromedriver >/dev/null
+echo "ensure-chromium: $(chromium --version 2>/dev/null | head -1)"
