@@ -27,8 +27,8 @@ from scanner.settings import Settings
 HELP = """deepscan finds manipulated (deepfake) faces in images and videos at bucket scale.
 
 \b
-Point it at local folders, http(s) URLs, s3:// buckets or URL lists; it scores every image
-and sampled video frame with a ResNet50 detector you train (`deepscan train`; none ships)
+Point it at local folders, http(s) URLs, s3:// buckets or URL lists; it scores the faces in
+every image and sampled video frame with a detector you train (`deepscan train`; none ships)
 and stores each verdict, per-frame score and error in a SQL database that moderators query,
 review and export.
 
