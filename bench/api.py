@@ -13,6 +13,7 @@ the client, per request, end to end (HTTP, auth, query, rendering). p50/p95 agai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -98,7 +99,8 @@ def server(database_url: str, workers: int, log: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own (a failed start)
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 

@@ -169,6 +169,7 @@ class FrameResult(Base):
     timestamp_s: Mapped[float] = mapped_column(Float)
     face_index: Mapped[int | None]
     bbox: Mapped[list[Any] | None] = mapped_column(JSON)
+    landmarks: Mapped[list[Any] | None] = mapped_column(JSON)  # five [x, y] points of the scored face
     score: Mapped[float] = mapped_column(Float)
 
     item: Mapped[MediaItem] = relationship(back_populates="frames")
@@ -180,6 +181,7 @@ class FrameResult(Base):
             "timestamp_s": self.timestamp_s,
             "face_index": self.face_index,
             "bbox": self.bbox,
+            "landmarks": self.landmarks,
             "score": self.score,
         }
 

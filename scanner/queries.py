@@ -387,6 +387,17 @@ def item_timeline(session: Session, item_id: int) -> list[FramePoint]:
     return [FramePoint(index, ts, score, faces) for index, ts, score, faces in session.execute(query)]
 
 
+def face_track(session: Session, item_id: int) -> list[tuple[float, list[int]]]:
+    """(timestamp, [x, y, w, h]) of the largest face in each frame that had one, in frame order:
+    the face the scores came from, followed through a video."""
+    query = (
+        select(FrameResult.timestamp_s, FrameResult.bbox)
+        .where(FrameResult.item_id == item_id, FrameResult.face_index == 0, FrameResult.bbox.is_not(None))
+        .order_by(FrameResult.frame_index)
+    )
+    return [(float(ts), [int(v) for v in box]) for ts, box in session.execute(query)]
+
+
 # --- jobs ----------------------------------------------------------------------------------------
 
 

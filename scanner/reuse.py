@@ -23,7 +23,7 @@ from scanner.aggregation import aggregate, verdict_for
 from scanner.models import FrameResult, MediaItem
 
 IMAGE_STRATEGY = "max_face"  # an image's score is its highest-scoring face (the whole image when none)
-_FRAME_COLUMNS = ("frame_index", "timestamp_s", "face_index", "bbox", "score")
+_FRAME_COLUMNS = ("frame_index", "timestamp_s", "face_index", "bbox", "landmarks", "score")
 
 
 def item_score(kind: str, frames: Iterable[tuple[int, float]], video_strategy: str) -> tuple[float, str, int]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -78,15 +79,23 @@ def plot_timeline(
     strategy: str = DEFAULT_VIDEO_STRATEGY,
     width_px: int = DEFAULT_PLOT_WIDTH_PX,
     height_px: int = DEFAULT_PLOT_HEIGHT_PX,
+    faces: Sequence[tuple[float, Sequence[int]]] = (),
 ) -> Path:
     """Draw score over time, the threshold line and the flagged ranges (under `strategy`) shaded; write a
-    PNG of exactly width_px x height_px pixels to `out_png` and return it."""
+    PNG of exactly width_px x height_px pixels to `out_png` and return it.
+
+    With `faces` ((timestamp, [x, y, w, h]) of the scored face per frame), a panel below follows
+    that face: its centre and size in pixels, a gap where no face was found."""
     samples = per_timestamp(frames)
     if not samples:
         raise ValueError("no frames to plot")
     fig = Figure(figsize=(width_px / DEFAULT_PLOT_DPI, height_px / DEFAULT_PLOT_DPI), dpi=DEFAULT_PLOT_DPI)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    if faces:
+        ax, track = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        _plot_face_track(track, faces, samples)
+    else:
+        ax = fig.add_subplot()
     times, scores = zip(*samples, strict=True)
     half = _half_step(samples)
     for start, end in flagged_ranges(samples, threshold, strategy=strategy):
@@ -96,10 +105,27 @@ def plot_timeline(
     handles, _ = ax.get_legend_handles_labels()
     handles.append(Patch(color="tab:red", alpha=0.18, label="flagged"))
     ax.legend(handles=handles, loc="upper right", fontsize="small")
-    ax.set(xlabel="time (s)", ylabel="P(fake)", title=title, ylim=(0.0, 1.02))
+    ax.set(xlabel="" if faces else "time (s)", ylabel="P(fake)", title=title, ylim=(0.0, 1.02))
     ax.set_xlim(left=0.0, right=max(times[-1] + half, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, format="png", dpi=DEFAULT_PLOT_DPI)
     return out_png
+
+
+def _plot_face_track(ax: Any, faces: Sequence[tuple[float, Sequence[int]]], samples: list[Sample]) -> None:
+    """The scored face's centre (x, y) and size over time; frames sampled without a face break the lines."""
+    with_face = {round(ts, 6): box for ts, box in faces}
+    times = [ts for ts, _ in samples]
+    boxes = [with_face.get(round(ts, 6)) for ts in times]
+    series = {
+        "face centre x": [b[0] + b[2] / 2 if b else float("nan") for b in boxes],
+        "face centre y": [b[1] + b[3] / 2 if b else float("nan") for b in boxes],
+        "face size": [max(b[2], b[3]) if b else float("nan") for b in boxes],
+    }
+    for (label, values), colour in zip(series.items(), ("tab:green", "tab:purple", "tab:gray"), strict=True):
+        ax.plot(times, values, color=colour, marker=".", markersize=3, linewidth=1.2, label=label)
+    ax.set(xlabel="time (s)", ylabel="px")
+    ax.legend(loc="upper right", fontsize="x-small", ncol=3)
+    ax.grid(alpha=0.3)

@@ -44,6 +44,7 @@ class Unit:
     tensor: torch.Tensor | None
     score: float | None = None
     thumbnail: bytes | None = None  # a small JPEG of what was scored (scanner/thumbnails.py keeps the best)
+    landmarks: list[list[float]] | None = None  # the face's five [x, y] landmarks, when the detector gives them
 
 
 @dataclass
@@ -136,6 +137,7 @@ def units_for_frame(
             None if face.box is None else [face.box.x, face.box.y, face.box.w, face.box.h],
             rt.scorer.prepare(face.rgb),
             thumbnail=encode_thumbnail(face.rgb) if thumbnails else None,
+            landmarks=None if face.box is None or face.box.landmarks is None else [list(p) for p in face.box.landmarks],
         )
         for i, face in enumerate(view.faces(rgb))
     ]
@@ -152,6 +154,8 @@ def _in_video_pixels(units: list[Unit], scale: float) -> list[Unit]:
         for unit in units:
             if unit.bbox is not None:
                 unit.bbox = [round(v * scale) for v in unit.bbox]
+            if unit.landmarks is not None:
+                unit.landmarks = [[x * scale, y * scale] for x, y in unit.landmarks]
     return units
 
 

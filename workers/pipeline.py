@@ -316,6 +316,7 @@ def _frame_rows(outcome: Outcome) -> list[dict[str, Any]]:
             "timestamp_s": u.timestamp_s,
             "face_index": u.face_index,
             "bbox": u.bbox,
+            "landmarks": u.landmarks,
             "score": u.score,
         }
         for u in outcome.units

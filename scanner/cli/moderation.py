@@ -132,7 +132,7 @@ def _print_results(page: queries.Page, output_format: str) -> None:
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write the video's score timeline as a PNG here.",
+    help="Write the video's score timeline as a PNG here, with the scored face's position and size below it.",
 )
 @format_option(*RECORD_FORMATS)
 @pass_app
@@ -144,12 +144,13 @@ def show(app: AppContext, item: str, plot_path: Path | None, output_format: str)
     with Session(app.engine) as session, session.begin():
         detail = queries.find_item(session, item_key(item))
         frames = queries.item_timeline(session, detail.id)
+        faces = queries.face_track(session, detail.id) if plot_path is not None else []
     samples = [(f.timestamp_s, f.score) for f in frames]
     threshold = detail.threshold
     strategy = detail.strategy or DEFAULT_VIDEO_STRATEGY
     ranges = timeline.flagged_ranges(samples, threshold, strategy=strategy) if threshold is not None else []
     if plot_path is not None:
-        _plot(detail, samples, plot_path)
+        _plot(detail, samples, plot_path, faces)
     if output_format == "json":
         payload = {"item": asdict(detail), "timeline": [asdict(f) for f in frames], "flagged_ranges": ranges}
         click.echo(dump_json(payload))
@@ -172,14 +173,16 @@ def item_key(item: str) -> str:
     return path.resolve().as_uri() if path.exists() else text
 
 
-def _plot(detail: queries.ItemDetail, samples: list[tuple[float, float]], path: Path) -> None:
+def _plot(
+    detail: queries.ItemDetail, samples: list[tuple[float, float]], path: Path, faces: list[tuple[float, list[int]]]
+) -> None:
     if detail.kind != "video" or not samples:
         raise click.UsageError(f"item {detail.id} has no per-frame timeline to plot (only scanned videos do)")
     if detail.threshold is None:
         raise click.UsageError(f"item {detail.id} has no threshold (its job and model record none)")
     title = f"item {detail.id}: {detail.verdict or detail.status} ({cell(detail.score)}) {detail.url}"
     strategy = detail.strategy or DEFAULT_VIDEO_STRATEGY
-    timeline.plot_timeline(samples, detail.threshold, path, title=title[:120], strategy=strategy)
+    timeline.plot_timeline(samples, detail.threshold, path, title=title[:120], strategy=strategy, faces=faces)
 
 
 def _describe_item(d: queries.ItemDetail) -> str:

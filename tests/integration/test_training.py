@@ -208,7 +208,7 @@ def test_resumed_training_ends_exactly_where_an_uninterrupted_run_does(
 
 
 def test_a_default_scan_stores_the_scores_evaluate_reports(
-    demo_data: Path, trained: TrainResult, sqlite_url: str
+    demo_data: Path, trained: TrainResult, sqlite_url: str, tmp_path: Path
 ) -> None:
     """Train/serve parity through the real scanning pipeline (the code a worker runs) with the
     checkpoint's face view, faces on as by default: every test file's stored score is evaluate's,
@@ -234,6 +234,18 @@ def test_a_default_scan_stores_the_scores_evaluate_reports(
     frames = frames_of(sqlite_url, video.id)
     assert len(frames) == 36  # 3 s at 12 frames per second
     assert all(0 <= f.timestamp_s < 3 for f in frames)
+    faced = [f for f in frames if f.bbox is not None]
+    assert faced, "the face view finds the clip's face"
+    for f in faced:
+        assert f.bbox is not None
+        assert f.landmarks is not None
+        assert len(f.landmarks) == 5
+        x, y, w, h = f.bbox
+        assert all(x <= px <= x + w and y <= py <= y + h for px, py in f.landmarks)
+    plot = tmp_path / "timeline.png"
+    shown = CliRunner().invoke(cli, ["--database-url", sqlite_url, "show", str(video.id), "--plot", str(plot)])
+    assert shown.exit_code == 0, shown.output
+    assert plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_scoring_whole_images_against_a_face_trained_checkpoint_warns(
