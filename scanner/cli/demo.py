@@ -57,9 +57,13 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
     if not (data / MANIFEST_NAME).is_file():
         say(f"writing synthetic demo media to {data} …")
         write_demo_data(data)
-    if retrain or not checkpoint.is_file():
+    config = dataclasses.replace(demo_config(data, checkpoint), progress=app.show_progress(output_format))
+    stale = _stale_reason(checkpoint, config.face_view)
+    if retrain or not checkpoint.is_file() or stale:
+        if stale and not retrain:
+            say(f"the demo checkpoint at {checkpoint} {stale}: training it again")
         say("training the demo checkpoint (resnet18, 64 px, CPU) …")
-        result = train(dataclasses.replace(demo_config(data, checkpoint), progress=app.show_progress(output_format)))
+        result = train(config)
         say(
             f"  trained in {result.seconds:.0f} s: validation ROC AUC {result.metrics.get('roc_auc', float('nan')):.3f}"
         )
@@ -91,6 +95,23 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
     else:
         print_report(report)
         click.echo(next_steps(report, database_url=_database_url_from_command_line(app)))
+
+
+def _stale_reason(checkpoint: Path, face_view: str) -> str | None:
+    """Why an existing demo checkpoint no longer fits the demo recipe (None: it fits, or there is none)."""
+    from scanner.checkpoint import read_checkpoint_meta
+    from scanner.errors import CheckpointError
+    from scanner.faces import FaceView
+
+    if not checkpoint.is_file():
+        return None
+    try:
+        trained_on = read_checkpoint_meta(checkpoint)[0].face_view
+    except CheckpointError as exc:
+        return f"cannot be read ({exc})"
+    if trained_on != FaceView.named(face_view):
+        return f"was trained on {trained_on.describe()}, an older demo recipe"
+    return None
 
 
 def demo_report(app: AppContext, job_id: int, threshold: float, manifest: dict[str, Any], data: Path) -> dict[str, Any]:

@@ -45,3 +45,23 @@ def test_every_printed_command_parses(tmp_path: Path, database_url: str | None) 
 def test_a_mistyped_command_would_not_parse() -> None:
     with pytest.raises(click.UsageError):
         parses("deepscan results --verdict maybe")
+
+
+def test_a_demo_checkpoint_from_an_older_recipe_is_retrained(tmp_path: Path) -> None:
+    from scanner.cli.demo import _stale_reason
+    from scanner.faces import FaceView
+    from tests.training_helpers import tiny_meta, write_tiny_checkpoint
+
+    old = tmp_path / "old.safetensors"
+    write_tiny_checkpoint(old)  # written before face views: trained on whole images
+    assert _stale_reason(old, "hog") == "was trained on whole image (no face detection), an older demo recipe"
+    assert _stale_reason(old, "none") is None
+    assert _stale_reason(tmp_path / "missing.safetensors", "hog") is None
+    meta = tiny_meta()
+    meta.face_view = FaceView.named("hog")
+    current = tmp_path / "current.safetensors"
+    from scanner.checkpoint import save_checkpoint
+    from tests.training_helpers import tiny_model
+
+    save_checkpoint(current, tiny_model(), meta)
+    assert _stale_reason(current, "hog") is None
