@@ -16,13 +16,15 @@ from tests import services
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the user's real ~/.local/share/deepscan or inherits their DEEPSCAN_* settings."""
+    """No test touches the user's real ~/.local/share/deepscan or ~/.cache/deepscan (face detections),
+    or inherits their DEEPSCAN_* settings."""
     import os
 
     for name in list(os.environ):
         if name.startswith("DEEPSCAN_") and not name.startswith("DEEPSCAN_TEST_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("DEEPSCAN_HOME", str(tmp_path_factory.mktemp("deepscan-home")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(scope="session")
