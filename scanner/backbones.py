@@ -51,6 +51,14 @@ class Backbone:
         model: nn.Module = _timm().create_model(self.library_name, pretrained=False)
         return model
 
+    def imagenet_url(self) -> str:
+        """Where torchvision's ImageNet weights for this backbone come from: the library's default
+        weights for the model (IMAGENET1K_V2 for resnet50, IMAGENET1K_V1 for the others)."""
+        if self.library != "torchvision":
+            raise ConfigError(f"{self.name} takes its ImageNet weights through {self.library}, not torchvision")
+        url: str = torchvision.models.get_model_weights(self.library_name).DEFAULT.url
+        return url
+
 
 BACKBONES: dict[str, Backbone] = {
     b.name: b

@@ -1,7 +1,7 @@
 """The detector: one definition of the model, its preprocessing and its inference, shared by
 training and the workers so that train and serve can never disagree.
 
-The model is a torchvision ResNet whose classifier is replaced by a single logit;
+The model is a backbone from scanner/backbones.py whose classifier is replaced by a single logit;
 `score = sigmoid(logit)` is the probability that an image is manipulated (fake).
 Preprocessing is a small frozen value that travels inside every checkpoint.
 """
@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from scanner import backbones
@@ -32,19 +31,12 @@ from scanner.errors import CheckpointError, ConfigError
 ARCHS = backbones.ARCHS
 DEFAULT_ARCH = "resnet50"
 DEFAULT_IMAGE_SIZE_PX = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = backbones.IMAGENET_MEAN
+IMAGENET_STD = backbones.IMAGENET_STD
 PRETRAINED_CHOICES = ("none", "imagenet")
 DEFAULT_DOWNLOAD_TIMEOUT_S = 20.0
 DEFAULT_DOWNLOAD_CHUNK_BYTES = 1 << 20
 
-_WEIGHTS = {
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
-    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "efficientnet_b0": torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1,
-    "efficientnet_b4": torchvision.models.EfficientNet_B4_Weights.IMAGENET1K_V1,
-}
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torchvision names files <arch>-<sha256 prefix>.pth
 _RESIZE_MODES = ("bilinear",)
 _DECODE_MODES = ("full", "reduced")
@@ -153,7 +145,7 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
 
 def imagenet_weights_path(arch: str) -> Path:
     """Where torchvision's ImageNet weights for `arch` live in the torch cache ($TORCH_HOME)."""
-    url: str = _WEIGHTS[arch].url
+    url = backbones.backbone(arch).imagenet_url()
     return Path(str(torch.hub.get_dir())) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
@@ -165,7 +157,7 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """
     path = imagenet_weights_path(arch)
     if not path.is_file():
-        url: str = _WEIGHTS[arch].url
+        url = backbones.backbone(arch).imagenet_url()
         try:
             _download(url, path)
         except (OSError, urllib.error.URLError) as exc:

@@ -15,9 +15,9 @@ Limits a reviewer should know:
   the ratio, and a strip so thin that no 24-pixel window fits in the copy (a 256000x250 "image")
   is not searched at all: its whole image is scored.
 - Occasional false detections on face-like textures; they only add crops to score.
-- Opencv 5.x wheels no longer bundle the cascades: `FaceDetector()` then raises ConfigError.
+- Opencv 5.x wheels no longer bundle the cascades: `HaarDetector()` then raises ConfigError.
 
-Thread use: one `FaceDetector` may be shared by any number of threads. OpenCV does not promise
+Thread use: one `HaarDetector` may be shared by any number of threads. OpenCV does not promise
 that a CascadeClassifier is thread-safe, so each thread lazily loads its own copy (a few
 milliseconds, once per thread) instead of serialising detection behind a lock.
 """

@@ -10,16 +10,15 @@ import pytest
 
 from scanner.errors import ConfigError
 from scanner.faces.boxes import BBox, crop_face
-from scanner.faces.haar import HaarDetector as FaceDetector
-from scanner.faces.haar import detection_scale
+from scanner.faces.haar import HaarDetector, detection_scale
 from scanner.media import decode_image
 from tests import media_factory as mf
 from workers.frames import sample_frames
 
 
 @pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector()
+def detector() -> HaarDetector:
+    return HaarDetector()
 
 
 def covers_centre(box: BBox, width: int, height: int) -> bool:
@@ -29,7 +28,7 @@ def covers_centre(box: BBox, width: int, height: int) -> bool:
 @pytest.mark.parametrize("size", [(128, 128), (256, 256), (640, 360), (300, 500)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_drawn_face_photo_is_found(
-    tmp_path: Path, detector: FaceDetector, size: tuple[int, int], seed: int
+    tmp_path: Path, detector: HaarDetector, size: tuple[int, int], seed: int
 ) -> None:
     rgb = decode_image(mf.face_photo(tmp_path / "face.jpg", size=size, seed=seed).read_bytes())
 
@@ -40,11 +39,11 @@ def test_the_drawn_face_photo_is_found(
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_pictures_without_faces_give_none(detector: FaceDetector, seed: int) -> None:
+def test_pictures_without_faces_give_none(detector: HaarDetector, seed: int) -> None:
     assert detector.detect(mf.pattern_rgb((320, 240), seed=seed)) == []
 
 
-def test_several_faces_come_largest_first(detector: FaceDetector) -> None:
+def test_several_faces_come_largest_first(detector: HaarDetector) -> None:
     scene = np.full((300, 500, 3), 120, np.uint8)
     scene[20:276, 10:266] = mf.face_rgb((256, 256), seed=1)
     scene[100:228, 330:458] = mf.face_rgb((128, 128), seed=2)
@@ -57,7 +56,7 @@ def test_several_faces_come_largest_first(detector: FaceDetector) -> None:
     assert boxes[1].x > 300
 
 
-def test_big_images_are_searched_shrunk_but_boxes_fit_the_original(detector: FaceDetector) -> None:
+def test_big_images_are_searched_shrunk_but_boxes_fit_the_original(detector: HaarDetector) -> None:
     big = mf.face_rgb((1600, 1200), seed=3)
 
     [box] = detector.detect(big)
@@ -68,7 +67,7 @@ def test_big_images_are_searched_shrunk_but_boxes_fit_the_original(detector: Fac
     assert box.y + box.h <= 1200
 
 
-def test_faces_are_found_in_sampled_video_frames(tmp_path: Path, detector: FaceDetector) -> None:
+def test_faces_are_found_in_sampled_video_frames(tmp_path: Path, detector: HaarDetector) -> None:
     path = mf.write_video(tmp_path / "talking.mp4", seconds=1.0, fps=10.0, size=(256, 256), face=True)
 
     frame = sample_frames(path).frames[0].rgb
@@ -76,7 +75,7 @@ def test_faces_are_found_in_sampled_video_frames(tmp_path: Path, detector: FaceD
     assert len(detector.detect(frame)) == 1
 
 
-def test_one_detector_serves_many_threads(detector: FaceDetector) -> None:
+def test_one_detector_serves_many_threads(detector: HaarDetector) -> None:
     images = [mf.face_rgb((200, 200), seed=s) for s in range(4)] + [
         mf.pattern_rgb((200, 200), seed=s) for s in range(4)
     ]
@@ -90,7 +89,7 @@ def test_one_detector_serves_many_threads(detector: FaceDetector) -> None:
 
 def test_a_missing_cascade_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot load the Haar cascade"):
-        FaceDetector(cascade_path=tmp_path / "nope.xml")
+        HaarDetector(cascade_path=tmp_path / "nope.xml")
 
 
 # --- cropping -----------------------------------------------------------------------------------
@@ -134,7 +133,7 @@ def test_a_face_filling_the_image_is_clipped_to_the_image() -> None:
     assert crop.shape == (100, 100, 3)
 
 
-def test_crop_and_detect_work_together(detector: FaceDetector) -> None:
+def test_crop_and_detect_work_together(detector: HaarDetector) -> None:
     rgb = mf.face_rgb((640, 360), seed=4)
 
     crops = [crop_face(rgb, box, margin=0.3) for box in detector.detect(rgb)]
@@ -158,13 +157,13 @@ def test_long_strips_are_searched_at_most_2048_pixels_long() -> None:
     assert 20_000 * scale == pytest.approx(2048)
 
 
-def test_a_strip_too_thin_for_a_detection_window_is_not_searched(detector: FaceDetector) -> None:
+def test_a_strip_too_thin_for_a_detection_window_is_not_searched(detector: HaarDetector) -> None:
     strip = np.zeros((250, 256_000, 3), np.uint8)  # at the 64-megapixel image cap
 
     assert detector.detect(strip) == []  # 250 x 2048/256000 = 2 pixels high: no 24-pixel window fits
 
 
-def test_a_face_in_a_wide_panorama_is_found_in_original_coordinates(detector: FaceDetector) -> None:
+def test_a_face_in_a_wide_panorama_is_found_in_original_coordinates(detector: HaarDetector) -> None:
     panorama = np.full((400, 6000, 3), 120, np.uint8)  # 15:1, searched as a 2048 x 137 copy
     panorama[:, 3000:3400] = mf.face_rgb((400, 400), seed=1)
 
