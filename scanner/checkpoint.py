@@ -182,7 +182,10 @@ def read_tensor_file(path: Path) -> TensorFile:
 
 def _header_metadata(data: bytes, path: Path) -> dict[str, str]:
     """The `__metadata__` of a safetensors header, refusing pickles and garbage with one line."""
-    if data.startswith(_PICKLE_MAGIC):
+    # A safetensors file opens with its header's length (8 bytes, little-endian) and then "{"; the
+    # length's first byte may be 0x80 like a pickle's, so only a file that is not that is a pickle.
+    looks_safetensors = data[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + 1] == b"{"
+    if data.startswith(_PICKLE_MAGIC) and not looks_safetensors:
         raise CheckpointError(
             f"{path} is a pickled PyTorch file, not safetensors: deepscan never unpickles checkpoints; "
             "train one with `deepscan train` or convert the weights with a tool you trust"

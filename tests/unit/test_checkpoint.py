@@ -73,6 +73,18 @@ def test_pickle_is_refused_without_unpickling(tmp_path: Path) -> None:
     assert "pickled PyTorch file" in _refusal(path)
 
 
+def test_a_checkpoint_whose_header_length_starts_like_a_pickle_loads(tmp_path: Path) -> None:
+    """A safetensors header of 0x..80 bytes opens with 0x80, a pickle's first byte: not a pickle."""
+    path = tmp_path / "model.safetensors"
+    write_tiny_checkpoint(path)
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    padded = data[8 : 8 + size] + b" " * ((0x80 - size) % 256)  # JSON allows trailing spaces
+    path.write_bytes(len(padded).to_bytes(8, "little") + padded + data[8 + size :])
+    assert path.read_bytes()[0] == 0x80
+    assert load_checkpoint(path).meta.arch == "resnet18"
+
+
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     assert "does not exist" in _refusal(tmp_path / "nope.safetensors")
 
