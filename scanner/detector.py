@@ -40,14 +40,23 @@ DEFAULT_DOWNLOAD_CHUNK_BYTES = 1 << 20
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torchvision names files <arch>-<sha256 prefix>.pth
 _RESIZE_MODES = ("bilinear",)
 _DECODE_MODES = ("full", "reduced")
+CROP_MODES = ("resize", "center")
+CENTER = (0.5, 0.5)
 REDUCED_DECODE_MARGIN = 2  # reduced decoding keeps both sides >= this many times the model's input size
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an RGB image becomes the model's input: resize straight to `image_size` x `image_size`
-    (bilinear, antialiased; no crop, so nothing at the borders of a face crop is lost), scale to
-    [0, 1], then normalise with `mean` and `std` per channel."""
+    """How an RGB image becomes the model's input, an `image_size` x `image_size` square scaled to
+    [0, 1] and normalised with `mean` and `std` per channel. The square is, by `crop`:
+
+    - "resize": the whole image resized to the square (bilinear, antialiased). Nothing at the
+      borders is lost, but a large image is shrunk and with it the high-frequency traces that
+      generator upsampling and blending leave.
+    - "center": a square window at the image's native resolution, the centre one when scoring and
+      a random one when training (Wang et al., "CNN-generated images are surprisingly easy to
+      spot... for now", 2020). An image smaller than the square is first enlarged to fit it.
+    """
 
     image_size: int = DEFAULT_IMAGE_SIZE_PX
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -59,6 +68,7 @@ class Preprocessing:
     # choice, made at training time and applied by training, evaluation and the workers alike.
     # Checkpoints written before this field decode in full.
     decode: str = "full"
+    crop: str = "resize"  # checkpoints written before this field resize
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -69,6 +79,8 @@ class Preprocessing:
             raise ConfigError("preprocessing needs three means and three positive standard deviations")
         if self.decode not in _DECODE_MODES:
             raise ConfigError(f"unknown decode mode {self.decode!r}: use one of {', '.join(_DECODE_MODES)}")
+        if self.crop not in CROP_MODES:
+            raise ConfigError(f"unknown crop mode {self.crop!r}: use one of {', '.join(CROP_MODES)}")
 
     @property
     def decode_min_side_px(self) -> int | None:
@@ -83,6 +95,7 @@ class Preprocessing:
             "std": ",".join(repr(v) for v in self.std),
             "resize": self.resize,
             "decode": self.decode,
+            "crop": self.crop,
         }
 
     @classmethod
@@ -95,6 +108,7 @@ class Preprocessing:
                 std=_three_floats(meta["std"]),
                 resize=meta.get("resize", "bilinear"),
                 decode=meta.get("decode", "full"),
+                crop=meta.get("crop", "resize"),
             )
         except (KeyError, ValueError, ConfigError) as exc:
             raise CheckpointError(f"checkpoint preprocessing metadata is invalid ({exc})") from None
@@ -188,30 +202,50 @@ def _download(url: str, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def preprocess(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:
+def preprocess(rgb: np.ndarray, prep: Preprocessing, *, window: tuple[float, float] = CENTER) -> torch.Tensor:
     """One HxWx3 uint8 RGB image to a normalised 3xSxS float32 tensor (deterministic).
 
     Exactly `normalize(resize_uint8(rgb, prep)[None], prep)[0]`: training and evaluation call this,
     the workers call the two halves (resize on the decode threads, normalise once per batch), and
-    the result is the same to the bit.
+    the result is the same to the bit. Training passes a random `window` for a "center" crop.
     """
-    return normalize(resize_uint8(rgb, prep)[None], prep)[0]
+    return normalize(resize_uint8(rgb, prep, window=window)[None], prep)[0]
 
 
-def resize_uint8(rgb: np.ndarray, prep: Preprocessing) -> torch.Tensor:
-    """One HxWx3 uint8 RGB image resized to a 3xSxS uint8 tensor, before any float conversion.
+def resize_uint8(rgb: np.ndarray, prep: Preprocessing, *, window: tuple[float, float] = CENTER) -> torch.Tensor:
+    """One HxWx3 uint8 RGB image to the model's 3xSxS uint8 square, before any float conversion.
 
     A 64-megapixel image would otherwise become a 768 MB float32 copy only to be shrunk to S x S,
     and a batch waiting for the model holds a quarter of the bytes. Torch's uint8 antialiased
-    bilinear resize is the float one rounded to whole pixel levels (within 1/255).
+    bilinear resize is the float one rounded to whole pixel levels (within 1/255). `window` places
+    the "center" crop (see `square`).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} array of shape {rgb.shape}")
     pixels = np.require(rgb, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # torch refuses read-only arrays
-    x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # a channels-last view: no copy
-    size = (prep.image_size, prep.image_size)
-    if x.shape[-2:] != size:
-        x = F.interpolate(x, size=size, mode=prep.resize, antialias=True, align_corners=False)
+    return square(torch.from_numpy(pixels).permute(2, 0, 1), prep, window=window)  # a channels-last view: no copy
+
+
+def square(image: torch.Tensor, prep: Preprocessing, *, window: tuple[float, float] = CENTER) -> torch.Tensor:
+    """A 3xHxW uint8 image tensor, on any device, to the model's contiguous 3xSxS uint8 square.
+
+    The one place `Preprocessing.crop` is applied: the CPU path (`resize_uint8`) and a GPU decode
+    path call it alike. `window` = (y, x) in [0, 1] places a "center" crop: (0.5, 0.5) is the
+    centre (scoring); training draws it at random. "resize" ignores it.
+    """
+    size = prep.image_size
+    x = image.unsqueeze(0)
+    height, width = x.shape[-2:]
+    if prep.crop == "center":
+        if min(height, width) < size:  # enlarge to fit the square, keeping the aspect ratio
+            scale = size / min(height, width)
+            height, width = max(size, round(height * scale)), max(size, round(width * scale))
+            x = F.interpolate(x, size=(height, width), mode=prep.resize, antialias=True, align_corners=False)
+        top = min(height - size, max(0, round(window[0] * (height - size))))
+        left = min(width - size, max(0, round(window[1] * (width - size))))
+        x = x[..., top : top + size, left : left + size]
+    elif (height, width) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode=prep.resize, antialias=True, align_corners=False)
     return x[0].contiguous()
 
 

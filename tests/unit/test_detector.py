@@ -21,6 +21,7 @@ from scanner.detector import (
     prepare_for_inference,
     preprocess,
     preprocess_batch,
+    resize_uint8,
     resolve_device,
     score_batch,
 )
@@ -199,3 +200,37 @@ def test_pretrained_file_with_pickled_code_is_not_executed(tmp_path: Path) -> No
 def test_missing_pretrained_file_is_a_checkpoint_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         build_model("resnet18", pretrained=str(tmp_path / "nope.pth"))
+
+
+def test_center_crop_keeps_native_pixels() -> None:
+    prep = Preprocessing(image_size=32, crop="center")
+    rgb = np.random.default_rng(1).integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    centre = resize_uint8(rgb, prep)
+    assert torch.equal(centre, torch.from_numpy(rgb[24:56, 34:66]).permute(2, 0, 1))
+    corner = resize_uint8(rgb, prep, window=(0.0, 1.0))
+    assert torch.equal(corner, torch.from_numpy(rgb[:32, 68:]).permute(2, 0, 1))
+
+
+def test_center_crop_enlarges_an_image_smaller_than_the_input_keeping_its_aspect() -> None:
+    prep = Preprocessing(image_size=32, crop="center")
+    rgb = np.zeros((16, 48, 3), np.uint8)
+    rgb[:, :24] = 255  # left half white: the centre window straddles the edge
+    out = resize_uint8(rgb, prep)
+    assert out.shape == (3, 32, 32)
+    assert out[:, :, :8].min() == 255
+    assert out[:, :, -8:].max() == 0
+
+
+def test_resize_ignores_the_window() -> None:
+    prep = Preprocessing(image_size=24)
+    rgb = tiny_rgb(3, size=64)
+    assert torch.equal(resize_uint8(rgb, prep, window=(0.0, 0.0)), resize_uint8(rgb, prep))
+
+
+def test_crop_mode_is_recorded_and_old_checkpoints_resize() -> None:
+    prep = Preprocessing(image_size=64, crop="center")
+    assert Preprocessing.from_metadata(prep.to_metadata()).crop == "center"
+    old = {k: v for k, v in prep.to_metadata().items() if k != "crop"}
+    assert Preprocessing.from_metadata(old).crop == "resize"
+    with pytest.raises(CheckpointError, match="crop mode 'tiles'"):
+        Preprocessing.from_metadata({**prep.to_metadata(), "crop": "tiles"})
