@@ -16,7 +16,10 @@ and (b)/(a) (target >= 0.8). Image sets: 256-px JPEGs (target for (b): >= 3.5 x 
 `--long` scans 10,000 256-px images and reports the worker's RSS over the run (flat: within 5 %).
 Needs the local PostgreSQL and Redis (`make services`).
 
-    .venv/bin/python bench/datapath.py [--small 1000] [--large 48] [--decode reduced] [--long]
+The worker is a real `deepscan worker --concurrency 2` (its default): two chunks held at once, their
+decode threads feeding the process's one dynamic batcher (workers/batching.py).
+
+    .venv/bin/python bench/datapath.py [--small 1000] [--large 48] [--decode reduced] [--long [--long-count N]]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,7 @@ from scanner import migrate
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
 from scanner.detector import Preprocessing, build_model
 from scanner.media import decode_image
-from scanner.settings import DEFAULT_FETCH_THREADS
+from scanner.settings import DEFAULT_FETCH_THREADS, DEFAULT_WORKER_CONCURRENCY
 from tests.pipeline_helpers import deepscan_env, worker_process
 from tests.services import fresh_postgres_database, redis_url
 from workers.inference import Scorer
@@ -133,12 +137,23 @@ class RssSampler:
 
 
 def pipeline_images_per_s(
-    env: dict[str, str], folder: Path, log: Path, *, chunk_size: int, concurrency: int = 1
+    env: dict[str, str],
+    folder: Path,
+    log: Path,
+    *,
+    chunk_size: int,
+    concurrency: int = DEFAULT_WORKER_CONCURRENCY,
+    worker_args: Sequence[str] = (),
+    ready_timeout_s: float = 120.0,
 ) -> tuple[float, list[float]]:
-    """(b): start a worker, scan `folder` through Redis, time the job; also the worker's RSS samples."""
-    worker_args = ["--concurrency", str(concurrency)]
+    """(b): start a worker, scan `folder` through Redis, time the job; also the worker's RSS samples.
+
+    The job is timed from its creation, after the worker is ready: a `--compile` worker's start-up
+    is not in it.
+    """
+    args = ["--concurrency", str(concurrency), *worker_args]
     with (
-        worker_process(env, log, ready_timeout_s=120, extra_args=worker_args) as worker,
+        worker_process(env, log, ready_timeout_s=ready_timeout_s, extra_args=args) as worker,
         RssSampler(worker.pid) as rss,
     ):
         command = [sys.executable, "-m", "scanner", "scan", str(folder), "--no-faces", "--rescan", "--wait",
@@ -197,11 +212,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=DEFAULT_FETCH_THREADS, help="the worker's fetch/decode threads")
-    parser.add_argument("--concurrency", type=int, default=1, help="chunks the worker holds at once (`--concurrency`)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_WORKER_CONCURRENCY,
+        help="chunks the worker holds at once, sharing its batcher (`deepscan worker --concurrency`)",
+    )
+    parser.add_argument("--long-count", type=int, default=10_000, help="images of --long")
     parser.add_argument("--long", action="store_true", help="10,000 256-px images; report the worker's RSS drift")
     args = parser.parse_args()
     if args.long:
-        args.small, args.large = 10_000, 0
+        args.small, args.large = args.long_count, 0
 
     with tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp, fresh_postgres_database() as database_url:
         work = Path(tmp)

@@ -8,6 +8,10 @@
 #   bench/gpu.sh                                   # 20,000 images, resnet50 at 224 px
 #   BENCH_IMAGES=96 BENCH_ARCH=resnet18 BENCH_IMAGE_SIZE=64 bench/gpu.sh    # a quick CPU check
 #
+# The worker runs as deployed: `--concurrency 2` (BENCH_CONCURRENCY), JPEGs decoded by nvJPEG on a
+# CUDA device (BENCH_GPU_DECODE=0: on the CPU), no torch.compile (BENCH_COMPILE=1: compiled; its
+# start-up is logged by the worker and is not in the timed job).
+#
 # Python environment: $BENCH_VENV if set, else ./.venv when it already has deepscan's dependencies,
 # else a new ./.bench-venv (`pip install -e .`, which needs the package index). PostgreSQL and
 # Redis: scripts/ensure-services.sh. Progress goes to stderr; stdout is the JSON line alone.
@@ -55,6 +59,9 @@ IMAGES = int(os.environ.get("BENCH_IMAGES", "20000"))
 ARCH = os.environ.get("BENCH_ARCH", "resnet50")
 SIZE = int(os.environ.get("BENCH_IMAGE_SIZE", "224"))
 BATCH = int(os.environ.get("BENCH_BATCH_SIZE", "256"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "2"))
+GPU_DECODE = os.environ.get("BENCH_GPU_DECODE", "1") != "0"
+COMPILE = os.environ.get("BENCH_COMPILE", "0") == "1"
 PER_PROCESS = 500  # images written by one process
 
 
@@ -115,7 +122,11 @@ def main() -> None:
             DEEPSCAN_FETCH_THREADS=str(max(8, os.cpu_count() or 8)),
             DEEPSCAN_QUEUE=f"bench-gpu-{uuid.uuid4().hex[:6]}",
         )
-        pipeline, rss = pipeline_images_per_s(env, folder, work / "worker.log", chunk_size=2 * BATCH)
+        worker_args = ["--gpu-decode" if GPU_DECODE else "--no-gpu-decode", *(["--compile"] if COMPILE else [])]
+        pipeline, rss = pipeline_images_per_s(
+            env, folder, work / "worker.log", chunk_size=2 * BATCH, concurrency=CONCURRENCY,
+            worker_args=worker_args, ready_timeout_s=900 if COMPILE else 120,
+        )
         log(f"pipeline: {pipeline:.0f} images/s")
     best_raw = max(raw.values())
     print(json.dumps({
@@ -123,6 +134,7 @@ def main() -> None:
         "raw_bf16_images_per_s_batch64": round(raw[64], 1), "raw_bf16_images_per_s_batch256": round(raw[256], 1),
         "pipeline_images_per_s": round(pipeline, 1), "pipeline_over_raw": round(pipeline / best_raw, 3),
         "worker_peak_rss_mb": round(max(rss, default=0.0), 1), "bf16": device.type == "cuda",
+        "worker_concurrency": CONCURRENCY, "gpu_decode": GPU_DECODE and device.type == "cuda", "compile": COMPILE,
     }))
 
 

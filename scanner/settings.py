@@ -16,6 +16,8 @@ from scanner.errors import ConfigError
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_FETCH_THREADS = 8
+DEFAULT_BATCH_WAIT_MS = 10.0  # longest a model input waits for others to fill its batch before a partial batch runs
+DEFAULT_WORKER_CONCURRENCY = 2  # chunks a `deepscan worker` process holds at once (threads sharing one model)
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_VIDEO_BYTES = 2 * 1024 * 1024 * 1024
 DEFAULT_HTTP_CONNECT_TIMEOUT_S = 5.0
@@ -73,8 +75,26 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value < 0:
+        raise ConfigError(f"{name}={env.get(name)!r} must be zero or a positive number")
+    return value
+
+
+def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name}={env.get(name)!r} must be 1 or more")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """1/true/yes/on and 0/false/no/off; unset or empty gives `default`."""
+    raw = env.get(name, "").strip().lower()
+    if default:
+        return raw not in {"0", "false", "no", "off"}
+    return raw in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,12 @@ class Settings:
     queue: str = DEFAULT_QUEUE
     batch_size: int = DEFAULT_BATCH_SIZE
     fetch_threads: int = DEFAULT_FETCH_THREADS
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
+    # JPEGs decoded by nvJPEG on the GPU when the device is CUDA (workers/gpudecode.py); off: every
+    # image decodes on the CPU as on a CPU-only machine.
+    gpu_decode: bool = True
+    compile_model: bool = False  # torch.compile the model at start (minutes of start-up, faster batches)
+    worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
     http_connect_timeout_s: float = DEFAULT_HTTP_CONNECT_TIMEOUT_S
@@ -122,6 +148,10 @@ class Settings:
             queue=env.get("DEEPSCAN_QUEUE") or DEFAULT_QUEUE,
             batch_size=_int(env, "DEEPSCAN_BATCH_SIZE", DEFAULT_BATCH_SIZE),
             fetch_threads=_int(env, "DEEPSCAN_FETCH_THREADS", DEFAULT_FETCH_THREADS),
+            batch_wait_ms=_non_negative(env, "DEEPSCAN_BATCH_WAIT_MS", DEFAULT_BATCH_WAIT_MS),
+            gpu_decode=_flag(env, "DEEPSCAN_GPU_DECODE", default=True),
+            compile_model=_flag(env, "DEEPSCAN_COMPILE"),
+            worker_concurrency=_at_least_one(env, "DEEPSCAN_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY),
             max_image_bytes=_int(env, "DEEPSCAN_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
             max_video_bytes=_int(env, "DEEPSCAN_MAX_VIDEO_BYTES", DEFAULT_MAX_VIDEO_BYTES),
             http_connect_timeout_s=_float(env, "DEEPSCAN_HTTP_CONNECT_TIMEOUT_S", DEFAULT_HTTP_CONNECT_TIMEOUT_S),

@@ -7,6 +7,7 @@ status `error` and a one-line reason; nothing raised here can fail the item's ne
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +22,11 @@ from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image
 from scanner.redaction import redact_url
-from scanner.thumbnails import encode_thumbnail
+from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail
 from workers.fetch import Fetched, fetch, item_budget
 from workers.frames import sample_frames
+from workers.gpudecode import DeviceJpeg, EncodedJpeg, device_jpeg
+from workers.inference import ModelInput, Scored
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,9 @@ class Unit:
     """One input to the model: a face crop, or a whole image/frame when no face was found.
 
     It holds the prepared tensor, made on the fetch thread: its size is bounded by the model's
-    input size, where a decoded 1080p frame would be ten times larger.
+    input size, where a decoded 1080p frame would be ten times larger. A JPEG bound for the GPU
+    decoder (workers/gpudecode.py) holds its compressed bytes in `encoded` instead, and gets its
+    thumbnail from the GPU with its score.
     """
 
     frame_index: int
@@ -45,6 +50,15 @@ class Unit:
     score: float | None = None
     thumbnail: bytes | None = None  # a small JPEG of what was scored (scanner/thumbnails.py keeps the best)
     landmarks: list[list[float]] | None = None  # the face's five [x, y] landmarks, when the detector gives them
+    encoded: EncodedJpeg | None = None
+    scoring: Future[Scored] | None = None  # the batcher's promise of the score, until it is kept
+
+    def model_input(self) -> ModelInput:
+        """What the batcher hands the model: the prepared tensor, or the JPEG for the device decoder."""
+        if self.encoded is not None:
+            return self.encoded
+        assert self.tensor is not None, "a unit is submitted once, before its tensor is freed"
+        return self.tensor
 
 
 @dataclass
@@ -104,6 +118,10 @@ def analyse_item(rt: WorkerRuntime, item_id: int, url: str, options: ScanOptions
 def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: ScanOptions, deadline: Deadline) -> Outcome:
     if fetched.kind == "image":
         assert fetched.data is not None
+        if (jpeg := _for_device_decoder(rt, fetched.data, options)) is not None:
+            outcome.width, outcome.height = jpeg.width, jpeg.height
+            outcome.units = [Unit(0, 0.0, None, None, None, encoded=jpeg.encoded)]
+            return outcome
         rgb = decode_image(fetched.data, min_side_px=rt.scorer.decode_min_side_px)
         outcome.height, outcome.width = rgb.shape[:2]
         deadline.check("decoding the image")
@@ -121,6 +139,14 @@ def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: Scan
     else:
         raise PermanentError("not an image or video")
     return outcome
+
+
+def _for_device_decoder(rt: WorkerRuntime, data: bytes, options: ScanOptions) -> DeviceJpeg | None:
+    """The image as a JPEG for the GPU decoder, when this worker decodes JPEGs there and the job
+    shows the model the whole image (no face view: faces are found on CPU pixels)."""
+    if not rt.scorer.decodes_jpeg_on_device or (options.faces and rt.scorer.meta.face_view.finds_faces):
+        return None
+    return device_jpeg(data, preview_px=DEFAULT_THUMBNAIL_MAX_SIDE_PX if keeps_thumbnails(options) else None)
 
 
 def units_for_frame(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +14,39 @@ import torch
 
 from scanner.checkpoint import load_checkpoint
 from scanner.detector import normalize, resize_uint8, resolve_device, score_batch
+from workers import gpudecode
+from workers.gpudecode import EncodedJpeg
 
 log = logging.getLogger(__name__)
+
+ModelInput = torch.Tensor | EncodedJpeg  # a prepared 3xSxS uint8 tensor, or a JPEG for the device decoder
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One input's score, and for a device-decoded JPEG the pixels of its thumbnail (HxWx3 uint8)."""
+
+    score: float
+    preview: np.ndarray | None = None
 
 
 class Scorer:
     """A loaded checkpoint plus the preprocessing it was trained with.
 
     `prepare` turns decoded pixels into the model's input (on the fetch/decode threads); `score`
-    runs the model on a batch formed across items and frames. Calls to `score` are serialised so
-    several pipeline threads may share one model.
+    and `score_inputs` run the model on a batch formed across items and frames. Calls are
+    serialised so several threads may share one model (the workers' `Batcher` is the one caller).
     """
 
-    def __init__(self, checkpoint: Path, *, device: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        gpu_decode: bool = True,
+        compile_model: bool = False,
+    ) -> None:
         self.device = resolve_device(device)
         loaded = load_checkpoint(checkpoint, device=self.device)
         self.model = loaded.model
@@ -32,16 +54,32 @@ class Scorer:
         self.model_version = loaded.model_version
         self.path = Path(checkpoint)
         self.batch_size = batch_size
+        self.decodes_jpeg_on_device = gpudecode.decodes_on_device(
+            self.device, self.meta.preprocessing, enabled=gpu_decode
+        )
+        self.compiled = compile_model
         self._lock = threading.Lock()
+        self._host_batch: torch.Tensor | None = None  # pinned staging buffer for CPU-prepared inputs (CUDA)
+        if compile_model:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+        started = time.perf_counter()
         self.warm_up()
-        log.info("loaded checkpoint %s (%s, %s) on %s", self.path, self.meta.arch, self.model_version[:12], self.device)
+        if compile_model:
+            log.info("torch.compile: model compiled and warmed up in %.1f s", time.perf_counter() - started)
+        log.info(
+            "loaded checkpoint %s (%s, %s) on %s; JPEG decode on the %s",
+            self.path, self.meta.arch, self.model_version[:12], self.device,
+            "GPU (nvJPEG)" if self.decodes_jpeg_on_device else "CPU",
+        )  # fmt: skip
 
     def warm_up(self) -> None:
         """Run one full batch of blank images, so the first real batch does not pay for kernel
-        selection (oneDNN on the CPU, cuDNN autotuning on CUDA) and a model that cannot run on
-        this device fails at start, not on the first chunk."""
+        selection (oneDNN on the CPU, cuDNN autotuning on CUDA; the whole compilation with
+        `compile_model`) and a model that cannot run on this device fails at start, not on the
+        first chunk."""
         size = self.meta.preprocessing.image_size
-        score_batch(self.model, torch.zeros((self.batch_size, 3, size, size)), self.device)
+        with self._lock:
+            self._forward(torch.zeros((self.batch_size, 3, size, size), dtype=torch.uint8, device=self.device))
 
     @property
     def threshold(self) -> float:
@@ -55,8 +93,8 @@ class Scorer:
     def prepare(self, rgb: np.ndarray) -> torch.Tensor:
         """One decoded RGB image (or face crop) resized to the model's input, still uint8 (3xSxS).
 
-        Normalisation waits for `score`, once per batch on the model's device: the same numbers as
-        `preprocess` (training's path), a quarter of the bytes while the unit waits for a batch.
+        Normalisation waits for the batch, once per batch on the model's device: the same numbers
+        as `preprocess` (training's path), a quarter of the bytes while the unit waits for a batch.
         """
         return resize_uint8(rgb, self.meta.preprocessing)
 
@@ -67,12 +105,60 @@ class Scorer:
         out = []
         with self._lock:
             for start in range(0, len(tensors), self.batch_size):
-                out.append(score_batch(self.model, self._batch(tensors[start : start + self.batch_size]), self.device))
+                out.append(self._forward(self._to_device(tensors[start : start + self.batch_size])))
         return np.concatenate(out).astype(np.float32)
 
-    def _batch(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Prepared uint8 tensors as one normalised float batch on the model's device."""
-        batch = torch.stack(list(tensors))
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        return normalize(batch, self.meta.preprocessing)
+    def score_inputs(self, inputs: Sequence[ModelInput]) -> list[Scored | Exception]:
+        """Scores for one batch mixing prepared tensors and JPEGs for the device decoder, in order.
+
+        A JPEG that neither decoder can read gets its PermanentError in its place.
+        """
+        if not inputs:
+            return []
+        if len(inputs) > self.batch_size:
+            raise ValueError(f"a batch of {len(inputs)} inputs is over the batch size {self.batch_size}")
+        hosted = [(i, x) for i, x in enumerate(inputs) if isinstance(x, torch.Tensor)]
+        encoded = [(i, x) for i, x in enumerate(inputs) if isinstance(x, EncodedJpeg)]
+        previews: dict[int, np.ndarray | None] = {}
+        failed: dict[int, Exception] = {}
+        with self._lock:
+            if not encoded:  # the CPU's only case: no scatter into a batch of blanks
+                scores = self._forward(self._to_device([x for _, x in hosted]))
+                return [Scored(float(score)) for score in scores]
+            size = self.meta.preprocessing.image_size
+            batch = torch.zeros((len(inputs), 3, size, size), dtype=torch.uint8, device=self.device)
+            if hosted:
+                batch[[i for i, _ in hosted]] = self._to_device([x for _, x in hosted])
+            decoded = gpudecode.decode_batch([x for _, x in encoded], self.meta.preprocessing, self.device)
+            for (i, _), result in zip(encoded, decoded, strict=True):
+                if isinstance(result, Exception):
+                    failed[i] = result  # its slot stays blank; its score is not used
+                else:
+                    batch[i], previews[i] = result.square, result.preview
+            scores = self._forward(batch)
+        return [failed[i] if i in failed else Scored(float(s), previews.get(i)) for i, s in enumerate(scores)]
+
+    def _to_device(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Prepared uint8 tensors stacked as one batch on the model's device.
+
+        On CUDA they are stacked into a pinned buffer kept for the process and copied without
+        blocking; the buffer is reused only after the batch's scores came back to the host, so
+        a copy in flight is never overwritten.
+        """
+        if self.device.type != "cuda":
+            return torch.stack(list(tensors))
+        shape = (self.batch_size, *tensors[0].shape)
+        if self._host_batch is None or self._host_batch.shape != shape:
+            self._host_batch = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        staged = torch.stack(list(tensors), out=self._host_batch[: len(tensors)])
+        return staged.to(self.device, non_blocking=True)
+
+    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+        """Scores of an Nx3xSxS uint8 batch: normalised on its device, bf16 and channels_last on CUDA.
+
+        A compiled model sees one batch shape only (partial batches are padded), so it is compiled once.
+        """
+        count = batch.shape[0]
+        if self.compiled and 0 < count < self.batch_size:
+            batch = torch.cat([batch, batch.new_zeros((self.batch_size - count, *batch.shape[1:]))])
+        return score_batch(self.model, normalize(batch, self.meta.preprocessing), self.device)[:count]

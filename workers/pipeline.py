@@ -21,12 +21,15 @@ from sqlalchemy.orm import Session
 
 from scanner import leases, reuse
 from scanner.aggregation import verdict_for
+from scanner.errors import PermanentError
 from scanner.jobs import ScanOptions, finish_job_if_complete
 from scanner.models import FrameResult, MediaItem, ScanJob, utcnow
-from scanner.thumbnails import replace_thumbnails
+from scanner.thumbnails import encode_thumbnail, replace_thumbnails
 from workers import metrics
 from workers.analysis import Outcome, Unit, analyse_item
+from workers.batching import Batcher
 from workers.fetch import item_budget
+from workers.inference import ModelInput, Scored
 from workers.notify import Deliver, item_flagged_payload, job_finished_notifier
 from workers.runtime import WorkerRuntime
 
@@ -165,23 +168,31 @@ def analyse_and_score(
     *,
     chunk_budget_s: float = DEFAULT_CHUNK_BUDGET_S,
 ) -> tuple[list[Outcome], set[int]]:
-    """Fetch/decode in threads ahead of the model; score units in batches formed across items.
+    """Fetch/decode in threads ahead of the model; each item's units go to the process's batcher
+    as soon as they are ready, and are scored in batches formed across items and chunks.
 
-    Returns the outcomes, and the ids of items no thread had started when the chunk's budget ran
-    out (the caller hands those back). Each item bounds its own fetch and decode by its deadline;
-    should a thread still be stuck past the longest deadline plus a grace period (native code that
-    never returns), the item ends `error` and the chunk goes on without waiting for that thread.
+    Returns the outcomes, every unit scored, and the ids of items no thread had started when the
+    chunk's budget ran out (the caller hands those back). Each item bounds its own fetch and
+    decode by its deadline; should a thread still be stuck past the longest deadline plus a grace
+    period (native code that never returns), the item ends `error` and the chunk goes on without
+    waiting for that thread.
     """
     outcomes: list[Outcome] = []
-    pending: list[Unit] = []
-    started: dict[int, float] = {}
+    started: set[int] = set()
+    decoding: dict[int, float] = {}  # items being fetched and decoded, since when
     unstarted: set[int] = set()
     chunk_ends = time.monotonic() + chunk_budget_s
     longest = item_budget(rt.settings).longest(rt.settings.max_video_bytes)
+    batcher = rt.batcher()
 
     def run(item_id: int, url: str) -> Outcome:
-        started[item_id] = time.monotonic()
-        return analyse_item(rt, item_id, url, ctx.options, ctx.model_version)
+        started.add(item_id)
+        decoding[item_id] = time.monotonic()
+        outcome = analyse_item(rt, item_id, url, ctx.options, ctx.model_version)
+        # Waiting for room in the batcher's queue is not the item's fetch or decode running late.
+        del decoding[item_id]
+        submit(batcher, outcome)  # blocks while the model is behind: this thread then decodes no further
+        return outcome
 
     pool = ThreadPoolExecutor(max_workers=rt.settings.fetch_threads, thread_name_prefix="fetch")
     try:
@@ -189,44 +200,60 @@ def analyse_and_score(
         waiting = set(futures)
         while waiting:
             finished, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
-            for future in finished:
-                outcome = future.result()
-                outcomes.append(outcome)
-                pending.extend(outcome.units)
-                while len(pending) >= batch_size(rt):
-                    _score(rt, pending[: batch_size(rt)], report)
-                    pending = pending[batch_size(rt) :]
+            outcomes.extend(future.result() for future in finished)
             now = time.monotonic()
             for future in list(waiting):
                 item_id, url = futures[future]
-                began = started.get(item_id)
-                if began is None and now >= chunk_ends and future.cancel():
+                began = decoding.get(item_id)
+                if item_id not in started and now >= chunk_ends and future.cancel():
                     unstarted.add(item_id)
                     waiting.discard(future)
                 elif began is not None and now - began > longest.seconds + DEFAULT_ABANDON_GRACE_S:
                     log.error("item %s: thread still busy past its deadline; the item ends error", item_id)
                     outcomes.append(Outcome.failed(item_id, url, longest.reason("fetching or decoding")))
                     waiting.discard(future)
+        outcomes = [collect(outcome, report) for outcome in outcomes]
+    except BaseException:
+        _cancel_scoring(outcomes)
+        raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    _score(rt, pending, report)
     return outcomes, unstarted
 
 
-def batch_size(rt: WorkerRuntime) -> int:
-    return rt.scorer.batch_size
+def submit(batcher: Batcher[ModelInput, Scored], outcome: Outcome) -> None:
+    """Hand the outcome's units to the model; each unit keeps the future of its score."""
+    for unit in outcome.units:
+        unit.scoring = batcher.submit(unit.model_input())
+        unit.tensor = unit.encoded = None  # the batcher holds the input until it is scored
 
 
-def _score(rt: WorkerRuntime, units: list[Unit], report: ChunkReport) -> None:
-    if not units:
-        return
-    started = time.perf_counter()
-    scores = rt.scorer.score([u.tensor for u in units if u.tensor is not None])
-    metrics.record_batch(len(units), time.perf_counter() - started)
-    for unit, score in zip(units, scores, strict=True):
-        unit.score = float(score)
-        unit.tensor = None  # free the memory as soon as it is scored
-    report.inferred_units += len(units)
+def collect(outcome: Outcome, report: ChunkReport) -> Outcome:
+    """Wait for the scores of the outcome's units. An image that no decoder could read (found only
+    when the GPU path decodes it) ends `error` with the usual reason; a failed batch raises."""
+    scored: list[Scored] = []
+    for unit in outcome.units:
+        assert unit.scoring is not None, "every unit is submitted when its item is analysed"
+        try:
+            scored.append(unit.scoring.result())
+        except PermanentError as exc:
+            _cancel_scoring([outcome])
+            return Outcome.failed(outcome.item_id, outcome.url, str(exc), kind=outcome.kind, size=outcome.size,
+                                  sha256=outcome.sha256, etag=outcome.etag)  # fmt: skip
+    for unit, result in zip(outcome.units, scored, strict=True):
+        unit.score, unit.scoring = result.score, None
+        if result.preview is not None:
+            unit.thumbnail = encode_thumbnail(result.preview)
+    report.inferred_units += len(outcome.units)
+    return outcome
+
+
+def _cancel_scoring(outcomes: Iterable[Outcome]) -> None:
+    """Withdraw units not yet scored (a chunk that fails stops costing the model time)."""
+    for outcome in outcomes:
+        for unit in outcome.units:
+            if unit.scoring is not None:
+                unit.scoring.cancel()
 
 
 _RESULT_COLUMNS = (

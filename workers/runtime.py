@@ -18,7 +18,9 @@ from scanner.faces import detector_for
 from scanner.models import ModelRecord
 from scanner.settings import Settings
 from scanner.sources import make_s3_client
-from workers.inference import Scorer
+from workers import metrics
+from workers.batching import Batcher
+from workers.inference import ModelInput, Scored, Scorer
 from workers.ssrf import make_http_session
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,20 @@ class WorkerRuntime:
     scorer: Scorer
     _local: threading.local = field(default_factory=threading.local)
     _s3: Any = None
+    _batcher: Batcher[ModelInput, Scored] | None = None
+    _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def batcher(self) -> Batcher[ModelInput, Scored]:
+        """The process's one dynamic batcher: every chunk this process holds feeds the model through it."""
+        with self._batcher_lock:
+            if self._batcher is None:
+                self._batcher = Batcher(
+                    self.scorer.score_inputs,
+                    batch_size=self.scorer.batch_size,
+                    max_wait_s=self.settings.batch_wait_ms / 1000,
+                    record=metrics.record_batch,
+                )
+            return self._batcher
 
     def http(self) -> requests.Session:
         """One HTTP session per thread (connection reuse without sharing a pool across threads)."""
@@ -53,7 +69,13 @@ def load_runtime(settings: Settings, engine: Engine | None = None) -> WorkerRunt
             "no checkpoint configured: set DEEPSCAN_CHECKPOINT or pass --checkpoint "
             "(train one with `deepscan train`, or run `deepscan demo` for a demo checkpoint)"
         )
-    scorer = Scorer(settings.checkpoint, device=settings.device, batch_size=settings.batch_size)
+    scorer = Scorer(
+        settings.checkpoint,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        gpu_decode=settings.gpu_decode,
+        compile_model=settings.compile_model,
+    )
     if scorer.meta.face_view.finds_faces:  # a missing detector install fails here, not on the first image
         detector_for(scorer.meta.face_view.detector)
     engine = engine if engine is not None else make_engine(settings.database_url)

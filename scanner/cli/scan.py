@@ -299,9 +299,24 @@ def _print_summary(
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Chunks processed at once; >1 uses a thread pool sharing one loaded model.",
+    envvar="DEEPSCAN_WORKER_CONCURRENCY",
+    help="Chunks held and processed at once by threads sharing one loaded model and one batcher: with 2, "
+    "one chunk decodes while the other is scored and stored; 1 uses the solo pool "
+    "[env DEEPSCAN_WORKER_CONCURRENCY; default 2].",
+)
+@click.option(
+    "--gpu-decode/--no-gpu-decode",
+    default=None,
+    help="On CUDA, decode JPEGs of jobs without face detection on the GPU (nvJPEG) "
+    "[env DEEPSCAN_GPU_DECODE; default on].",
+)
+@click.option(
+    "--compile",
+    "compile_model",
+    is_flag=True,
+    default=None,
+    help="torch.compile the model before taking work: faster batches, at a start-up cost of tens of seconds "
+    "to minutes (logged) paid by every worker start [env DEEPSCAN_COMPILE; default off].",
 )
 @click.option("--queue", envvar="DEEPSCAN_QUEUE", help="Queue to consume [env DEEPSCAN_QUEUE; default deepscan].")
 @click.option("--loglevel", default="INFO", show_default=True, help="Celery log level.")
@@ -318,7 +333,9 @@ def worker(
     checkpoint: Path | None,
     device: str | None,
     batch_size: int | None,
-    concurrency: int,
+    concurrency: int | None,
+    gpu_decode: bool | None,
+    compile_model: bool | None,
     queue: str | None,
     loglevel: str,
     metrics_port: int | None,
@@ -326,15 +343,24 @@ def worker(
     """Run a Celery worker that scans chunks from the queue (one process per GPU).
 
     The checkpoint is loaded once, before any work is taken; without a usable checkpoint the
-    worker refuses to start. Uses the solo pool (or threads with --concurrency > 1): no forked
-    children, so CUDA is safe. `celery -A workers.app worker` works too, configured from the
+    worker refuses to start. Runs Celery's threads pool (the solo pool with --concurrency 1): no
+    forked children, so CUDA is safe. Every chunk the process holds feeds one dynamic batcher
+    (workers/batching.py). `celery -A workers.app worker` works too, configured from the
     environment.
     """
     from workers.app import app as celery_app
     from workers.app import configure
     from workers.runtime import load_runtime, set_runtime
 
-    settings = app.settings.with_overrides(checkpoint=checkpoint, device=device, batch_size=batch_size, queue=queue)
+    settings = app.settings.with_overrides(
+        checkpoint=checkpoint,
+        device=device,
+        batch_size=batch_size,
+        queue=queue,
+        worker_concurrency=concurrency,
+        gpu_decode=gpu_decode,
+        compile_model=compile_model,
+    )
     if settings.broker_url is None:
         raise ConfigError("a worker needs a broker: set DEEPSCAN_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
     require_checkpoint(settings.checkpoint)
@@ -345,8 +371,8 @@ def worker(
 
         start_metrics_server(metrics_port)
     celery_app.Worker(
-        pool="solo" if concurrency == 1 else "threads",
-        concurrency=concurrency,
+        pool="solo" if settings.worker_concurrency == 1 else "threads",
+        concurrency=settings.worker_concurrency,
         queues=[settings.queue],
         loglevel=loglevel,
         hostname=f"deepscan-{settings.queue}@%h",

@@ -122,7 +122,8 @@ def test_worker_scans_http_urls_and_an_s3_prefix(stack: Stack, producer_env: Non
             + [f"{stack.http_base}/_status/404", f"{stack.http_base}/_html-as-jpeg"]
         )
     )
-    with worker_process(stack.env, stack.tmp / "worker-remote.log"):
+    # The solo pool (one chunk at a time); the other tests run the default threads pool (two).
+    with worker_process(stack.env, stack.tmp / "worker-remote.log", extra_args=["--concurrency", "1"]):
         from_http = scan("--from-file", str(urls), "--rescan")
         from_s3 = scan("s3://media/uploads/", "--rescan")
 

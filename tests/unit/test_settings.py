@@ -47,3 +47,24 @@ def test_bad_device_is_refused_with_the_accepted_forms(device: str) -> None:
 def test_non_numeric_batch_size_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="DEEPSCAN_BATCH_SIZE"):
         Settings.from_env({"DEEPSCAN_BATCH_SIZE": "many"})
+
+
+def test_worker_data_path_settings_default_to_the_deployed_worker_and_read_their_variables() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.worker_concurrency, defaults.gpu_decode, defaults.compile_model) == (2, True, False)
+    assert defaults.batch_wait_ms == 10.0
+    env = {
+        "DEEPSCAN_WORKER_CONCURRENCY": "1",
+        "DEEPSCAN_GPU_DECODE": "off",
+        "DEEPSCAN_COMPILE": "1",
+        "DEEPSCAN_BATCH_WAIT_MS": "0",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.worker_concurrency, settings.gpu_decode, settings.compile_model) == (1, False, True)
+    assert settings.batch_wait_ms == 0.0
+
+
+@pytest.mark.parametrize(("name", "value"), [("DEEPSCAN_WORKER_CONCURRENCY", "0"), ("DEEPSCAN_BATCH_WAIT_MS", "-5")])
+def test_worker_data_path_settings_refuse_impossible_values(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
