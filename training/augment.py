@@ -9,13 +9,16 @@ reproduces an epoch exactly.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from scanner.errors import ConfigError
 from scanner.media import decode_image
+from training.config import AUGMENT_NAMES, DEFAULT_AUGMENT_P
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,18 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (60, 95)
 
 
-DEFAULT_AUGMENT = AugmentConfig()
+DEFAULT_AUGMENT = replace(AugmentConfig(), **{f"{name}_p": p for name, p in DEFAULT_AUGMENT_P.items()})  # type: ignore[arg-type]
+
+
+def augment_config(probabilities: Mapping[str, float] | None = None) -> AugmentConfig:
+    """DEFAULT_AUGMENT with some probabilities changed, e.g. {"jpeg": 0.1, "blur": 0}."""
+    changes = dict(probabilities or {})
+    unknown = sorted(set(changes) - set(AUGMENT_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown augmentation {', '.join(unknown)}: use {', '.join(AUGMENT_NAMES)}")
+    if any(not 0 <= p <= 1 for p in changes.values()):
+        raise ConfigError("augmentation probabilities must be between 0 and 1")
+    return replace(DEFAULT_AUGMENT, **{f"{name}_p": float(p) for name, p in changes.items()})  # type: ignore[arg-type]
 
 
 def augment(rgb: np.ndarray, rng: np.random.Generator, config: AugmentConfig = DEFAULT_AUGMENT) -> np.ndarray:

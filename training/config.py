@@ -7,7 +7,7 @@ Deliberately free of torch, OpenCV and scikit-learn imports: the CLI reads these
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,13 +17,21 @@ from scanner.faces.view import DEFAULT_FACE_DETECTOR
 ARCH_CHOICES = ("resnet50", "resnet34", "resnet18", "efficientnet_b0", "efficientnet_b4", "xception", "convnext_tiny")
 DEFAULT_ARCH = "resnet50"
 DEFAULT_IMAGE_SIZE_PX = 224  # scanner.detector.DEFAULT_IMAGE_SIZE_PX (tested)
+# How training shows an image to the model: scanner.detector.CROP_MODES (resize, center), plus "random":
+# windows placed at random in training and the centre one when scoring (tested).
+CROP_CHOICES = ("resize", "center", "random")
+DEFAULT_CROP = "center"
+DEFAULT_EMA_DECAY = 0.0
+# Probability of each training augmentation (training.augment.AugmentConfig; `--aug NAME=P`).
+DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "jpeg": 0.1}
+AUGMENT_NAMES = tuple(DEFAULT_AUGMENT_P)
 DEFAULT_PRETRAINED = "imagenet"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LR = 3e-4
 DEFAULT_WEIGHT_DECAY = 0.05
 DEFAULT_WARMUP_FRACTION = 0.05  # of all optimizer steps
-DEFAULT_PATIENCE_EPOCHS = 3
+DEFAULT_PATIENCE_EPOCHS = 5  # a noisy validation split of a few hundred images often dips two or three epochs in a row
 DEFAULT_TARGET_FPR = 0.01
 DEFAULT_EVAL_BATCH_SIZE = 64
 MAX_DEFAULT_LOADER_WORKERS = 8
@@ -57,6 +65,9 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0
     self_blend: bool = False
     augment: bool = True
+    augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
+    crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image
+    ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
     seed: int = 0
     resume: bool = False
@@ -79,7 +90,8 @@ class TrainConfig:
 
     def fingerprint(self) -> dict[str, str]:
         """The options a resumed run must share with the run it continues."""
-        keys = ("arch", "image_size", "batch_size", "seed", "self_blend", "augment", "labels", "face_view")
+        keys = ["arch", "image_size", "crop", "batch_size", "seed", "self_blend", "augment", "labels"]
+        keys += ["face_view", "ema"]
         return {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
 
 
@@ -87,8 +99,9 @@ def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConf
     """A CPU run of about a minute on `deepscan demo-data` output: resnet18 at 64 px from scratch.
 
     Augmentation is off: demo images are already JPEGs of varied quality, and the crops and blur
-    that make a real detector robust would triple the time the demo needs to learn. Self-blended
-    fakes are subtler than the demo's generator fingerprint, so that run gets more epochs.
+    that make a real detector robust would triple the time the demo needs to learn. The demo's
+    faces are small, so the model sees each whole face crop resized rather than a window of it.
+    Self-blended fakes are subtler than the demo's generator fingerprint, so that run gets more epochs.
     """
     return TrainConfig(
         data=data,
@@ -101,6 +114,7 @@ def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConf
         lr=2e-3,
         self_blend=self_blend,
         augment=False,
+        crop="resize",
         device="cpu",
         patience=3 if self_blend else 2,
         workers=1,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from scanner.detector import Preprocessing, preprocess
+from scanner.detector import CENTER, Preprocessing, preprocess
 from scanner.errors import ConfigError, PermanentError
 from scanner.faces import BBox, FaceView, detect
 from scanner.media import decode_image
@@ -44,6 +44,7 @@ KAGGLE_IMAGE_ROOT = Path("real_vs_fake") / "real-vs-fake"
 CSV_COLUMNS = ("original_path", "id", "label", "label_str", "path")
 CSV_LABEL_MEANING = {"1": "real", "0": "fake"}  # the 140k manifests' own convention
 DEFAULT_PLAIN_SPLIT = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
+LOADER_PREFETCH_BATCHES = 4  # batches each loader process keeps ready (torch's default is 2)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ class ImageDataset(Dataset[Item | int]):
 
     `all_faces` keeps every face (evaluation and validation: an image scores as the maximum over its
     faces, as in a scan); otherwise only the largest is kept (training learns one face per label).
+    `random_window` places a "center" crop at random (training) instead of in the centre (scoring).
     """
 
     def __init__(
@@ -220,6 +222,7 @@ class ImageDataset(Dataset[Item | int]):
         all_faces: bool = False,
         face_cache: FaceCache | None = None,
         augmentation: AugmentConfig | None = None,
+        random_window: bool = False,
         seed: int = 0,
     ) -> None:
         self.samples = list(samples)
@@ -228,6 +231,7 @@ class ImageDataset(Dataset[Item | int]):
         self.all_faces = all_faces
         self.face_cache = face_cache
         self.augmentation = augmentation
+        self.random_window = random_window and prep.crop == "center"
         self.seed = seed
         self.epoch = 0
 
@@ -251,7 +255,8 @@ class ImageDataset(Dataset[Item | int]):
             crops = [self_blend(crop, rng, model_size=self.prep.image_size) for crop in crops]
         if self.augmentation is not None:
             crops = [augment(crop, rng, self.augmentation) for crop in crops]
-        return Item(torch.stack([preprocess(crop, self.prep) for crop in crops]), sample.label, index)
+        window = (float(rng.random()), float(rng.random())) if self.random_window else CENTER
+        return Item(torch.stack([preprocess(crop, self.prep, window=window) for crop in crops]), sample.label, index)
 
     def _boxes(self, data: bytes, rgb: np.ndarray) -> list[BBox] | None:
         """The face view's detections, from the cache when it has them (None: let the view detect)."""
@@ -291,7 +296,8 @@ def batches(
 ) -> Iterator[Batch]:
     """Batches of `dataset` for one epoch; shuffling is seeded by (dataset seed, epoch).
 
-    `pin_memory` speeds up copies to a GPU."""
+    With `workers` > 0, decoding and augmentation run in that many loader processes, each keeping
+    `LOADER_PREFETCH_BATCHES` batches ready ahead of the step. `pin_memory` speeds up copies to a GPU."""
     dataset.epoch = epoch
     generator = torch.Generator().manual_seed(dataset.seed * 100_003 + epoch)
     loader: DataLoader[Item | int] = DataLoader(
@@ -303,5 +309,6 @@ def batches(
         generator=generator,
         drop_last=False,
         pin_memory=pin_memory,
+        prefetch_factor=LOADER_PREFETCH_BATCHES if workers > 0 else None,
     )
     yield from loader

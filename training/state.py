@@ -18,6 +18,7 @@ from scanner.errors import CheckpointError, ConfigError
 STATE_FORMAT = "deepscan-train-state"
 _MODEL_PREFIX = "model."
 _OPTIM_PREFIX = "optim."
+_EMA_PREFIX = "ema."
 
 
 @dataclass
@@ -66,10 +67,13 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     progress: TrainProgress,
     fingerprint: Mapping[str, str],
+    ema: nn.Module | None = None,
 ) -> None:
     """Write the state atomically; `fingerprint` names the options a resume must repeat."""
     optim, groups = optimizer_tensors(optimizer)
     tensors = {**{_MODEL_PREFIX + k: v for k, v in model.state_dict().items()}, **optim}
+    if ema is not None:
+        tensors |= {_EMA_PREFIX + k: v for k, v in ema.state_dict().items()}
     metadata = {
         "format": STATE_FORMAT,
         "progress": json.dumps(asdict(progress)),
@@ -80,7 +84,12 @@ def save_state(
 
 
 def load_state(
-    path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: Mapping[str, str]
+    path: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    fingerprint: Mapping[str, str],
+    ema: nn.Module | None = None,
 ) -> TrainProgress:
     """Restore model and optimizer from `path`; refuse a state written with different options."""
     if not path.is_file():
@@ -95,6 +104,8 @@ def load_state(
         raise ConfigError(f"cannot resume with different options: {detail}")
     weights = {k[len(_MODEL_PREFIX) :]: v for k, v in content.tensors.items() if k.startswith(_MODEL_PREFIX)}
     model.load_state_dict(weights, strict=True)
+    if ema is not None:
+        ema.load_state_dict({k[len(_EMA_PREFIX) :]: v for k, v in content.tensors.items() if k.startswith(_EMA_PREFIX)})
     optim = {k: v for k, v in content.tensors.items() if k.startswith(_OPTIM_PREFIX)}
     restore_optimizer(optimizer, optim, json.loads(content.metadata["param_groups"]))
     return TrainProgress(**json.loads(content.metadata["progress"]))

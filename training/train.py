@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from scanner.backbones import backbone
@@ -27,8 +29,8 @@ from scanner.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkp
 from scanner.detector import ARCHS, Preprocessing, autocast, build_model, resolve_device
 from scanner.errors import ConfigError
 from scanner.faces import FaceView
-from training.augment import DEFAULT_AUGMENT
-from training.config import TrainConfig, demo_config
+from training.augment import augment_config
+from training.config import CROP_CHOICES, TrainConfig, demo_config
 from training.datasets import (
     FAKE,
     REAL,
@@ -103,6 +105,16 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError("learning rate must be positive, weight decay >= 0, warmup fraction in [0, 1)")
     if config.out.suffix != ".safetensors":
         raise ConfigError(f"checkpoint path {config.out} must end in .safetensors")
+    if not 0 <= config.ema < 1:
+        raise ConfigError("--ema must be a decay in [0, 1): 0 turns the weight average off, 0.999 is typical")
+    if config.crop not in CROP_CHOICES:
+        raise ConfigError(f"unknown crop mode {config.crop!r}: use one of {', '.join(CROP_CHOICES)}")
+    augment_config(config.augment_p)  # raises for unknown names and probabilities outside [0, 1]
+
+
+def served_crop(crop: str) -> str:
+    """The checkpoint's crop mode for a training one: "random" windows train a model scored on the centre one."""
+    return "center" if crop == "random" else crop
 
 
 def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
@@ -122,12 +134,20 @@ def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
                 "it needs both (or train with --self-blend on real images)"
             )
         log.info("%s split: %d real, %d fake", name, counts["real"], counts["fake"])
-    augmentation = DEFAULT_AUGMENT if config.augment else None
+    augmentation = augment_config(config.augment_p) if config.augment else None
     view = FaceView.named(config.face_view)
     cache = FaceCache(config.face_cache or default_cache_dir(), view.detector)
     log.info("face view: %s", view.describe())
     return TrainData(
-        train=ImageDataset(train, prep, view=view, face_cache=cache, augmentation=augmentation, seed=config.seed),
+        train=ImageDataset(
+            train,
+            prep,
+            view=view,
+            face_cache=cache,
+            augmentation=augmentation,
+            random_window=config.crop == "random",
+            seed=config.seed,
+        ),
         valid=ImageDataset(valid, prep, view=view, all_faces=True, face_cache=cache, seed=config.seed),
     )
 
@@ -147,6 +167,29 @@ def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr)
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights and BatchNorm statistics (None when decay is 0).
+
+    The decay warms up as (1 + n) / (10 + n) over the first updates (as timm's ModelEmaV3 does), so
+    the average of a short run on a small data set is not dominated by its random initial weights.
+    """
+    if decay <= 0:
+        return None
+
+    @torch.no_grad()
+    def update(averaged: Sequence[torch.Tensor], current: Sequence[torch.Tensor], updates: torch.Tensor | int) -> None:
+        n = int(updates)
+        weight = 1.0 - min(decay, (1 + n) / (10 + n))
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        for a, c in zip(averaged, current, strict=True):
+            if not a.is_floating_point():
+                a.copy_(c)  # BatchNorm's batch counter
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
@@ -185,8 +228,9 @@ def train_one_epoch(
     progress: TrainProgress,
     total_steps: int,
     device: torch.device,
+    ema: AveragedModel | None = None,
 ) -> EpochStats:
-    """One pass over the training data; advances `progress.step`."""
+    """One pass over the training data; advances `progress.step` (and the weight average)."""
     model.train()
     warmup = round(config.warmup_fraction * total_steps)
     loader = batches(
@@ -214,6 +258,8 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum += training_step(model, optimizer, batch, device) * batch.labels.numel()
+        if ema is not None:
+            ema.update_parameters(model)
         images += batch.labels.numel()
         progress.step += 1
         rate = images / max(time.perf_counter() - start, 1e-9)
@@ -256,11 +302,13 @@ def save_best(model: nn.Module, config: TrainConfig, prep: Preprocessing, metric
     return save_checkpoint(config.out, model, meta)
 
 
-def start_or_resume(model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> TrainProgress:
+def start_or_resume(
+    model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, ema: AveragedModel | None
+) -> TrainProgress:
     """Progress restored from the training state with --resume, else a fresh start (and metrics log)."""
     if config.resume:
         progress = load_state(
-            state_path(config.out), model=model, optimizer=optimizer, fingerprint=config.fingerprint()
+            state_path(config.out), model=model, optimizer=optimizer, fingerprint=config.fingerprint(), ema=ema
         )
         log.info(
             "resuming at epoch %d (best validation ROC AUC so far %.4f)", progress.next_epoch + 1, progress.best_auc
@@ -277,15 +325,16 @@ def train(config: TrainConfig) -> TrainResult:
     device = resolve_device(config.device)
     seed_everything(config.seed, device)
     spec = backbone(config.arch)  # its pretrained weights expect its own normalisation
-    prep = Preprocessing(image_size=config.image_size, mean=spec.mean, std=spec.std)
+    prep = Preprocessing(image_size=config.image_size, mean=spec.mean, std=spec.std, crop=served_crop(config.crop))
     data = load_data(config, prep)
     model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     config.out.parent.mkdir(parents=True, exist_ok=True)
-    progress = start_or_resume(model, optimizer, config)
+    ema = weight_average(model, config.ema)
+    progress = start_or_resume(model, optimizer, config, ema)
     total_steps = config.epochs * math.ceil(len(data.train) / config.batch_size)
     while progress.next_epoch < config.epochs and progress.stale_epochs < config.patience:
-        run_epoch(model, optimizer, data, config=config, prep=prep, progress=progress, total_steps=total_steps)
+        run_epoch(model, optimizer, data, config=config, prep=prep, progress=progress, total_steps=total_steps, ema=ema)
     meta, version = read_checkpoint_meta(config.out)
     return TrainResult(
         checkpoint=config.out,
@@ -310,18 +359,22 @@ def run_epoch(
     prep: Preprocessing,
     progress: TrainProgress,
     total_steps: int,
+    ema: AveragedModel | None = None,
 ) -> None:
-    """Train, validate, keep the checkpoint if it is the best so far, log, save state."""
+    """Train, validate, keep the checkpoint if it is the best so far, log, save state.
+
+    With a weight average, the average is what is validated and saved."""
     device = next(model.parameters()).device
     epoch = progress.next_epoch
     set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
     stats = train_one_epoch(
-        model, optimizer, data.train, config=config, progress=progress, total_steps=total_steps, device=device
+        model, optimizer, data.train, config=config, progress=progress, total_steps=total_steps, device=device, ema=ema
     )
-    metrics, valid_skipped = validate(model, data.valid, config=config, device=device)
+    scored = model if ema is None else ema.module
+    metrics, valid_skipped = validate(scored, data.valid, config=config, device=device)
     improved = metrics.roc_auc > progress.best_auc + max(config.min_delta, MIN_AUC_GAIN)
     if improved:
-        save_best(model, config, prep, metrics, epoch)
+        save_best(scored, config, prep, metrics, epoch)
         progress.best_auc, progress.best_epoch, progress.stale_epochs = metrics.roc_auc, epoch, 0
     else:
         progress.stale_epochs += 1
@@ -329,7 +382,12 @@ def run_epoch(
     record = epoch_record(epoch, stats, metrics, best=improved, lr=optimizer.param_groups[0]["lr"])
     append_jsonl(metrics_log_path(config.out), {**record, "valid_skipped": valid_skipped})
     save_state(
-        state_path(config.out), model=model, optimizer=optimizer, progress=progress, fingerprint=config.fingerprint()
+        state_path(config.out),
+        model=model,
+        optimizer=optimizer,
+        progress=progress,
+        fingerprint=config.fingerprint(),
+        ema=ema,
     )
     log.info(
         "epoch %d: loss %.4f, %.0f img/s, valid ROC AUC %.4f%s",

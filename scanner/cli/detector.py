@@ -60,6 +60,26 @@ def _device(app: AppContext, device: str | None) -> str:
     return validate_device(device) if device else app.settings.device
 
 
+def _augment_defaults() -> str:
+    return ", ".join(f"{name}={p:g}" for name, p in cfg.DEFAULT_AUGMENT_P.items())
+
+
+def _augment_probabilities(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            probability = float(number)
+        except ValueError:
+            probability = -1.0
+        if not sep or name not in cfg.AUGMENT_NAMES or not 0 <= probability <= 1:
+            raise click.BadParameter(
+                f"{value!r} is not NAME=P with NAME one of {', '.join(cfg.AUGMENT_NAMES)} and P in [0, 1]", ctx, param
+            )
+        out[name] = probability
+    return out
+
+
 def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if value in ("none", "imagenet") or Path(value).is_file():
         return value
@@ -98,7 +118,7 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.IntRange(min=32),
     default=cfg.DEFAULT_IMAGE_SIZE_PX,
     show_default=True,
-    help="Model input side in pixels; whole images are resized (not cropped) to it, here and in the workers.",
+    help="Model input side in pixels, here, in evaluate and in the workers (see --crop).",
 )
 @click.option(
     "--epochs",
@@ -166,6 +186,33 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "splits, raise --patience rather than this).",
 )
 @click.option("--no-augment", is_flag=True, help="Turn off flips, crops, colour jitter, blur and JPEG re-compression.")
+@click.option(
+    "--aug",
+    "augment_p",
+    multiple=True,
+    metavar="NAME=P",
+    callback=_augment_probabilities,
+    help="Set one augmentation's probability, e.g. --aug jpeg=0.1 --aug blur=0; NAME is one of "
+    f"{', '.join(cfg.AUGMENT_NAMES)} (defaults: {_augment_defaults()}).",
+)
+@click.option(
+    "--crop",
+    type=click.Choice(cfg.CROP_CHOICES),
+    default=cfg.DEFAULT_CROP,
+    show_default=True,
+    help="How an image (or face crop) becomes the model's square, recorded in the checkpoint: center = its "
+    "centre window at native resolution, which keeps the high-frequency traces generators and blending "
+    "leave; random = windows anywhere in training, the centre one when scoring; resize = the whole image "
+    "shrunk to the square.",
+)
+@click.option(
+    "--ema",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=cfg.DEFAULT_EMA_DECAY,
+    show_default=True,
+    help="Validate and save an exponential moving average of the weights with this decay per step "
+    "(e.g. 0.999); 0 = off.",
+)
 @click.option(
     "--face-view",
     type=click.Choice(FACE_DETECTORS),

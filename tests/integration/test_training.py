@@ -168,6 +168,8 @@ def _tiny_config(data: Path, out: Path) -> TrainConfig:
         batch_size=8,
         lr=1e-3,
         augment=True,
+        crop="random",  # random windows and the weight average must resume exactly too
+        ema=0.9,
         device="cpu",
         patience=5,
         workers=0,
@@ -201,7 +203,12 @@ def test_resumed_training_ends_exactly_where_an_uninterrupted_run_does(
     assert result.epochs_run == 2
     a, b = read_tensor_file(state_path(straight.out)).tensors, read_tensor_file(state_path(resumed.out)).tensors
     assert a.keys() == b.keys()
+    assert any(k.startswith("ema.") for k in a)
+    assert load_checkpoint(resumed.out, device=CPU).meta.preprocessing.crop == "center", "scored on the centre"
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(
+        read_tensor_file(straight.out).tensors["fc.weight"], read_tensor_file(resumed.out).tensors["fc.weight"]
+    )
     assert len(metrics_log_path(resumed.out).read_text().splitlines()) == 2
     with pytest.raises(ConfigError, match="seed was '0', now '1'"):
         train(dataclasses.replace(resumed, resume=True, seed=1))

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scanner.detector import Preprocessing
+from scanner.detector import Preprocessing, preprocess
 from scanner.errors import ConfigError
+from scanner.media import decode_image
 from tests.training_helpers import tiny_rgb, write_140k_layout, write_jpeg
 from training.augment import DEFAULT_AUGMENT
 from training.datasets import (
@@ -137,3 +138,19 @@ def test_self_blended_items_differ_from_their_source(tmp_path: Path) -> None:
     (batch,) = batches(dataset, batch_size=2, workers=0)
     assert batch.labels.tolist() == [REAL, FAKE]
     assert (batch.images[0] - batch.images[1]).abs().max() > 0.1
+
+
+def test_training_windows_move_with_the_epoch_and_scoring_takes_the_centre(tmp_path: Path) -> None:
+    prep = Preprocessing(image_size=16, crop="center")
+    samples = [Sample(write_jpeg(tmp_path / f"{i}.jpg", tiny_rgb(i, size=64)), REAL) for i in range(2)]
+    training = ImageDataset(samples, prep, random_window=True, seed=1)
+    scoring = ImageDataset(samples, prep)
+
+    def images(dataset: ImageDataset, epoch: int) -> torch.Tensor:
+        return torch.cat([b.images for b in batches(dataset, batch_size=2, workers=0, epoch=epoch)])
+
+    assert torch.equal(images(training, 1), images(training, 1))
+    assert not torch.equal(images(training, 1), images(training, 2))
+    assert torch.equal(images(scoring, 1), images(scoring, 2))
+    centre = preprocess(decode_image(samples[0].path.read_bytes()), prep)
+    assert torch.equal(images(scoring, 1)[0], centre)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from scanner import detector
 from scanner.cli import cli
 from scanner.cli import detector as commands
 from training import config
+from training.augment import AugmentConfig
 
 
 @pytest.fixture
@@ -44,6 +46,8 @@ def test_torch_free_names_match_the_model_module() -> None:
     assert config.ARCH_CHOICES == detector.ARCHS
     assert config.DEFAULT_ARCH == detector.DEFAULT_ARCH
     assert config.DEFAULT_IMAGE_SIZE_PX == detector.DEFAULT_IMAGE_SIZE_PX
+    assert (*detector.CROP_MODES, "random") == config.CROP_CHOICES
+    assert {f"{name}_p" for name in config.AUGMENT_NAMES} <= {f.name for f in fields(AugmentConfig)}
 
 
 def test_the_commands_module_does_not_import_torch() -> None:
@@ -57,6 +61,15 @@ def test_unknown_pretrained_value_is_a_usage_error(runner: CliRunner, tmp_path: 
     )
     assert result.exit_code == 2
     assert "neither 'imagenet', 'none' nor an existing weights file" in result.output
+
+
+@pytest.mark.parametrize("value", ["jpeg", "sharpen=0.5", "jpeg=2", "jpeg=often"])
+def test_a_bad_augmentation_probability_is_a_usage_error(runner: CliRunner, tmp_path: Path, value: str) -> None:
+    result = runner.invoke(
+        cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--aug", value]
+    )
+    assert result.exit_code == 2
+    assert f"{value!r} is not NAME=P with NAME one of flip, crop, jitter, blur, jpeg" in result.output
 
 
 def test_checkpoint_must_be_safetensors(runner: CliRunner, tmp_path: Path) -> None:

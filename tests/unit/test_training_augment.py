@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scanner.errors import ConfigError
 from tests.training_helpers import tiny_rgb
-from training.augment import AugmentConfig, augment, color_jitter, jpeg_roundtrip, random_resized_crop
+from training.augment import (
+    DEFAULT_AUGMENT,
+    AugmentConfig,
+    augment,
+    augment_config,
+    color_jitter,
+    jpeg_roundtrip,
+    random_resized_crop,
+)
 
 NONE = AugmentConfig(flip_p=0, crop_p=0, jitter_p=0, blur_p=0, jpeg_p=0)
 
@@ -52,3 +61,20 @@ def test_color_jitter_is_mild() -> None:
     rgb = tiny_rgb(5, size=64)
     out = color_jitter(rgb, np.random.default_rng(0), 0.1)
     assert np.abs(out.astype(int) - rgb).mean() < 0.2 * rgb.mean()
+
+
+def test_probabilities_are_options_of_their_own() -> None:
+    config = augment_config({"jpeg": 0, "blur": 1.0})
+    assert config.jpeg_p == 0
+    assert config.blur_p == 1.0
+    assert config.flip_p == DEFAULT_AUGMENT.flip_p
+    assert augment_config() == DEFAULT_AUGMENT
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "message"),
+    [({"sharpen": 0.5}, "unknown augmentation sharpen: use flip, crop"), ({"jpeg": 1.5}, "between 0 and 1")],
+)
+def test_bad_probabilities_are_refused_naming_the_choices(probabilities: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        augment_config(probabilities)
