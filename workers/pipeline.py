@@ -186,15 +186,19 @@ def analyse_and_score(
     batcher = rt.batcher()
 
     def run(item_id: int, url: str) -> Outcome:
-        started.add(item_id)
-        decoding[item_id] = time.monotonic()
-        outcome = analyse_item(rt, item_id, url, ctx.options, ctx.model_version)
-        # Waiting for room in the batcher's queue is not the item's fetch or decode running late.
-        del decoding[item_id]
-        submit(batcher, outcome)  # blocks while the model is behind: this thread then decodes no further
-        return outcome
+        try:
+            started.add(item_id)
+            decoding[item_id] = time.monotonic()
+            outcome = analyse_item(rt, item_id, url, ctx.options, ctx.model_version)
+            # Waiting for room in the batcher's queue is not the item's fetch or decode running late.
+            del decoding[item_id]
+            submit(batcher, outcome)  # blocks while the model is behind: this thread then decodes no further
+            return outcome
+        finally:
+            expected.arrived()
 
     pool = ThreadPoolExecutor(max_workers=rt.settings.fetch_threads, thread_name_prefix="fetch")
+    expected = batcher.expecting(len(items))  # so partial batches wait for this chunk's next inputs
     try:
         futures: dict[Future[Outcome], tuple[int, str]] = {pool.submit(run, i, u): (i, u) for i, u in items}
         waiting = set(futures)
@@ -212,11 +216,13 @@ def analyse_and_score(
                     log.error("item %s: thread still busy past its deadline; the item ends error", item_id)
                     outcomes.append(Outcome.failed(item_id, url, longest.reason("fetching or decoding")))
                     waiting.discard(future)
+        expected.close()  # items handed back or abandoned will not come
         outcomes = [collect(outcome, report) for outcome in outcomes]
     except BaseException:
         _cancel_scoring(outcomes)
         raise
     finally:
+        expected.close()
         pool.shutdown(wait=False, cancel_futures=True)
     return outcomes, unstarted
 

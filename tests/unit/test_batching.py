@@ -152,3 +152,51 @@ def test_a_failing_metrics_hook_loses_no_batch() -> None:
     batcher: Batcher[int, int] = Batcher(Model(), batch_size=2, max_wait_s=0.0, record=record)
     assert results([batcher.submit(1)]) == [10]
     assert results([batcher.submit(2)]) == [20]
+
+
+def test_a_partial_batch_waits_for_inputs_a_chunk_still_expects() -> None:
+    model = Model()
+    # Without the expectation, 0 would run alone: its max wait is over before 1, 2, 3 arrive.
+    batcher: Batcher[int, int] = Batcher(model, batch_size=4, max_wait_s=0.0, max_fill_wait_s=10 * HANG_GUARD_S)
+    with batcher.expecting(4) as expected:
+        futures = []
+        for x in range(4):
+            futures.append(batcher.submit(x))
+            expected.arrived()
+            time.sleep(0.05)
+        assert results(futures) == [0, 10, 20, 30]
+    assert model.batches == [[0, 1, 2, 3]]
+
+
+def test_once_nothing_more_is_expected_a_partial_batch_runs() -> None:
+    model = Model()
+    batcher: Batcher[int, int] = Batcher(model, batch_size=4, max_wait_s=0.0, max_fill_wait_s=10 * HANG_GUARD_S)
+    with batcher.expecting(3) as expected:
+        first = batcher.submit(1)
+        expected.arrived()
+        time.sleep(0.05)
+        assert not first.done()  # two more items are on their way
+        expected.close()  # ...until the chunk says they are not (handed back, failed)
+        assert first.result(timeout=HANG_GUARD_S) == 10  # well before the fill wait
+    assert model.batches == [[1]]
+
+
+def test_inputs_that_never_come_hold_a_batch_no_longer_than_the_fill_wait() -> None:
+    model = Model()
+    batcher: Batcher[int, int] = Batcher(model, batch_size=4, max_wait_s=0.0, max_fill_wait_s=0.05)
+    expected = batcher.expecting(10)
+    assert batcher.submit(5).result(timeout=HANG_GUARD_S) == 50
+    expected.close()
+    assert model.batches == [[5]]
+
+
+def test_a_full_batch_sets_the_fill_wait_to_its_model_time() -> None:
+    model = Model()
+    batcher: Batcher[int, int] = Batcher(model, batch_size=2, max_wait_s=0.0, max_fill_wait_s=10 * HANG_GUARD_S)
+    assert batcher.fill_wait_s == 10 * HANG_GUARD_S  # nothing timed yet: the cap
+    with batcher.expecting(2) as expected:
+        futures = [batcher.submit(x) for x in (1, 2)]
+        expected.arrived()
+        expected.arrived()
+        results(futures)
+    assert batcher.fill_wait_s < HANG_GUARD_S  # the stand-in model answers at once
