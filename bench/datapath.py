@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +44,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.enqueue import cpu_model
+from bench.pipeline import scan_images_per_s
 from scanner import migrate
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
 from scanner.detector import Preprocessing, build_model
@@ -156,13 +156,8 @@ def pipeline_images_per_s(
         worker_process(env, log, ready_timeout_s=ready_timeout_s, extra_args=args) as worker,
         RssSampler(worker.pid) as rss,
     ):
-        command = [sys.executable, "-m", "scanner", "scan", str(folder), "--no-faces", "--rescan", "--wait",
-                   "--chunk-size", str(chunk_size), "--format", "json"]  # fmt: skip
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    if summary["status"] != "done" or summary["errors"]:
-        raise SystemExit(f"scan of {folder} did not finish cleanly: {summary}\n{done.stderr[-2000:]}")
-    return float(summary["done"] / summary["elapsed_s"]), rss.samples_mb
+        images_per_s = scan_images_per_s(env, folder, chunk_size=chunk_size, label=folder.name)
+    return images_per_s, rss.samples_mb
 
 
 def rss_drift(samples_mb: list[float]) -> dict[str, float]:
