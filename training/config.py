@@ -92,7 +92,15 @@ class TrainConfig:
         """The options a resumed run must share with the run it continues."""
         keys = ["arch", "image_size", "crop", "batch_size", "seed", "self_blend", "augment", "labels"]
         keys += ["face_view", "ema"]
-        return {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
+        fingerprint = {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
+        changed = self.augment_changes()
+        if self.augment and changed:  # only when changed, so states saved before this key still resume
+            fingerprint["augment_p"] = ",".join(f"{name}={p:g}" for name, p in sorted(changed.items()))
+        return fingerprint
+
+    def augment_changes(self) -> dict[str, float]:
+        """The `--aug` probabilities that differ from the defaults (training.augment)."""
+        return {k: float(p) for k, p in self.augment_p.items() if float(p) != DEFAULT_AUGMENT_P.get(k)}
 
 
 def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConfig:

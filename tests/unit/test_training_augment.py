@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,15 @@ def test_probabilities_are_options_of_their_own() -> None:
 def test_bad_probabilities_are_refused_naming_the_choices(probabilities: dict[str, float], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         augment_config(probabilities)
+
+
+def test_a_resume_must_repeat_changed_augmentation_probabilities(tmp_path: Path) -> None:
+    from training.config import TrainConfig
+
+    base = TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors")
+    same = TrainConfig(data=tmp_path, out=base.out, augment_p={"jitter": DEFAULT_AUGMENT.jitter_p})
+    heavier = TrainConfig(data=tmp_path, out=base.out, augment_p={"blur": 0.5})
+    assert same.fingerprint() == base.fingerprint()  # naming a default changes nothing
+    assert "augment_p" not in base.fingerprint()  # states saved before the key existed still resume
+    assert heavier.fingerprint()["augment_p"] == "blur=0.5"
+    assert heavier.fingerprint() != base.fingerprint()
