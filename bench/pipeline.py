@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +84,20 @@ def raw_images_per_s(checkpoint: Path, images: list[Path], *, device: str, batch
 
 def scan_images_per_s(env: dict[str, str], folder: Path, *, chunk_size: int, label: str) -> float:
     """Scan `folder` through Redis with the running worker; images/s from the job's creation to its end."""
+    done, seconds = scan_job(env, folder, ["--chunk-size", str(chunk_size)], label=label)
+    return done / seconds
+
+
+def scan_job(env: dict[str, str], folder: Path, options: Sequence[str], *, label: str) -> tuple[int, float]:
+    """`deepscan scan folder --no-faces --rescan --wait *options` with the running worker: items
+    done, and seconds from the job's creation to its end as the database records them (neither
+    the producer's start-up nor its poll for the end is in it)."""
     command = [sys.executable, "-m", "scanner", "scan", str(folder), "--no-faces", "--rescan", "--wait",
-               "--chunk-size", str(chunk_size), "--format", "json"]  # fmt: skip
+               *options, "--format", "json"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    if summary["status"] != "done" or summary["errors"]:
+    lines = done.stdout.strip().splitlines()
+    summary = json.loads(lines[-1]) if lines else {"status": "no summary"}
+    if summary["status"] != "done" or summary.get("errors"):
         raise SystemExit(f"{label} scan did not finish cleanly: {summary}\n{done.stderr[-2000:]}")
     engine = make_engine(env["DEEPSCAN_DATABASE_URL"])
     try:
@@ -97,7 +107,7 @@ def scan_images_per_s(env: dict[str, str], folder: Path, *, chunk_size: int, lab
             seconds = (job.finished_at - job.created_at).total_seconds()
     finally:
         engine.dispose()
-    return float(summary["done"] / seconds)
+    return int(summary["done"]), seconds
 
 
 def main() -> None:

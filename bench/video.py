@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datapath import RssSampler, write_checkpoint
 from bench.enqueue import cpu_model
+from bench.pipeline import scan_job
 from scanner import migrate
 from scanner.settings import DEFAULT_FETCH_THREADS
 from tests.pipeline_helpers import deepscan_env, worker_process
@@ -77,13 +77,9 @@ def clip_seconds(path: Path) -> float:
 def scan_seconds(env: dict[str, str], folder: Path, log: Path, fps: float) -> tuple[float, float]:
     """Wall seconds from the job's creation to its last verdict, and the worker's peak RSS (MB)."""
     with worker_process(env, log, ready_timeout_s=120) as worker, RssSampler(worker.pid) as rss:
-        command = [sys.executable, "-m", "scanner", "scan", str(folder), "--no-faces", "--rescan", "--wait",
-                   "--fps", str(fps), "--format", "json"]  # fmt: skip  # scan's default chunk: clips side by side
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    if summary["status"] != "done" or summary["errors"]:
-        raise SystemExit(f"scan at {fps} fps did not finish cleanly: {summary}\n{done.stderr[-2000:]}")
-    return float(summary["elapsed_s"]), max(rss.samples_mb, default=0.0)
+        # scan's default chunk size: the clips are decoded side by side
+        _, seconds = scan_job(env, folder, ["--fps", str(fps)], label=f"{fps:g} fps")
+    return seconds, max(rss.samples_mb, default=0.0)
 
 
 def main() -> None:

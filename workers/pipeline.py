@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -197,11 +197,10 @@ def analyse_and_score(
         finally:
             expected.arrived()
 
-    pool = rt.fetch_pool()
-    futures: dict[Future[Outcome], tuple[int, str]] = {}
+    pool = ThreadPoolExecutor(max_workers=rt.settings.fetch_threads, thread_name_prefix="fetch")
     expected = batcher.expecting(len(items))  # so partial batches wait for this chunk's next inputs
     try:
-        futures = {pool.submit(run, i, u): (i, u) for i, u in items}
+        futures: dict[Future[Outcome], tuple[int, str]] = {pool.submit(run, i, u): (i, u) for i, u in items}
         waiting = set(futures)
         while waiting:
             finished, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
@@ -217,7 +216,6 @@ def analyse_and_score(
                     log.error("item %s: thread still busy past its deadline; the item ends error", item_id)
                     outcomes.append(Outcome.failed(item_id, url, longest.reason("fetching or decoding")))
                     waiting.discard(future)
-                    rt.retire_fetch_pool(pool)  # that thread is lost to the pool: later items get new ones
         expected.close()  # items handed back or abandoned will not come
         outcomes = [collect(outcome, report) for outcome in outcomes]
     except BaseException:
@@ -225,8 +223,7 @@ def analyse_and_score(
         raise
     finally:
         expected.close()
-        for future in futures:  # the shared pool runs on; this chunk's items not begun never will
-            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
     return outcomes, unstarted
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,6 @@ class WorkerRuntime:
     _s3: Any = None
     _batcher: Batcher[ModelInput, Scored] | None = None
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
-    _fetch_pool: ThreadPoolExecutor | None = None
 
     def batcher(self) -> Batcher[ModelInput, Scored]:
         """The process's one dynamic batcher: every chunk this process holds feeds the model through it."""
@@ -49,28 +47,6 @@ class WorkerRuntime:
                     record=metrics.record_batch,
                 )
             return self._batcher
-
-    def fetch_pool(self) -> ThreadPoolExecutor:
-        """The process's fetch/decode threads, shared by the chunks it holds, first come first served.
-
-        `DEEPSCAN_FETCH_THREADS` per chunk held. Items run in the order their chunks submitted
-        them, so the older chunk is decoded first and stores while the pool works on the next one;
-        with a pool per chunk, chunks held together decoded side by side, finished together, and
-        stored together while no decoding went on.
-        """
-        with self._batcher_lock:
-            if self._fetch_pool is None:
-                threads = self.settings.fetch_threads * self.settings.worker_concurrency
-                self._fetch_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
-            return self._fetch_pool
-
-    def retire_fetch_pool(self, pool: ThreadPoolExecutor) -> None:
-        """Replace `pool` (one of its threads is stuck in native code past every deadline): later
-        items get fresh threads; what `pool` already queued still runs on its other threads."""
-        with self._batcher_lock:
-            if self._fetch_pool is pool:
-                self._fetch_pool = None
-        pool.shutdown(wait=False)
 
     def http(self) -> requests.Session:
         """One HTTP session per thread (connection reuse without sharing a pool across threads)."""
