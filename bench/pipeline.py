@@ -97,7 +97,7 @@ def scan_job(env: dict[str, str], folder: Path, options: Sequence[str], *, label
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     lines = done.stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines else {"status": "no summary"}
-    if summary["status"] != "done" or summary.get("errors"):
+    if summary["status"] != "done" or summary["errors"]:
         raise SystemExit(f"{label} scan did not finish cleanly: {summary}\n{done.stderr[-2000:]}")
     engine = make_engine(env["DEEPSCAN_DATABASE_URL"])
     try:

@@ -176,7 +176,7 @@ class Batcher(Generic[In, Out]):
             return
         took = time.perf_counter() - started
         log.debug("a batch of %d inputs ran in %.3f s", len(live), took)
-        if len(batch) == self.batch_size:
+        if len(live) == self.batch_size:  # a full batch ran (none of it cancelled): time it
             self._full_batch_s = took
         for request, result in zip(live, results, strict=True):
             if isinstance(result, Exception):
@@ -185,7 +185,7 @@ class Batcher(Generic[In, Out]):
                 request.future.set_result(result)
         if self._record is not None:
             try:
-                self._record(len(live), time.perf_counter() - started)
+                self._record(len(live), took)
             except Exception:  # metrics are not worth a lost batch
                 log.exception("recording a batch's metrics failed")
 
