@@ -32,6 +32,14 @@ DEFAULT_REQUEUE_AFTER_S = 600.0  # a queued item this old, with the broker queue
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_home(env: Mapping[str, str]) -> Path:
     """Where deepscan keeps its embedded database and demo files when nothing else is said."""
     if env.get("DEEPSCAN_HOME"):

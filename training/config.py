@@ -6,12 +6,12 @@ Deliberately free of torch, OpenCV and scikit-learn imports: the CLI reads these
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from scanner.faces.view import DEFAULT_FACE_DETECTOR
+from scanner.settings import usable_cores
 
 # scanner.backbones.ARCHS without importing torch (tested)
 ARCH_CHOICES = ("resnet50", "resnet34", "resnet18", "efficientnet_b0", "efficientnet_b4", "xception", "convnext_tiny")
@@ -45,7 +45,7 @@ LABEL_SOURCES: tuple[LabelSource, ...] = ("auto", "folders", "csv")
 
 def default_loader_workers() -> int:
     """Decoding processes: one per spare core, at most eight."""
-    return max(0, min(MAX_DEFAULT_LOADER_WORKERS, (os.cpu_count() or 1) - 1))
+    return max(0, min(MAX_DEFAULT_LOADER_WORKERS, usable_cores() - 1))
 
 
 @dataclass(frozen=True)

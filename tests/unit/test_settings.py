@@ -68,3 +68,19 @@ def test_worker_data_path_settings_default_to_the_deployed_worker_and_read_their
 def test_worker_data_path_settings_refuse_impossible_values(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_chunk_of_local_files_decodes_on_no_more_threads_than_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import pipeline
+
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 4)
+    settings = Settings.from_env({"DEEPSCAN_FETCH_THREADS": "16"})
+    local = [(1, "file:///data/a.jpg"), (2, "file:///data/b.mp4")]
+    assert pipeline.fetch_threads_for(local, settings) == 4
+    # Anything that waits on the network keeps every fetch thread, so downloads overlap.
+    assert pipeline.fetch_threads_for([*local, (3, "https://example.com/c.jpg")], settings) == 16
+    assert pipeline.fetch_threads_for([(3, "s3://bucket/c.jpg")], settings) == 16
+    # Fewer threads asked for than cores: the setting wins; one core still gets two threads.
+    assert pipeline.fetch_threads_for(local, Settings.from_env({"DEEPSCAN_FETCH_THREADS": "1"})) == 1
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 1)
+    assert pipeline.fetch_threads_for(local, settings) == 2
