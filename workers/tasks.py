@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_init
 from kombu.exceptions import ChannelError, OperationalError
@@ -15,12 +15,24 @@ from scanner.jobs import EnqueueFn
 from scanner.settings import Settings
 from workers.app import LAUNCH_DUE, RECONCILE, app, configure
 from workers.notify import job_finished_notifier, post_json
-from workers.pipeline import process_chunk
-from workers.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 SCAN_CHUNK = "deepscan.scan_chunk"
+
+
+def get_runtime() -> WorkerRuntime:
+    """The process's runtime (model, database, clients), loaded on first use.
+
+    Imported here rather than at the top: a producer imports this module only to send tasks, and
+    must not pay for loading torch and torchvision (about 3 s of a `deepscan scan` on a small CPU).
+    """
+    from workers.runtime import get_runtime as loaded
+
+    return loaded()
 
 
 @worker_init.connect
@@ -44,6 +56,8 @@ def scan_chunk(self: Any, job_id: int, items: list[list[Any]]) -> dict[str, int]
     """Scan one chunk of a job's items; `items` is a list of [item_id, url] pairs (JSON)."""
     pairs = [(int(item_id), str(url)) for item_id, url in items]
     log.info("job %s: chunk of %d items (delivery %d)", job_id, len(pairs), self.request.retries + 1)
+    from workers.pipeline import process_chunk
+
     report = process_chunk(get_runtime(), int(job_id), pairs, deliver=send_webhook_later)
     return {"done": report.done, "error": report.error, "reused": report.reused, "skipped": report.skipped}
 
