@@ -19,14 +19,23 @@ The queue is bounded: when the model falls behind, `submit` blocks, and with it 
 threads, so a worker's memory stays flat whatever the chunk size. A batch the model fails on
 fails the futures of that batch only; `run` may also fail single inputs by returning an
 exception in that input's place (an image the fallback decoder finds corrupt).
+
+The inference thread is a daemon (an idle worker must not be kept alive by it), so at interpreter
+exit every batcher is stopped and its thread joined (`stop`, registered with `atexit`): a daemon
+thread that frees a tensor while Python finalizes makes torch release the GIL it can no longer
+take back, and the whole process aborts ("terminate called without an active exception", exit
+status 134), seen at the end of a test run.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -37,6 +46,7 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUED_BATCHES = 4  # inputs waiting for the model, in batches, before `submit` blocks
 DEFAULT_IDLE_EXIT_S = 30.0  # an inference thread idle this long ends; the next submit starts a new one
 DEFAULT_MAX_FILL_WAIT_S = 2.0  # the longest a partial batch waits for inputs that are on their way
+DEFAULT_STOP_WAIT_S = 30.0  # at exit, how long to wait for a batch that is running to end
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -79,15 +89,17 @@ class Batcher(Generic[In, Out]):
         self._record = record
         self._idle_exit_s = idle_exit_s
         self._name = name
-        self._queue: queue.Queue[_Request[In, Out]] = queue.Queue(
+        self._queue: queue.Queue[_Request[In, Out] | None] = queue.Queue(  # None: stop (see `stop`)
             maxsize=max_queued or DEFAULT_QUEUED_BATCHES * batch_size
         )
+        self._stopping = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.max_fill_wait_s = max_fill_wait_s
         self._full_batch_s = max_fill_wait_s  # until a full batch has been timed
         self._expected = 0  # items announced by `expecting` and not yet handed over
         self._expected_lock = threading.Lock()  # never `_lock`: that one is held while `submit` blocks
+        _LIVE.add(self)
 
     def expecting(self, items: int) -> Expectation:
         """Announce `items` items whose inputs will be submitted; mark each with `arrived()` once
@@ -117,7 +129,7 @@ class Batcher(Generic[In, Out]):
         return request.future
 
     def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 first = self._queue.get(timeout=self._idle_exit_s)
             except queue.Empty:
@@ -129,7 +141,10 @@ class Batcher(Generic[In, Out]):
                     finally:
                         self._lock.release()
                 continue
+            if first is None:
+                return
             batch = self._gather(first)
+            del first
             try:
                 self._run_batch(batch)
             except BaseException as exc:  # never leave a future unresolved, nor the queue without a reader
@@ -137,27 +152,54 @@ class Batcher(Generic[In, Out]):
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(exc)
+            del batch  # inputs are not held while the thread waits for the next ones
+
+    def stop(self, timeout_s: float = DEFAULT_STOP_WAIT_S) -> None:
+        """End the inference thread after the batch it is running, and wait for it (at interpreter
+        exit; inputs still queued then fail). A later `submit` starts a new thread."""
+        with self._lock:  # `submit` holds it only while it starts a thread or puts an input
+            thread, self._stopping = self._thread, True
+        if thread is None:
+            self._stopping = False
+            return
+        with contextlib.suppress(queue.Full):  # full: the thread is busy and sees `_stopping` after its batch
+            self._queue.put_nowait(None)  # wakes a thread waiting for inputs
+        thread.join(timeout_s)
+        with self._lock:
+            self._thread, self._stopping = None, False
+        while True:  # what is left: the wake-up above, and inputs no thread will score now
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None and request.future.set_running_or_notify_cancel():
+                request.future.set_exception(RuntimeError("the process is exiting: input not scored"))
 
     def _gather(self, first: _Request[In, Out]) -> list[_Request[In, Out]]:
         """`first` and whatever else arrives before the batch is full or `first` has waited
         `max_wait_s` (`fill_wait_s` while more inputs are expected)."""
         batch = [first]
         step = max(self.max_wait_s, 0.005)  # how soon a wait notices that nothing more is expected
-        while len(batch) < self.batch_size:
+        while len(batch) < self.batch_size and not self._stopping:
             try:
-                batch.append(self._queue.get_nowait())
-                continue
+                request = self._queue.get_nowait()
             except queue.Empty:
                 pass
+            else:
+                if request is not None:
+                    batch.append(request)
+                continue
             expected = self._expected > 0
             limit = self.fill_wait_s if expected else self.max_wait_s
             remaining = first.submitted + limit - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                batch.append(self._queue.get(timeout=min(remaining, step) if expected else remaining))
+                request = self._queue.get(timeout=min(remaining, step) if expected else remaining)
             except queue.Empty:
                 continue
+            if request is not None:
+                batch.append(request)
         return batch
 
     def _run_batch(self, batch: list[_Request[In, Out]]) -> None:
@@ -218,3 +260,12 @@ class Expectation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_LIVE: weakref.WeakSet[Batcher[Any, Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for batcher in list(_LIVE):
+        batcher.stop()

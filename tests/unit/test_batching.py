@@ -200,3 +200,41 @@ def test_a_full_batch_sets_the_fill_wait_to_its_model_time() -> None:
         expected.arrived()
         results(futures)
     assert batcher.fill_wait_s < HANG_GUARD_S  # the stand-in model answers at once
+
+
+def test_stop_lets_the_running_batch_finish_fails_the_queued_inputs_and_ends_the_thread() -> None:
+    with gated_model() as model:
+        batcher: Batcher[int, int] = Batcher(model, batch_size=2, max_wait_s=0.0, name="stop-test")
+        running = [batcher.submit(x) for x in range(2)]
+        assert model.started.wait(HANG_GUARD_S)  # the model is busy on [0, 1]
+        queued = batcher.submit(2)
+        stopper = threading.Thread(target=batcher.stop, kwargs={"timeout_s": HANG_GUARD_S})
+        stopper.start()
+        ends = time.monotonic() + HANG_GUARD_S
+        while not batcher._stopping and time.monotonic() < ends:  # stop() has begun: release the model
+            time.sleep(0.01)
+        model.gate.set()
+        stopper.join(HANG_GUARD_S)
+    assert results(running) == [0, 10]
+    with pytest.raises(RuntimeError, match="exiting"):
+        queued.result(timeout=HANG_GUARD_S)
+    assert not any(t.name == "stop-test" for t in threading.enumerate())
+    assert batcher.submit(3).result(timeout=HANG_GUARD_S) == 30  # a later submit starts a new thread
+
+
+def test_a_process_exits_cleanly_while_its_inference_thread_holds_tensors() -> None:
+    # A daemon inference thread freeing a tensor while Python finalizes used to abort the process
+    # (exit status 134); at exit every batcher is now stopped and joined first.
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from workers.batching import Batcher\n"
+        "batcher = Batcher(lambda xs: [x.sum() for x in xs], batch_size=4, max_wait_s=0.0, idle_exit_s=60)\n"
+        "futures = [batcher.submit(torch.ones(3, 64, 64)) for _ in range(64)]\n"
+        "print(float(futures[0].result(timeout=60)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(3 * 64 * 64.0)
