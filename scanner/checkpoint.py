@@ -28,6 +28,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as dump_tensors
 from torch import nn
 
+from scanner.checkpoint_header import header_metadata
 from scanner.detector import Preprocessing, build_model, prepare_for_inference, resolve_device
 from scanner.errors import CheckpointError, ConfigError
 from scanner.faces import FaceView
@@ -36,9 +37,6 @@ FORMAT_NAME = "deepscan-detector"
 FORMAT_VERSION = "1"
 LABEL_MEANING = "score = sigmoid(logit) = P(manipulated); training label 1 = fake (manipulated), 0 = real"
 DIGEST_KEY = "content_sha256"
-HEADER_LENGTH_BYTES = 8
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
-_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle
 
 
 @dataclass
@@ -170,7 +168,7 @@ def read_tensor_file(path: Path) -> TensorFile:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    metadata = _header_metadata(data, path)
+    metadata = header_metadata(data, path)
     try:
         tensors = load_tensors(data)
     except SafetensorError as exc:
@@ -178,30 +176,6 @@ def read_tensor_file(path: Path) -> TensorFile:
     if metadata.get(DIGEST_KEY) != content_digest(tensors, metadata):
         raise CheckpointError(f"checkpoint {path} was modified after it was written (content digest mismatch)")
     return TensorFile(tensors=tensors, metadata=metadata, sha256=hashlib.sha256(data).hexdigest())
-
-
-def _header_metadata(data: bytes, path: Path) -> dict[str, str]:
-    """The `__metadata__` of a safetensors header, refusing pickles and garbage with one line."""
-    # A safetensors file opens with its header's length (8 bytes, little-endian) and then "{"; the
-    # length's first byte may be 0x80 like a pickle's, so only a file that is not that is a pickle.
-    looks_safetensors = data[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + 1] == b"{"
-    if data.startswith(_PICKLE_MAGIC) and not looks_safetensors:
-        raise CheckpointError(
-            f"{path} is a pickled PyTorch file, not safetensors: deepscan never unpickles checkpoints; "
-            "train one with `deepscan train` or convert the weights with a tool you trust"
-        )
-    size = int.from_bytes(data[:HEADER_LENGTH_BYTES], "little") if len(data) >= HEADER_LENGTH_BYTES else 0
-    raw = data[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + size]
-    if not 2 <= size <= MAX_HEADER_BYTES or len(raw) < size or not raw.startswith(b"{"):
-        raise CheckpointError(f"{path} is not a safetensors file (or it is truncated)")
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} has a corrupt safetensors header") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{path} has no deepscan metadata: it is not a deepscan checkpoint")
-    return {str(k): str(v) for k, v in metadata.items()}
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> str:

@@ -225,12 +225,13 @@ def _warn_on_face_view_override(settings: Settings, options: ScanOptions) -> Non
     """`--no-faces` against a checkpoint trained on faces: its scores are not what evaluate measured."""
     if options.faces or settings.checkpoint is None or not settings.checkpoint.is_file():
         return
-    from scanner.checkpoint import read_checkpoint_meta
-    from scanner.errors import CheckpointError
+    from scanner.checkpoint_header import read_header_metadata  # the header alone: no torch in a producer
+    from scanner.errors import CheckpointError, ConfigError
+    from scanner.faces import FaceView
 
     try:
-        view = read_checkpoint_meta(settings.checkpoint)[0].face_view
-    except CheckpointError:
+        view = FaceView.from_metadata(read_header_metadata(settings.checkpoint))
+    except (CheckpointError, ConfigError):
         return  # the runtime reports a bad checkpoint with its own message
     if view.finds_faces:
         click.echo(

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from scanner import __version__
@@ -29,3 +31,31 @@ def test_a_producer_sends_chunks_without_loading_torch() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_no_faces_against_a_face_trained_checkpoint_warns_from_its_header_without_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from scanner.checkpoint import CheckpointMeta, save_checkpoint
+    from scanner.detector import Preprocessing, build_model
+    from scanner.faces import FaceView
+
+    checkpoint = tmp_path / "faces.safetensors"
+    meta = CheckpointMeta(arch="resnet18", preprocessing=Preprocessing(image_size=64), threshold=0.5,
+                          target_fpr=0.01, face_view=FaceView.named("haar"))  # fmt: skip
+    save_checkpoint(checkpoint, build_model("resnet18", pretrained="none"), meta)
+    probe = (
+        "import sys, dataclasses; from pathlib import Path\n"
+        "from scanner.cli.scan import _warn_on_face_view_override\n"
+        "from scanner.jobs import ScanOptions\n"
+        "from scanner.settings import Settings\n"
+        f"settings = dataclasses.replace(Settings.from_env({{}}), checkpoint=Path({str(checkpoint)!r}))\n"
+        "_warn_on_face_view_override(settings, ScanOptions(faces=False))\n"
+        "_warn_on_face_view_override(settings, ScanOptions(faces=True))\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'cv2') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert done.stderr.count("warning: --no-faces scores whole images") == 1, done.stderr
+    assert "faces.safetensors was trained on" in done.stderr
