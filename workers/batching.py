@@ -158,10 +158,10 @@ class Batcher(Generic[In, Out]):
         """End the inference thread after the batch it is running, and wait for it (at interpreter
         exit; inputs still queued then fail). A later `submit` starts a new thread."""
         with self._lock:  # `submit` holds it only while it starts a thread or puts an input
-            thread, self._stopping = self._thread, True
-        if thread is None:
-            self._stopping = False
-            return
+            thread = self._thread
+            if thread is None:
+                return
+            self._stopping = True
         with contextlib.suppress(queue.Full):  # full: the thread is busy and sees `_stopping` after its batch
             self._queue.put_nowait(None)  # wakes a thread waiting for inputs
         thread.join(timeout_s)
