@@ -9,6 +9,7 @@ every item at most once, and a delivery whose items were taken over writes nothi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,7 @@ from scanner.aggregation import verdict_for
 from scanner.errors import PermanentError
 from scanner.jobs import ScanOptions, finish_job_if_complete
 from scanner.models import FrameResult, MediaItem, ScanJob, utcnow
-from scanner.settings import Settings, usable_cores
+from scanner.settings import Settings
 from scanner.sources import url_scheme
 from scanner.thumbnails import encode_thumbnail, replace_thumbnails
 from workers import metrics
@@ -33,7 +34,7 @@ from workers.batching import Batcher
 from workers.fetch import item_budget
 from workers.inference import ModelInput, Scored
 from workers.notify import Deliver, item_flagged_payload, job_finished_notifier
-from workers.runtime import WorkerRuntime
+from workers.runtime import WorkerRuntime, local_fetch_threads
 
 log = logging.getLogger(__name__)
 
@@ -202,22 +203,23 @@ def analyse_and_score(
     pool = ThreadPoolExecutor(max_workers=fetch_threads_for(items, rt.settings), thread_name_prefix="fetch")
     expected = batcher.expecting(len(items))  # so partial batches wait for this chunk's next inputs
     try:
-        futures: dict[Future[Outcome], tuple[int, str]] = {pool.submit(run, i, u): (i, u) for i, u in items}
-        waiting = set(futures)
-        while waiting:
-            finished, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
-            outcomes.extend(future.result() for future in finished)
-            now = time.monotonic()
-            for future in list(waiting):
-                item_id, url = futures[future]
-                began = decoding.get(item_id)
-                if item_id not in started and now >= chunk_ends and future.cancel():
-                    unstarted.add(item_id)
-                    waiting.discard(future)
-                elif began is not None and now - began > longest.seconds + DEFAULT_ABANDON_GRACE_S:
-                    log.error("item %s: thread still busy past its deadline; the item ends error", item_id)
-                    outcomes.append(Outcome.failed(item_id, url, longest.reason("fetching or decoding")))
-                    waiting.discard(future)
+        with decode_turn(rt, items):
+            futures: dict[Future[Outcome], tuple[int, str]] = {pool.submit(run, i, u): (i, u) for i, u in items}
+            waiting = set(futures)
+            while waiting:
+                finished, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+                outcomes.extend(future.result() for future in finished)
+                now = time.monotonic()
+                for future in list(waiting):
+                    item_id, url = futures[future]
+                    began = decoding.get(item_id)
+                    if item_id not in started and now >= chunk_ends and future.cancel():
+                        unstarted.add(item_id)
+                        waiting.discard(future)
+                    elif began is not None and now - began > longest.seconds + DEFAULT_ABANDON_GRACE_S:
+                        log.error("item %s: thread still busy past its deadline; the item ends error", item_id)
+                        outcomes.append(Outcome.failed(item_id, url, longest.reason("fetching or decoding")))
+                        waiting.discard(future)
         expected.close()  # items handed back or abandoned will not come
         outcomes = [collect(outcome, report) for outcome in outcomes]
     except BaseException:
@@ -236,9 +238,23 @@ def fetch_threads_for(items: Sequence[tuple[int, str]], settings: Settings) -> i
     local files waits on nothing but the CPU: more threads than cores only take turns at the GIL and
     the cores (`bench/datapath.py`, 2 cores: 2 threads moved 412-480 images/s where 8 moved 319-386).
     """
-    if all(url_scheme(url) == "file" for _, url in items):
-        return max(1, min(settings.fetch_threads, max(2, usable_cores())))
-    return settings.fetch_threads
+    return local_fetch_threads(settings) if all_local(items) else settings.fetch_threads
+
+
+def all_local(items: Sequence[tuple[int, str]]) -> bool:
+    return all(url_scheme(url) == "file" for _, url in items)
+
+
+def decode_turn(rt: WorkerRuntime, items: Sequence[tuple[int, str]]) -> contextlib.AbstractContextManager[Any]:
+    """Chunks of local files take turns at fetching and decoding (`local_decode_turns` at once).
+
+    Chunks held at once otherwise run in lockstep: they decode together, then all wait for their
+    last scores and store together while the cores sit idle. With turns, one chunk decodes on all
+    the cores while the one before it is scored and stored (2 cores, 4,000 256-px images: 24-29 %
+    of the machine idle without turns; 735-793 images/s with them against 600-736 without, same
+    sitting). Remote items wait on the network, not the cores: their chunks never wait for a turn.
+    """
+    return rt.decode_turns if all_local(items) else contextlib.nullcontext()
 
 
 def submit(batcher: Batcher[ModelInput, Scored], outcome: Outcome) -> None:

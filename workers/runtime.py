@@ -16,7 +16,7 @@ from scanner.db import make_engine
 from scanner.errors import ConfigError
 from scanner.faces import detector_for
 from scanner.models import ModelRecord
-from scanner.settings import Settings
+from scanner.settings import Settings, usable_cores
 from scanner.sources import make_s3_client
 from workers import metrics
 from workers.batching import Batcher
@@ -35,6 +35,11 @@ class WorkerRuntime:
     _s3: Any = None
     _batcher: Batcher[ModelInput, Scored] | None = None
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held by a chunk of local files while it fetches and decodes (workers.pipeline.decode_turn).
+    decode_turns: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decode_turns = threading.BoundedSemaphore(local_decode_turns(self.settings))
 
     def batcher(self) -> Batcher[ModelInput, Scored]:
         """The process's one dynamic batcher: every chunk this process holds feeds the model through it."""
@@ -100,6 +105,16 @@ def register_model(engine: Engine, scorer: Scorer) -> None:
                 )
     except IntegrityError:
         pass  # another worker registered the same checkpoint at the same moment
+
+
+def local_fetch_threads(settings: Settings) -> int:
+    """Fetch/decode threads of a chunk of local files: as many as the cores, within DEEPSCAN_FETCH_THREADS."""
+    return max(1, min(settings.fetch_threads, max(2, usable_cores())))
+
+
+def local_decode_turns(settings: Settings) -> int:
+    """How many chunks of local files decode at once: as many as it takes to keep the cores busy."""
+    return max(1, usable_cores() // local_fetch_threads(settings))
 
 
 _runtime: WorkerRuntime | None = None

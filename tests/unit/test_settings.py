@@ -1,4 +1,7 @@
+import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -71,9 +74,9 @@ def test_worker_data_path_settings_refuse_impossible_values(name: str, value: st
 
 
 def test_a_chunk_of_local_files_decodes_on_no_more_threads_than_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers import pipeline
+    from workers import pipeline, runtime
 
-    monkeypatch.setattr(pipeline, "usable_cores", lambda: 4)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
     settings = Settings.from_env({"DEEPSCAN_FETCH_THREADS": "16"})
     local = [(1, "file:///data/a.jpg"), (2, "file:///data/b.mp4")]
     assert pipeline.fetch_threads_for(local, settings) == 4
@@ -82,5 +85,32 @@ def test_a_chunk_of_local_files_decodes_on_no_more_threads_than_cores(monkeypatc
     assert pipeline.fetch_threads_for([(3, "s3://bucket/c.jpg")], settings) == 16
     # Fewer threads asked for than cores: the setting wins; one core still gets two threads.
     assert pipeline.fetch_threads_for(local, Settings.from_env({"DEEPSCAN_FETCH_THREADS": "1"})) == 1
-    monkeypatch.setattr(pipeline, "usable_cores", lambda: 1)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 1)
     assert pipeline.fetch_threads_for(local, settings) == 2
+
+
+def test_chunks_of_local_files_take_turns_at_decoding_as_the_cores_allow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import pipeline, runtime
+
+    eight = Settings.from_env({"DEEPSCAN_FETCH_THREADS": "8"})
+    for cores, turns in ((1, 1), (2, 1), (4, 1), (16, 2), (64, 8)):
+        monkeypatch.setattr(runtime, "usable_cores", lambda cores=cores: cores)
+        assert runtime.local_decode_turns(eight) == turns, cores
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    rt = cast(Any, SimpleNamespace(decode_turns=threading.BoundedSemaphore(runtime.local_decode_turns(eight))))
+    local, remote = [(1, "file:///data/a.jpg")], [(2, "https://example.com/b.jpg")]
+    entered = threading.Event()
+
+    def second_local_chunk() -> None:
+        with pipeline.decode_turn(rt, local):
+            entered.set()
+
+    with pipeline.decode_turn(rt, local):
+        other = threading.Thread(target=second_local_chunk)
+        other.start()
+        assert not entered.wait(0.3), "a second chunk of local files decoded while the first held the turn"
+        with pipeline.decode_turn(rt, remote):  # a remote chunk waits on the network: it never waits its turn
+            pass
+    assert entered.wait(10), "the waiting chunk never got its turn"
+    other.join()
