@@ -11,16 +11,23 @@ sniff, decode, resize, batching, Redis, leases and PostgreSQL writes. For each i
 - (c) the "near-free" model alone, and (a) then (c) on the same cores: on a small CPU the model is
   not free, and this is the most any pipeline could get from those cores;
 
-and (b)/(a) (target >= 0.8). Image sets: 256-px JPEGs (target for (b): >= 3.5 x 175 images/s on
-2 cores) and 12-megapixel JPEG photos. The checkpoint decodes JPEGs at reduced scale
-(`--decode reduced`, see Preprocessing.decode); `--decode full` measures the old way.
+and (b)/(a) (target >= 0.8). Image sets: 256-px JPEGs and 12-megapixel JPEG photos.
+
+`--baseline REV` also runs (b) on each image set with the code of another commit (the producer,
+the worker and their migrations, from `git archive REV`), in alternating rounds with this tree on
+the same images, and prints this tree's rate over the baseline's (target for 256-px JPEGs: >= 3.5 x
+the code the issue measured at 175 images/s, 00f1c39). Absolute rates move with the machine and the timing
+(that same code reads 650-700 images/s here on 2026-12-04, timed from the database); a ratio of
+two runs side by side does not. The checkpoint decodes JPEGs at reduced scale (`--decode
+reduced`, see Preprocessing.decode); `--decode full` measures the old way.
 `--long` scans 10,000 256-px images and reports the worker's RSS over the run (flat: within 5 %).
-Needs the local PostgreSQL and Redis (`make services`).
+Needs the local PostgreSQL and Redis (`make services`); `--baseline` needs a git checkout.
 
 The worker is a real `deepscan worker --concurrency 2` (its default): two chunks held at once, their
 decode threads feeding the process's one dynamic batcher (workers/batching.py).
 
     .venv/bin/python bench/datapath.py [--small 1000] [--large 48] [--decode reduced] [--long [--long-count N]]
+                                       [--baseline 00f1c39 [--baseline-rounds 2]]
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -58,7 +67,8 @@ from workers.pipeline import fetch_threads_for
 
 NEAR_FREE_ARCH, NEAR_FREE_SIZE_PX = "resnet18", 32
 TARGET_RATIO = 0.8
-TODAY_256PX_IMAGES_PER_S = 175.0  # the distributed pipeline before this work, same bench, 2 cores
+TARGET_OVER_BASELINE = 3.5  # the 256-px pipeline against the code the issue measured (00f1c39)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_photos(folder: Path, count: int, width: int, height: int, seed: int = 0) -> list[Path]:
@@ -84,6 +94,67 @@ def write_checkpoint(path: Path, decode: str, image_size: int = NEAR_FREE_SIZE_P
     meta = CheckpointMeta(arch=NEAR_FREE_ARCH, preprocessing=prep, threshold=0.5, target_fpr=0.01)
     save_checkpoint(path, build_model(NEAR_FREE_ARCH, pretrained="none"), meta)
     return path
+
+
+# The same near-free checkpoint, written by another checkout's own code (its format may differ);
+# a checkout older than reduced-scale decoding writes a full-decode one.
+_BASELINE_CHECKPOINT = """
+import sys, torch
+from scanner.checkpoint import CheckpointMeta, save_checkpoint
+from scanner.detector import Preprocessing, build_model
+from scanner import migrate
+path, arch, size, decode, database_url = sys.argv[1:]
+torch.manual_seed(0)
+try:
+    prep = Preprocessing(image_size=int(size), decode=decode)
+except TypeError:
+    prep = Preprocessing(image_size=int(size))
+meta = CheckpointMeta(arch=arch, preprocessing=prep, threshold=0.5, target_fpr=0.01)
+save_checkpoint(path, build_model(arch, pretrained="none"), meta)
+migrate.upgrade(database_url)
+"""
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The files of commit `rev` of this repository, unpacked into `into` (nothing else is touched)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--baseline {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def baseline_ratio(
+    rev: str, folder: Path, count: int, env: dict[str, str], work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """(b) on the same images with this tree and with commit `rev`, in alternating rounds (ABBA...),
+    each run on a fresh database its own code migrated; medians and their ratio."""
+    baseline = work / "baseline"
+    trees: dict[str, Path | None] = {"this tree": None, rev: baseline if baseline.exists() else checkout(rev, baseline)}
+    rates: dict[str, list[float]] = {name: [] for name in trees}
+    for round_ in range(args.baseline_rounds):
+        for name in list(trees) if round_ % 2 == 0 else list(trees)[::-1]:
+            tree = trees[name]
+            with fresh_postgres_database() as database_url:
+                run_env = {**env, "DEEPSCAN_DATABASE_URL": database_url,
+                           "DEEPSCAN_QUEUE": f"bench-datapath-{uuid.uuid4().hex[:6]}"}  # fmt: skip
+                if tree is None:
+                    migrate.upgrade(database_url)
+                else:
+                    checkpoint = work / f"baseline-{folder.name}-{round_}.safetensors"
+                    subprocess.run([sys.executable, "-c", _BASELINE_CHECKPOINT, str(checkpoint), NEAR_FREE_ARCH,
+                                    str(args.image_size), args.decode, database_url], cwd=tree, check=True)  # fmt: skip
+                    run_env["DEEPSCAN_CHECKPOINT"] = str(checkpoint)
+                rate, _ = pipeline_images_per_s(run_env, folder, work / f"worker-{folder.name}-{round_}.log",
+                                                chunk_size=args.chunk_size, cwd=tree)  # fmt: skip
+            rates[name].append(round(rate, 1))
+            print(f"{'':>14}  (b) {name}: {rate:8.1f} images/s")
+    mine, theirs = statistics.median(rates["this tree"]), statistics.median(rates[rev])
+    target = f" (target >= {TARGET_OVER_BASELINE})" if folder.name == "jpeg_256px" else ""
+    print(f"{'':>14}  pipeline: this tree {mine:.1f} images/s, {rev} {theirs:.1f} images/s (medians of "
+          f"{args.baseline_rounds} alternating runs, {count} images): {mine / theirs:.2f} x{target}")  # fmt: skip
+    return {"baseline": rev, "runs": rates, "pipeline_over_baseline": round(mine / theirs, 3)}
 
 
 def model_only_images_per_s(checkpoint: Path, batch_size: int, batches: int = 8) -> float:
@@ -144,21 +215,22 @@ def pipeline_images_per_s(
     log: Path,
     *,
     chunk_size: int,
-    concurrency: int = DEFAULT_WORKER_CONCURRENCY,
+    concurrency: int | None = DEFAULT_WORKER_CONCURRENCY,
     worker_args: Sequence[str] = (),
     ready_timeout_s: float = 120.0,
+    cwd: Path | None = None,
 ) -> tuple[float, list[float]]:
     """(b): start a worker, scan `folder` through Redis, time the job; also the worker's RSS samples.
 
     The job is timed from its creation, after the worker is ready: a `--compile` worker's start-up
-    is not in it.
+    is not in it. `cwd`: another checkout's worker and producer, with their own defaults.
     """
-    args = ["--concurrency", str(concurrency), *worker_args]
+    args = [*([] if cwd is not None else ["--concurrency", str(concurrency)]), *worker_args]
     with (
-        worker_process(env, log, ready_timeout_s=ready_timeout_s, extra_args=args) as worker,
+        worker_process(env, log, ready_timeout_s=ready_timeout_s, extra_args=args, cwd=cwd) as worker,
         RssSampler(worker.pid) as rss,
     ):
-        images_per_s = scan_images_per_s(env, folder, chunk_size=chunk_size, label=folder.name)
+        images_per_s = scan_images_per_s(env, folder, chunk_size=chunk_size, label=folder.name, cwd=cwd)
     return images_per_s, rss.samples_mb
 
 
@@ -217,6 +289,8 @@ def main() -> None:
     )
     parser.add_argument("--long-count", type=int, default=10_000, help="images of --long")
     parser.add_argument("--long", action="store_true", help="10,000 256-px images; report the worker's RSS drift")
+    parser.add_argument("--baseline", metavar="REV", help="also run (b) with this commit's code: the ratio to it")
+    parser.add_argument("--baseline-rounds", type=int, default=2, help="runs of each tree for --baseline")
     args = parser.parse_args()
     if args.long:
         args.small, args.large = args.long_count, 0
@@ -246,9 +320,8 @@ def main() -> None:
             if count:
                 paths = write_photos(work / name, count, width, height)
                 results[name] = measure(name, paths, env, work, args)
-    small = results.get("jpeg_256px", {}).get("pipeline_images_per_s", 0.0)
-    print(f"256-px pipeline = {small / TODAY_256PX_IMAGES_PER_S:.2f} x the {TODAY_256PX_IMAGES_PER_S:.0f} images/s "
-          "measured before this work (target >= 3.5)")  # fmt: skip
+                if args.baseline:
+                    results[name] |= baseline_ratio(args.baseline, paths[0].parent, count, env, work, args)
     setup = {"cpu": cpu_model(), "image_size": args.image_size, "decode": args.decode, "threads": args.decode_threads,
              "fetch_threads": args.threads, "concurrency": args.concurrency}  # fmt: skip
     print(json.dumps(setup | results))

@@ -82,19 +82,23 @@ def raw_images_per_s(checkpoint: Path, images: list[Path], *, device: str, batch
     return len(images) / (time.perf_counter() - started)
 
 
-def scan_images_per_s(env: dict[str, str], folder: Path, *, chunk_size: int, label: str) -> float:
+def scan_images_per_s(
+    env: dict[str, str], folder: Path, *, chunk_size: int, label: str, cwd: Path | None = None
+) -> float:
     """Scan `folder` through Redis with the running worker; images/s from the job's creation to its end."""
-    done, seconds = scan_job(env, folder, ["--chunk-size", str(chunk_size)], label=label)
+    done, seconds = scan_job(env, folder, ["--chunk-size", str(chunk_size)], label=label, cwd=cwd)
     return done / seconds
 
 
-def scan_job(env: dict[str, str], folder: Path, options: Sequence[str], *, label: str) -> tuple[int, float]:
+def scan_job(
+    env: dict[str, str], folder: Path, options: Sequence[str], *, label: str, cwd: Path | None = None
+) -> tuple[int, float]:
     """`deepscan scan folder --no-faces --rescan --wait *options` with the running worker: items
     done, and seconds from the job's creation to its end as the database records them (neither
-    the producer's start-up nor its poll for the end is in it)."""
+    the producer's start-up nor its poll for the end is in it). `cwd`: another checkout's producer."""
     command = [sys.executable, "-m", "scanner", "scan", str(folder), "--no-faces", "--rescan", "--wait",
                *options, "--format", "json"]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=cwd)
     lines = done.stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines else {"status": "no summary"}
     if summary["status"] != "done" or summary["errors"]:

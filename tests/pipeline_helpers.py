@@ -85,15 +85,18 @@ def deepscan_process(
     *,
     ready_marker: bytes | None = None,
     ready_timeout_s: float = 60.0,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `python -m scanner ARGS…` subprocess, logged to `log_path`; its process group is stopped afterwards.
 
     With `ready_marker`, yields only once the log shows it (failing with the log's tail otherwise).
+    `cwd` runs the code of another checkout (a benchmark's baseline) instead of this one.
     """
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scanner", *args],
             env=env,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -119,11 +122,18 @@ def deepscan_process(
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], log_path: Path, *, ready_timeout_s: float = 60.0, extra_args: Sequence[str] = ()
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    ready_timeout_s: float = 60.0,
+    extra_args: Sequence[str] = (),
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `deepscan worker` subprocess; yields once it is consuming."""
     args = ["worker", "--loglevel", "INFO", *extra_args]
-    with deepscan_process(args, env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s) as proc:
+    with deepscan_process(
+        args, env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s, cwd=cwd
+    ) as proc:
         yield proc
 
 
