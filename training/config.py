@@ -21,6 +21,7 @@ DEFAULT_IMAGE_SIZE_PX = 224  # scanner.detector.DEFAULT_IMAGE_SIZE_PX (tested)
 # windows placed at random in training and the centre one when scoring (tested).
 CROP_CHOICES = ("resize", "center", "random")
 DEFAULT_CROP = "center"
+DECODE_CHOICES = ("full", "reduced")  # scanner.detector.Preprocessing.decode
 DEFAULT_EMA_DECAY = 0.0
 # Probability of each training augmentation (training.augment.AugmentConfig; `--aug NAME=P`).
 DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "jpeg": 0.1}
@@ -67,6 +68,7 @@ class TrainConfig:
     augment: bool = True
     augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
     crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image
+    decode: str = "full"  # "reduced": JPEGs decoded at 1/2-1/8 scale, see scanner.detector.Preprocessing.decode
     ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
     seed: int = 0
@@ -96,6 +98,8 @@ class TrainConfig:
         changed = self.augment_changes()
         if self.augment and changed:  # only when changed, so states saved before this key still resume
             fingerprint["augment_p"] = ",".join(f"{name}={p:g}" for name, p in sorted(changed.items()))
+        if self.decode != "full":  # likewise
+            fingerprint["decode"] = self.decode
         return fingerprint
 
     def augment_changes(self) -> dict[str, float]:

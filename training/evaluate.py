@@ -148,7 +148,7 @@ def evaluate(
     loaded = load_checkpoint(checkpoint, target)
     samples = load_split(data, split, labels=labels)
     view = loaded.meta.face_view
-    cache = FaceCache(face_cache or default_cache_dir(), view.detector)
+    cache = FaceCache(face_cache or default_cache_dir(), view.detector, loaded.meta.preprocessing.decode_min_side_px)
     dataset = ImageDataset(samples, loaded.meta.preprocessing, view=view, all_faces=True, face_cache=cache)
     workers = default_loader_workers() if workers is None else workers
     found = predict(loaded.model, dataset, device=target, batch_size=batch_size, workers=workers, progress=progress)

@@ -1,9 +1,12 @@
 """An on-disk cache of face detections for training and evaluation, so epochs and re-runs detect once.
 
-Keyed by the image file's content (sha256) and the face detector's name: the boxes and landmarks
-depend on nothing else, while margin and alignment are re-applied from them (cheap) on every use.
-One small JSON file per image under DIR/<detector>/<sha[:2]>/<sha>.json, written atomically, so
-several data-loading processes can share the cache.
+Keyed by the image file's content (sha256), the face detector's name and the scale the image was
+decoded at: the boxes and landmarks depend on nothing else, while margin and alignment are
+re-applied from them (cheap) on every use. A checkpoint that decodes JPEGs at reduced scale
+(`Preprocessing.decode == "reduced"`) finds faces on the smaller image, in its pixels, so its
+detections live apart from full-scale ones. One small JSON file per image under
+DIR/<detector>[-min<N>]-v1/<sha[:2]>/<sha>.json, written atomically, so several data-loading
+processes can share the cache.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ def default_cache_dir() -> Path:
 
 
 class FaceCache:
-    def __init__(self, directory: Path, detector: str) -> None:
-        self.folder = directory / f"{detector}-v{CACHE_VERSION}"
+    def __init__(self, directory: Path, detector: str, decode_min_side_px: int | None = None) -> None:
+        scale = "" if decode_min_side_px is None else f"-min{decode_min_side_px}"
+        self.folder = directory / f"{detector}{scale}-v{CACHE_VERSION}"
 
     def _path(self, data: bytes) -> Path:
         digest = hashlib.sha256(data).hexdigest()

@@ -136,7 +136,7 @@ def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
         log.info("%s split: %d real, %d fake", name, counts["real"], counts["fake"])
     augmentation = augment_config(config.augment_p) if config.augment else None
     view = FaceView.named(config.face_view)
-    cache = FaceCache(config.face_cache or default_cache_dir(), view.detector)
+    cache = FaceCache(config.face_cache or default_cache_dir(), view.detector, prep.decode_min_side_px)
     log.info("face view: %s", view.describe())
     return TrainData(
         train=ImageDataset(
@@ -325,7 +325,9 @@ def train(config: TrainConfig) -> TrainResult:
     device = resolve_device(config.device)
     seed_everything(config.seed, device)
     spec = backbone(config.arch)  # its pretrained weights expect its own normalisation
-    prep = Preprocessing(image_size=config.image_size, mean=spec.mean, std=spec.std, crop=served_crop(config.crop))
+    prep = Preprocessing(
+        image_size=config.image_size, mean=spec.mean, std=spec.std, crop=served_crop(config.crop), decode=config.decode
+    )
     data = load_data(config, prep)
     model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)

@@ -327,3 +327,37 @@ def test_evaluate_by_source_reports_each_manipulation_family(
     assert rows["fake", "relabelled_reals"]["roc_auc"] == pytest.approx(0.5, abs=0.2)
     table = CliRunner().invoke(cli, [*args, "--workers", "0", "--by-source"])
     assert "relabelled_reals" in table.output
+
+
+def test_a_reduced_decode_checkpoint_trains_evaluates_and_scans_alike(
+    demo_data: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`deepscan train --decode reduced`: the checkpoint records it, faces are found on the smaller
+    image (their detections cached apart from full-scale ones), and a scan stores evaluate's scores."""
+    out, faces = tmp_path / "reduced.safetensors", tmp_path / "faces"
+    trained = CliRunner().invoke(
+        cli,
+        ["--no-progress", "train", "--data", str(demo_data), "--out", str(out), "--arch", "resnet18",
+         "--pretrained", "none", "--image-size", str(TINY_SIZE), "--epochs", "1", "--batch-size", "8",
+         "--no-augment", "--crop", "resize", "--decode", "reduced", "--face-view", "hog",
+         "--face-cache", str(faces), "--workers", "0", "--device", "cpu"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    prep = load_checkpoint(out, device=CPU).meta.preprocessing
+    assert (prep.decode, prep.decode_min_side_px) == ("reduced", 2 * TINY_SIZE)
+    assert [p.name for p in faces.iterdir()] == [f"hog-min{2 * TINY_SIZE}-v1"], "full-scale boxes would misplace crops"
+
+    report = evaluate(demo_data, out, device="cpu", workers=0, face_cache=faces)
+    expected = {Path(path).resolve().as_uri(): score for path, _label, score in report.files}
+    listing = tmp_path / "test-images.txt"
+    listing.write_text("\n".join(expected) + "\n")
+    result = CliRunner().invoke(
+        cli,
+        ["--database-url", sqlite_url, "scan", "--from-file", str(listing), "--checkpoint", str(out),
+         "--device", "cpu", "--format", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    items = {item.url: item for item in items_of(sqlite_url, json.loads(result.output.splitlines()[-1])["job_id"])}
+    assert len(items) == len(expected) > 0
+    for url, score in expected.items():
+        assert items[url].score == pytest.approx(score, abs=PARITY_ATOL)
