@@ -35,7 +35,7 @@ class WorkerRuntime:
     _s3: Any = None
     _batcher: Batcher[ModelInput, Scored] | None = None
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
-    # Held by a chunk of local files while it fetches and decodes (workers.pipeline.decode_turn).
+    # Held by a chunk of local files while it takes up its items (workers.pipeline.DecodeTurn).
     decode_turns: threading.BoundedSemaphore = field(init=False)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,5 @@
 import threading
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
 
 import pytest
 
@@ -93,24 +91,28 @@ def test_chunks_of_local_files_take_turns_at_decoding_as_the_cores_allow(monkeyp
     from workers import pipeline, runtime
 
     eight = Settings.from_env({"DEEPSCAN_FETCH_THREADS": "8"})
-    for cores, turns in ((1, 1), (2, 1), (4, 1), (16, 2), (64, 8)):
+    for cores, count in ((1, 1), (2, 1), (4, 1), (16, 2), (64, 8)):
         monkeypatch.setattr(runtime, "usable_cores", lambda cores=cores: cores)
-        assert runtime.local_decode_turns(eight) == turns, cores
+        assert runtime.local_decode_turns(eight) == count, cores
 
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
-    rt = cast(Any, SimpleNamespace(decode_turns=threading.BoundedSemaphore(runtime.local_decode_turns(eight))))
-    local, remote = [(1, "file:///data/a.jpg")], [(2, "https://example.com/b.jpg")]
+    turns = threading.BoundedSemaphore(runtime.local_decode_turns(eight))
     entered = threading.Event()
 
     def second_local_chunk() -> None:
-        with pipeline.decode_turn(rt, local):
+        with pipeline.DecodeTurn(turns):
             entered.set()
 
-    with pipeline.decode_turn(rt, local):
+    with pipeline.DecodeTurn(turns) as first:
         other = threading.Thread(target=second_local_chunk)
         other.start()
         assert not entered.wait(0.3), "a second chunk of local files decoded while the first held the turn"
-        with pipeline.decode_turn(rt, remote):  # a remote chunk waits on the network: it never waits its turn
+        with pipeline.DecodeTurn(None):  # a remote chunk waits on the network: it never waits its turn
             pass
-    assert entered.wait(10), "the waiting chunk never got its turn"
+        # Once its last item is taken up, the first chunk lets the next one start, while that item
+        # (a long video, say) is still being decoded.
+        first.give_back()
+        assert entered.wait(10), "the waiting chunk never got its turn"
+        first.give_back()  # again, or leaving the block: nothing more is released
     other.join()
+    assert turns.acquire(blocking=False), "the turn was not given back"
