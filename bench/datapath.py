@@ -16,9 +16,9 @@ and (b)/(a) (target >= 0.8). Image sets: 256-px JPEGs and 12-megapixel JPEG phot
 `--baseline REV` also runs (b) on each image set with the code of another commit (the producer,
 the worker and their migrations, from `git archive REV`), in alternating rounds with this tree on
 the same images, and prints this tree's rate over the baseline's (target for 256-px JPEGs: >= 3.5 x
-the code the issue measured at 175 images/s, 00f1c39). Absolute rates move with the machine and the timing
-(that same code reads 650-700 images/s here on 2026-12-04, timed from the database); a ratio of
-two runs side by side does not. The checkpoint decodes JPEGs at reduced scale (`--decode
+the code the issue measured at 175 images/s, 00f1c39). Absolute rates move with the machine and
+the timing (that same code reads 559-694 images/s here on 2026-12-04, timed from the database); a
+ratio of two runs side by side does not. The checkpoint decodes JPEGs at reduced scale (`--decode
 reduced`, see Preprocessing.decode); `--decode full` measures the old way.
 `--long` scans 10,000 256-px images and reports the worker's RSS over the run (flat: within 5 %).
 Needs the local PostgreSQL and Redis (`make services`); `--baseline` needs a git checkout.
@@ -96,9 +96,10 @@ def write_checkpoint(path: Path, decode: str, image_size: int = NEAR_FREE_SIZE_P
     return path
 
 
-# The same near-free checkpoint, written by another checkout's own code (its format may differ);
-# a checkout older than reduced-scale decoding writes a full-decode one.
-_BASELINE_CHECKPOINT = """
+# The near-free checkpoint and a migrated database, made by a checkout's own code (another
+# commit's checkpoint format and migrations may differ); one older than reduced-scale decoding
+# writes a full-decode checkpoint.
+_OWN_CHECKPOINT_AND_DATABASE = """
 import sys, torch
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
 from scanner.detector import Preprocessing, build_model
@@ -126,28 +127,24 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 def baseline_ratio(
-    rev: str, folder: Path, count: int, env: dict[str, str], work: Path, args: argparse.Namespace
+    rev: str, baseline: Path, folder: Path, count: int, env: dict[str, str], work: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """(b) on the same images with this tree and with commit `rev`, in alternating rounds (ABBA...),
-    each run on a fresh database its own code migrated; medians and their ratio."""
-    baseline = work / "baseline"
-    trees: dict[str, Path | None] = {"this tree": None, rev: baseline if baseline.exists() else checkout(rev, baseline)}
+    """(b) on the same images with this tree and with commit `rev` (unpacked at `baseline`), in
+    alternating rounds (ABBA...). Each run gets its checkpoint and a fresh database from its own
+    code, and its worker's own defaults; medians and their ratio."""
+    trees = {"this tree": REPO, rev: baseline}
     rates: dict[str, list[float]] = {name: [] for name in trees}
     for round_ in range(args.baseline_rounds):
         for name in list(trees) if round_ % 2 == 0 else list(trees)[::-1]:
-            tree = trees[name]
+            tree, run = trees[name], f"{'this' if trees[name] == REPO else 'baseline'}-{folder.name}-{round_}"
             with fresh_postgres_database() as database_url:
-                run_env = {**env, "DEEPSCAN_DATABASE_URL": database_url,
+                checkpoint = work / f"{run}.safetensors"
+                subprocess.run([sys.executable, "-c", _OWN_CHECKPOINT_AND_DATABASE, str(checkpoint), NEAR_FREE_ARCH,
+                                str(args.image_size), args.decode, database_url], cwd=tree, check=True)  # fmt: skip
+                run_env = {**env, "DEEPSCAN_DATABASE_URL": database_url, "DEEPSCAN_CHECKPOINT": str(checkpoint),
                            "DEEPSCAN_QUEUE": f"bench-datapath-{uuid.uuid4().hex[:6]}"}  # fmt: skip
-                if tree is None:
-                    migrate.upgrade(database_url)
-                else:
-                    checkpoint = work / f"baseline-{folder.name}-{round_}.safetensors"
-                    subprocess.run([sys.executable, "-c", _BASELINE_CHECKPOINT, str(checkpoint), NEAR_FREE_ARCH,
-                                    str(args.image_size), args.decode, database_url], cwd=tree, check=True)  # fmt: skip
-                    run_env["DEEPSCAN_CHECKPOINT"] = str(checkpoint)
-                rate, _ = pipeline_images_per_s(run_env, folder, work / f"worker-{folder.name}-{round_}.log",
-                                                chunk_size=args.chunk_size, cwd=tree)  # fmt: skip
+                rate, _ = pipeline_images_per_s(run_env, folder, work / f"worker-{run}.log",
+                                                chunk_size=args.chunk_size, concurrency=None, cwd=tree)  # fmt: skip
             rates[name].append(round(rate, 1))
             print(f"{'':>14}  (b) {name}: {rate:8.1f} images/s")
     mine, theirs = statistics.median(rates["this tree"]), statistics.median(rates[rev])
@@ -223,9 +220,10 @@ def pipeline_images_per_s(
     """(b): start a worker, scan `folder` through Redis, time the job; also the worker's RSS samples.
 
     The job is timed from its creation, after the worker is ready: a `--compile` worker's start-up
-    is not in it. `cwd`: another checkout's worker and producer, with their own defaults.
+    is not in it. `concurrency` None: the worker's own default; `cwd`: the worker and producer of
+    the checkout there.
     """
-    args = [*([] if cwd is not None else ["--concurrency", str(concurrency)]), *worker_args]
+    args = [*([] if concurrency is None else ["--concurrency", str(concurrency)]), *worker_args]
     with (
         worker_process(env, log, ready_timeout_s=ready_timeout_s, extra_args=args, cwd=cwd) as worker,
         RssSampler(worker.pid) as rss,
@@ -300,6 +298,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp, fresh_postgres_database() as database_url:
         work = Path(tmp)
+        baseline = checkout(args.baseline, work / "baseline") if args.baseline else None
         migrate.upgrade(database_url)
         env = deepscan_env(
             DEEPSCAN_DATABASE_URL=database_url,
@@ -320,8 +319,8 @@ def main() -> None:
             if count:
                 paths = write_photos(work / name, count, width, height)
                 results[name] = measure(name, paths, env, work, args)
-                if args.baseline:
-                    results[name] |= baseline_ratio(args.baseline, paths[0].parent, count, env, work, args)
+                if baseline is not None:
+                    results[name] |= baseline_ratio(args.baseline, baseline, paths[0].parent, count, env, work, args)
     setup = {"cpu": cpu_model(), "image_size": args.image_size, "decode": args.decode, "threads": args.decode_threads,
              "fetch_threads": args.threads, "concurrency": args.concurrency}  # fmt: skip
     print(json.dumps(setup | results))

@@ -254,7 +254,7 @@ class DecodeTurn:
     Chunks held at once otherwise run in lockstep: they decode together, then all wait for their
     last scores and store together while the cores sit idle. With turns, one chunk decodes on all
     the cores while the one before it is scored and stored (2 cores, 4,000 256-px images: 24-29 %
-    of the machine idle without turns; 774-795 images/s with them against 654-698 without, same
+    of the machine idle without turns; 786-833 images/s with them against 730-756 without, same
     sitting). The turn is given back as soon as the chunk's last item is taken up, not when it is
     done, so one slow item (a long video) holds up no other chunk. Remote items wait on the
     network, not the cores: their chunks take no turn (`turns` None).
