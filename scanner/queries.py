@@ -22,6 +22,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from scanner.errors import DeepscanError
 from scanner.jobs import JobCounts, jobs_counts
 from scanner.models import ITEM_STATUSES, FrameResult, MediaItem, ModelRecord, Review, ScanJob, utcnow
+from scanner.redaction import redact_url
 from scanner.stats import STATS_BY as STATS_BY
 from scanner.stats import StatsBy as StatsBy
 from scanner.stats import StatsRow as StatsRow
@@ -80,7 +81,10 @@ class ResultFilter:
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One item as a moderator sees it: the model's verdict and the latest human label beside it."""
+    """One item as a moderator sees it: the model's verdict and the latest human label beside it.
+
+    `url` is redacted (no user info, query string or fragment): rows go to people, never to a fetcher.
+    """
 
     id: int
     job_id: int
@@ -230,7 +234,7 @@ def _result_row(item: MediaItem, review: ReviewView | None) -> ResultRow:
     return ResultRow(
         id=item.id,
         job_id=item.job_id,
-        url=item.url,
+        url=redact_url(item.url),  # shown to every role and every format: the stored URL stays for the workers
         kind=item.kind,
         status=item.status,
         score=item.score,
@@ -293,7 +297,7 @@ def latest_reviews(session: Session, item_ids: Sequence[int]) -> dict[int, Revie
 
 @dataclass(frozen=True)
 class ItemDetail:
-    """Everything `deepscan show` prints about one item except its frames."""
+    """Everything `deepscan show` prints about one item except its frames; `url` redacted as in ResultRow."""
 
     id: int
     job_id: int
@@ -349,7 +353,7 @@ def _item_detail(session: Session, item: MediaItem, threshold: float | None) -> 
     return ItemDetail(
         id=item.id,
         job_id=item.job_id,
-        url=item.url,
+        url=redact_url(item.url),  # `show`, the API and the console: never the credentials it was fetched with
         kind=item.kind,
         status=item.status,
         error=item.error,

@@ -31,6 +31,7 @@ from scanner.errors import DeepscanError
 from scanner.media import decode_image
 from scanner.models import REVIEW_LABELS, MediaItem, Review
 from scanner.queries import NotFoundError, ReviewView, latest_review_ids
+from scanner.redaction import redact_url
 
 TRAINING_LABELS = ("real", "fake")
 MANIFEST_NAME = "manifest.csv"
@@ -280,7 +281,7 @@ def _write_manifest(path: Path, written: list[tuple[ExportEntry, str]]) -> None:
                         file,
                         entry.label,
                         entry.label_source,
-                        entry.url,
+                        redact_url(entry.url),  # the manifest is shared with trainers: no fetch credentials
                         "" if entry.score is None else repr(entry.score),
                         entry.verdict or "",
                         entry.review_label or "",

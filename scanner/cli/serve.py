@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+from typing import Any
 
 import click
 from sqlalchemy.orm import Session
@@ -62,8 +64,24 @@ def serve(app: AppContext, host: str, port: int, workers: int, proxy_headers: bo
         proxy_headers=proxy_headers,
         forwarded_allow_ips="*" if proxy_headers else None,
         log_level=log_level,
+        log_config=redacting_log_config(),
         server_header=False,
     )
+
+
+def redacting_log_config() -> dict[str, Any]:
+    """uvicorn's own logging setup with the redaction filter on both of its handlers.
+
+    Its access logger writes through its own handler (not the root's), and request lines carry query
+    strings: `?access_token=…` of a console link, `?token=…&X-Amz-Signature=…` pasted by a user.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "scanner.redaction.RedactingFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    return config
 
 
 @click.group()
