@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from scanner.cli.output import RECORD_FORMATS, format_option
 from scanner.errors import ConfigError
 from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
 from scanner.settings import Settings
+from workers.metrics import DEFAULT_METRICS_HOST
 
 NOTHING_TO_SCAN = (
     "nothing to scan: no images or videos in the sources (listings keep media extensions such as jpg, png, "
@@ -328,6 +330,13 @@ def _print_summary(
     help="Serve Prometheus metrics (items by outcome, errors by reason, batch sizes, inference latency, "
     "time from enqueue to verdict) on this port at /metrics [default: off].",
 )
+@click.option(
+    "--metrics-host",
+    envvar="DEEPSCAN_METRICS_HOST",
+    default=DEFAULT_METRICS_HOST,
+    show_default=True,
+    help="Address the metrics port listens on; 0.0.0.0 for a scraper on another host [env DEEPSCAN_METRICS_HOST].",
+)
 @pass_app
 def worker(
     app: AppContext,
@@ -340,6 +349,7 @@ def worker(
     queue: str | None,
     loglevel: str,
     metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a Celery worker that scans chunks from the queue (one process per GPU).
 
@@ -370,14 +380,22 @@ def worker(
     if metrics_port is not None:
         from workers.metrics import start_metrics_server
 
-        start_metrics_server(metrics_port)
+        start_metrics_server(metrics_port, metrics_host)
     celery_app.Worker(
         pool="solo" if settings.worker_concurrency == 1 else "threads",
         concurrency=settings.worker_concurrency,
         queues=[settings.queue],
         loglevel=loglevel,
-        hostname=f"deepscan-{settings.queue}@%h",
+        hostname=worker_node_name(settings.queue),
     ).start()
+
+
+def worker_node_name(queue: str) -> str:
+    """This worker's Celery node name, `deepscan-QUEUE-PID@HOST`: one per process, so `celery inspect`
+    sees every worker of a host. `celery worker -n` expands `%h`; a Worker built in code does not."""
+    from celery.utils.nodenames import host_format
+
+    return host_format(f"deepscan-{queue}-{os.getpid()}@%h")
 
 
 COMMANDS: list[click.Command] = [scan, worker]
