@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,6 +174,14 @@ class _Filter:
             taken = bool(stem and dot) and extension in DEFAULT_MEDIA_EXTENSIONS
         return taken and not any(fnmatchcase(n, p) for n in lowered for p in self.exclude)
 
+    def left_out_by_extension(self, name: str, *paths: str) -> bool:
+        """Whether only the default extension list kept this file out: no `include` was given, no
+        `exclude` names it, and it is not hidden. Such files are reported, never dropped in silence."""
+        lowered = [name.lower(), *(p.lower() for p in paths)]
+        if self.include or name.startswith(".") or any(fnmatchcase(n, p) for n in lowered for p in self.exclude):
+            return False
+        return not self.accepts(name, *paths)
+
 
 @dataclass
 class _Context:
@@ -306,11 +315,18 @@ def _glob_component(part: str) -> str:
 
 
 def _listed(root: Path, ctx: _Context, *, pattern: re.Pattern[str] | None, max_depth: int | None) -> Iterator[MediaRef]:
-    """The files under `root` that the glob `pattern` (if any) and the filter accept, as MediaRefs."""
+    """The files under `root` that the glob `pattern` (if any) and the filter accept, as MediaRefs.
+
+    Files that only their extension kept out (`notes.txt`, `logo.svg`) are counted and reported in
+    one warning once the listing ends, so "28 items" from a folder of 29 files never comes without a word.
+    """
+    left_out: Counter[str] = Counter()
     for path, rel in _walk(root, "", max_depth):
         if pattern is not None and not pattern.fullmatch(rel):
             continue
         if not ctx.filter.accepts(path.name, rel, str(path)):
+            if ctx.filter.left_out_by_extension(path.name, rel, str(path)):
+                left_out[_extension(path.name)] += 1
             continue
         if not path.is_relative_to(root):
             logger.warning("skipping %s: it is a symlink to a file outside %s", root / rel, root)
@@ -319,6 +335,26 @@ def _listed(root: Path, ctx: _Context, *, pattern: re.Pattern[str] | None, max_d
             yield _local_ref(path)
         except OSError as exc:  # vanished or unreadable between listing and stat
             logger.warning("skipping %s: %s", path, exc.strerror or exc)
+    _report_left_out(str(root), left_out)
+
+
+def _report_left_out(listing: str, left_out: Counter[str]) -> None:
+    """One warning naming how many files of `listing` their extension kept out, by extension."""
+    total = left_out.total()
+    if not total:
+        return
+    logger.warning(
+        "%s: left out %d %s not an image or video by %s extension (%s); --include '*' scans every file",
+        listing,
+        total,
+        "file that is" if total == 1 else "files that are",
+        "its" if total == 1 else "their",
+        ", ".join(f"{n} {ext}" for ext, n in left_out.most_common()),
+    )
+
+
+def _extension(name: str) -> str:
+    return Path(name).suffix.lower() or "(no extension)"
 
 
 def _walk(directory: Path, rel: str, depth_left: int | None) -> Iterator[tuple[Path, str]]:
@@ -393,14 +429,19 @@ def _s3_refs(client: Any, bucket: str, prefix: str, filt: _Filter) -> Iterator[M
     """Every object under the prefix, one ListObjectsV2 page at a time (page size DEFAULT_S3_PAGE_SIZE)."""
     paginator = client.get_paginator("list_objects_v2")
     pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": DEFAULT_S3_PAGE_SIZE})
+    left_out: Counter[str] = Counter()
     try:
         for page in pages:
             for obj in page.get("Contents", ()):
                 key: str = obj["Key"]
-                if key == prefix or (not key.endswith("/") and filt.accepts(key.rpartition("/")[2], key)):
+                name = key.rpartition("/")[2]
+                if key == prefix or (not key.endswith("/") and filt.accepts(name, key)):
                     yield _s3_ref(bucket, obj)
+                elif not key.endswith("/") and filt.left_out_by_extension(name, key):
+                    left_out[_extension(name)] += 1
     except Exception as exc:
         raise _s3_error(exc, bucket) from None
+    _report_left_out(f"s3://{bucket}/{prefix}", left_out)
 
 
 def _s3_ref(bucket: str, obj: dict[str, Any]) -> MediaRef:

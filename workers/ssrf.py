@@ -31,6 +31,15 @@ from scanner.settings import Settings
 USER_AGENT = "deepscan/0.1 (+media scanner)"
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix: the IPv4 address in the last 32 bits
 NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215 local-use translation: never public
+IPV4_TRANSLATED_PREFIX = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 SIIT ::ffff:0:a.b.c.d
+# Never a media server, yet "global" in the tables of the Python versions we run on (they lag the IANA
+# registries): judged here, not left to `is_global`.
+NOT_PUBLIC_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments (192.0.0.8: the dummy address)
+    ipaddress.IPv6Network("fec0::/10"),  # site-local: deprecated, still routed inside some networks
+    ipaddress.IPv6Network("3fff::/20"),  # documentation (RFC 9637)
+    ipaddress.IPv6Network("5f00::/16"),  # SRv6 segment identifiers (RFC 9602)
+)
 
 
 def check_host(host: str, port: int) -> None:
@@ -53,11 +62,14 @@ def _resolve(host: str, port: int) -> list[str]:
 def is_public_address(address: str) -> bool:
     """True for globally routable unicast addresses; False for private, loopback, link-local, reserved...
 
-    An IPv6 address that carries an IPv4 address (IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible
+    An IPv6 address that carries an IPv4 address (IPv4-mapped ::ffff:a.b.c.d, IPv4-translated
+    ::ffff:0:a.b.c.d, IPv4-compatible
     ::a.b.c.d, NAT64 64:ff9b::a.b.c.d, 6to4 2002:aabb:ccdd::, Teredo's client) can reach that
     IPv4 host through a translator or tunnel, so it is public only if the IPv4 address is too.
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if any(ip in network for network in NOT_PUBLIC_NETWORKS if network.version == ip.version):
+        return False
     if isinstance(ip, ipaddress.IPv6Address):
         if ip in NAT64_LOCAL_PREFIX:
             return False
@@ -73,6 +85,8 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for, if it is one of the forms that embed one."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip in IPV4_TRANSLATED_PREFIX:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.sixtofour is not None:
         return ip.sixtofour
     if ip.teredo is not None:

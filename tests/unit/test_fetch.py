@@ -315,6 +315,14 @@ def test_dns_rebinding_is_caught_at_connect_time(
         ("::127.0.0.1", False),  # IPv4-compatible
         ("::c0a8:101", False),  # IPv4-compatible 192.168.1.1
         ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo, client 127.0.0.1
+        ("::ffff:0:7f00:1", False),  # IPv4-translated (SIIT) 127.0.0.1
+        ("::ffff:0:a9fe:a9fe", False),  # IPv4-translated 169.254.169.254
+        ("::ffff:0:808:808", True),  # IPv4-translated 8.8.8.8
+        # Ranges that Python 3.11's `is_global` still calls global.
+        ("fec0::1", False),  # site-local
+        ("192.0.0.8", False),  # IPv4 dummy address
+        ("192.0.0.170", False),  # NAT64 discovery
+        ("3fff::1", False),  # documentation
     ],
 )
 def test_which_addresses_count_as_public(address: str, public: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,25 @@ def test_a_directory_expands_recursively_in_name_order_keeping_only_media(tree: 
     assert isinstance(first.last_modified, datetime)
     assert first.last_modified.timestamp() == pytest.approx((tree / "a.PNG").stat().st_mtime)
     assert first.etag is None
+
+
+def test_files_left_out_by_their_extension_are_reported(
+    tree: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tree / "sub" / "logo.svg").write_bytes(b"<svg/>")
+
+    with caplog.at_level(logging.WARNING, logger="scanner.sources"):
+        refs = list(expand_sources([str(tree)], settings))
+
+    assert len(refs) == 5  # 8 files: 5 media, notes.txt, logo.svg, and the hidden .DS_Store
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{tree}: left out 2 files that are not an image or video by their extension")
+    assert "(1 .svg, 1 .txt)" in warning or "(1 .txt, 1 .svg)" in warning
+    assert "--include '*'" in warning
+    caplog.clear()
+    list(expand_sources([str(tree)], settings, exclude=["*.txt", "*.svg"]))  # left out on purpose: no word
+    list(expand_sources([str(tree)], settings, include=["*.jpg"]))
+    assert not caplog.records
 
 
 def test_the_same_tree_expands_identically_every_time(tree: Path, settings: Settings) -> None:
@@ -282,6 +302,15 @@ def test_s3_uses_the_configured_endpoint_and_filters(s3_endpoint: str, bucket: s
     refs = expand_sources([f"s3://{bucket}"], s3_settings(settings, s3_endpoint), include=["2025/*", "*.txt"])
 
     assert urls(refs) == [f"s3://{bucket}/2024/readme.txt", f"s3://{bucket}/2025/f.jpg"]
+
+
+def test_s3_keys_left_out_by_their_extension_are_reported(
+    s3_endpoint: str, bucket: str, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="scanner.sources"):
+        list(expand_sources([f"s3://{bucket}/2024/"], s3_settings(settings, s3_endpoint)))
+
+    assert any(f"s3://{bucket}/2024/: left out" in r.getMessage() and ".txt" in r.getMessage() for r in caplog.records)
 
 
 def test_an_s3_key_named_exactly_is_taken_whatever_its_extension(
