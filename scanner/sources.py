@@ -54,6 +54,7 @@ DEFAULT_S3_CLIENT_ATTEMPTS = 3  # botocore's own tries per request, "standard" r
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_MAGIC = re.compile(r"[*?[]")
+_S3_BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")  # what botocore sends (access-point ARNs aside)
 _S3_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 _S3_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 
@@ -90,10 +91,17 @@ def file_url_path(url: str) -> Path:
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split `s3://bucket/key` into bucket and key (the key taken verbatim: S3 keys are not URL-encoded)."""
+    """Split `s3://bucket/key` into bucket and key (the key taken verbatim: S3 keys are not URL-encoded).
+
+    ValueError when there is no bucket, or a name no S3 request can carry: botocore would refuse it
+    only when called, as a ParamValidationError that looks like a network failure.
+    """
     bucket, _, key = url[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"{redact_url(url)!r} names no bucket: use s3://BUCKET/PREFIX")
+    if not _S3_BUCKET_NAME.fullmatch(bucket) and not bucket.startswith("arn:"):
+        shown = bucket.rpartition("@")[2]  # never echo user info pasted into the wrong place
+        raise ValueError(f"invalid s3 bucket name {shown!r}: use letters, digits, '.', '-' and '_' (at most 255)")
     return bucket, key
 
 

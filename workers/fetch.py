@@ -429,7 +429,10 @@ def _check_http_url(url: str, settings: Settings) -> None:
 def _fetch_s3(url: str, settings: Settings, client: Any, budget: ItemBudget) -> Fetched:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, key = parse_s3_url(url)
+    try:
+        bucket, key = parse_s3_url(url)
+    except ValueError as exc:  # a malformed bucket name: no retry can fix it
+        raise PermanentError(str(exc)) from None
     if not key:
         raise PermanentError("s3 URL names no object key")
     try:
@@ -462,8 +465,10 @@ def _s3_client_error(exc: Any) -> Exception:
 
 
 def _s3_transport_error(exc: Exception, settings: Settings) -> Exception:
-    from botocore.exceptions import NoCredentialsError, ReadTimeoutError
+    from botocore.exceptions import NoCredentialsError, ParamValidationError, ReadTimeoutError
 
+    if isinstance(exc, ParamValidationError):  # botocore refused the request before sending it
+        return PermanentError(f"invalid s3 request: {str(exc).splitlines()[-1].strip()[:200]}")
     if isinstance(exc, NoCredentialsError):
         return PermanentError("no AWS credentials for s3 (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
     if isinstance(exc, ReadTimeoutError | urllib3.exceptions.ReadTimeoutError):

@@ -39,8 +39,10 @@ Frames come out as HxWx3 uint8 RGB, at most `DEFAULT_MAX_FRAME_SIDE_PX` on their
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
+import os
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +57,7 @@ from scanner.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
+FFMPEG_LOG_QUIET = -8  # FFmpeg's AV_LOG_QUIET
 DEFAULT_FPS = 1.0  # sampled frames per second of video
 DEFAULT_MAX_FRAME_SIDE_PX = 1920  # sampled frames are shrunk to at most this on their longer side
 DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320  # 8K UHD; videos with larger frames are refused
@@ -156,6 +159,7 @@ def sample_frames(
             f"max_side_px={max_side_px})"
         )
     deadline = deadline or Deadline.never()
+    quiet_codec_logs()
     packets = _scan_packets(path, deadline, max_frame_pixels)
     with _open(path) as cap:
         _check_frame_size(*_header_size(cap), max_frame_pixels)
@@ -174,6 +178,20 @@ def sample_frames(
     if not frames or reader.source_size is None:
         raise PermanentError("video has no decodable frames")
     return SampledVideo(frames, layout.duration_s, *reader.source_size, layout.fps)
+
+
+@functools.cache
+def quiet_codec_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own messages off the user's terminal, before the first capture opens.
+
+    Both write straight to stderr ("[mpeg4 @ 0x…] header damaged", "[ WARN:0] … can't be used to
+    capture by name") around a `deepscan scan` progress bar; a broken video already ends its item
+    with a one-line reason. OPENCV_FFMPEG_LOGLEVEL is read when the FFmpeg backend first loads; an
+    operator who sets it, or OPENCV_LOG_LEVEL, to debug a codec keeps their value.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_LOG_QUIET))
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _keyframes(packets: _Packets | None, layout: _Layout) -> Sequence[int]:

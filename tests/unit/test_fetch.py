@@ -16,6 +16,7 @@ import workers.ssrf
 from scanner.errors import PermanentError
 from scanner.media import decode_image
 from scanner.settings import Settings
+from scanner.sources import make_s3_client
 from tests import media_factory as mf
 from tests.servers import http_server, s3_client, s3_server, upload_folder
 from workers.fetch import Fetched, fetch, format_bytes
@@ -390,6 +391,18 @@ def test_bad_s3_objects_fail_like_bad_files(s3_settings: Settings) -> None:
     assert reason("s3://scan-bucket/bad/page.jpg", s3_settings) == "not an image or video"
     capped = s3_settings.with_overrides(max_image_bytes=100)
     assert reason("s3://scan-bucket/photo.jpg", capped) == "image exceeds 100 bytes limit (DEEPSCAN_MAX_IMAGE_BYTES)"
+
+
+def test_a_malformed_bucket_name_is_one_permanent_line_naming_it(s3_settings: Settings) -> None:
+    client = make_s3_client(s3_settings, attempts=1)
+    calls: list[object] = []
+    client.meta.events.register("before-parameter-build.s3.*", lambda **kw: calls.append(kw))
+
+    message = reason("s3://bad bucket!/a.jpg", s3_settings, s3_client=client)
+
+    assert message.startswith("invalid s3 bucket name 'bad bucket!'")
+    assert "tries" not in message
+    assert calls == []  # refused before any request: nothing to retry
 
 
 def test_an_unreachable_s3_endpoint_is_retried_then_reported(settings: Settings) -> None:

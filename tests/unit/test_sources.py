@@ -328,3 +328,8 @@ def test_a_missing_bucket_is_a_config_error(s3_endpoint: str, bucket: str, setti
 
     with pytest.raises(ConfigError, match="s3 bucket 'no-such-bucket' does not exist"):
         next(refs)
+
+
+def test_a_malformed_bucket_name_is_a_config_error_naming_it(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"^invalid s3 bucket name 'my bucket!'"):
+        list(expand_sources(["s3://my bucket!/photos/"], settings))
