@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scanner.errors import ConfigError, DatabaseUnavailableError
@@ -109,6 +109,15 @@ def install(app: FastAPI) -> None:
     async def _database_down(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable: %s", one_line(str(exc)))
         return problem_response(request, 503, "the database is unavailable; try again shortly")
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def _out_of_range(request: Request, exc: Exception) -> Response:
+        # Every value a request reaches the database with came from the client: an id past bigint, a NUL
+        # byte PostgreSQL text cannot hold, a date whose UTC instant is past year 9999 (OverflowError,
+        # also what SQLite raises for an integer over 64 bits). The client's mistake, so a 4xx.
+        reason = one_line(str(exc.orig if isinstance(exc, DataError) else exc)) or type(exc).__name__
+        return problem_response(request, 422, f"a value in the request is out of range or not allowed: {reason}")
 
     @app.exception_handler(DBAPIError)
     async def _database_refused(request: Request, exc: DBAPIError) -> Response:
