@@ -12,6 +12,22 @@ from scanner import migrate
 from scanner.db import make_engine
 from scanner.models import Base
 from tests import services
+from tests.servers import TEST_AWS_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_only_aws() -> Iterator[None]:
+    """Test credentials and no instance-metadata lookups, for this process and every process it starts.
+
+    Without credentials botocore walks its whole chain, which ends by asking 169.254.169.254; the
+    socket guard (pytest-socket, pyproject's addopts) only watches this process, so worker and server
+    subprocesses must not need to look. Set before any session fixture starts a subprocess.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**TEST_AWS_ENV, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield
 
 
 @pytest.fixture(autouse=True)
