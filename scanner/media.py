@@ -7,6 +7,7 @@ evaluated on are the pixels it scores in production.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from typing import Literal
 
@@ -39,6 +40,13 @@ _VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
 )
 
 
+# An ISO BMFF handler box: size, "hdlr", version+flags, pre_defined, then the handler type.
+_ISO_HANDLER = re.compile(rb"hdlr.{8}(vide|soun)", re.DOTALL)
+_MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"
+_MATROSKA_TRACK_TYPE = re.compile(rb"\x83\x81([\x01\x02])")  # TrackType, one byte long: 1 video, 2 audio
+_MATROSKA_VIDEO, _MATROSKA_AUDIO = b"\x01", b"\x02"
+
+
 def sniff_kind(head: bytes) -> MediaKind:
     """Classify media from its first bytes (at least 16), never from its name or Content-Type."""
     if any(head[offset:].startswith(sig) for offset, sig in _IMAGE_SIGNATURES):
@@ -58,6 +66,22 @@ def sniff_kind(head: bytes) -> MediaKind:
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:  # MPEG transport stream
         return "video"
     return "unknown"
+
+
+def audio_only(head: bytes, tail: bytes = b"") -> bool:
+    """True when a video container's own track list declares sound and no picture.
+
+    An .m4a, a podcast .mp4 or an audio-only .webm sniffs as video but has no frames to sample; its
+    item should say so rather than blame the decoder. `head` and `tail` are the file's first and last
+    bytes (an MP4's track list, `moov`, sits at either end; Matroska's near the start).
+    """
+    if head[4:8] in _VIDEO_BRANDS_AT_4 or head[4:8] in _QUICKTIME_ATOMS_AT_4:
+        handlers = set(_ISO_HANDLER.findall(head + tail))
+        return b"soun" in handlers and b"vide" not in handlers
+    if head.startswith(_MATROSKA_MAGIC):
+        track_types = set(_MATROSKA_TRACK_TYPE.findall(head))
+        return _MATROSKA_AUDIO in track_types and _MATROSKA_VIDEO not in track_types
+    return False
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side_px: int | None = None) -> np.ndarray:

@@ -318,3 +318,16 @@ def test_codec_warnings_stay_off_the_users_terminal(tmp_path: Path) -> None:
     assert done.stdout.splitlines() == ["video has no decodable frames"] * 2
     for noise in ("@ 0x", "WARN", "moov atom", "header damaged"):
         assert noise not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("write", [mf.write_audio_only_mp4, mf.write_audio_only_mkv])
+def test_a_sound_only_file_says_it_has_no_video_stream(tmp_path: Path, write: Callable[[Path], Path]) -> None:
+    path = write(tmp_path / "podcast.mp4")
+
+    with pytest.raises(PermanentError, match=r"^audio only: no video stream$"):
+        sample_frames(path)
+
+
+def test_a_broken_video_still_blames_its_frames(tmp_path: Path) -> None:
+    with pytest.raises(PermanentError, match=r"^video has no decodable frames$"):
+        sample_frames(mf.write_garbage_mp4(tmp_path / "garbage.mp4"))
