@@ -331,6 +331,13 @@ def _print_summary(
     "time from enqueue to verdict) on this port at /metrics [default: off].",
 )
 @click.option(
+    "--node-name",
+    envvar="DEEPSCAN_WORKER_NAME",
+    metavar="NAME@%h",
+    help="This worker's Celery node name (%h: this host's name) [env DEEPSCAN_WORKER_NAME; "
+    "default deepscan-QUEUE-PID@%h: one node per process, so `celery inspect ping` sees every worker].",
+)
+@click.option(
     "--metrics-host",
     envvar="DEEPSCAN_METRICS_HOST",
     default=DEFAULT_METRICS_HOST,
@@ -349,6 +356,7 @@ def worker(
     queue: str | None,
     loglevel: str,
     metrics_port: int | None,
+    node_name: str | None,
     metrics_host: str,
 ) -> None:
     """Run a Celery worker that scans chunks from the queue (one process per GPU).
@@ -386,16 +394,17 @@ def worker(
         concurrency=settings.worker_concurrency,
         queues=[settings.queue],
         loglevel=loglevel,
-        hostname=worker_node_name(settings.queue),
+        hostname=worker_node_name(settings.queue, node_name),
     ).start()
 
 
-def worker_node_name(queue: str) -> str:
-    """This worker's Celery node name, `deepscan-QUEUE-PID@HOST`: one per process, so `celery inspect`
-    sees every worker of a host. `celery worker -n` expands `%h`; a Worker built in code does not."""
+def worker_node_name(queue: str, pattern: str | None = None) -> str:
+    """This worker's Celery node name: `pattern` (e.g. `deepscan-worker@%h`, one worker per container),
+    else `deepscan-QUEUE-PID@HOST`, one per process, so `celery inspect` sees every worker of a host.
+    `celery worker -n` expands `%h`; a Worker built in code does not, so it is expanded here."""
     from celery.utils.nodenames import host_format
 
-    return host_format(f"deepscan-{queue}-{os.getpid()}@%h")
+    return host_format(pattern or f"deepscan-{queue}-{os.getpid()}@%h")
 
 
 COMMANDS: list[click.Command] = [scan, worker]
