@@ -22,7 +22,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from scanner.errors import DeepscanError
 from scanner.jobs import JobCounts, jobs_counts
 from scanner.models import ITEM_STATUSES, FrameResult, MediaItem, ModelRecord, Review, ScanJob, utcnow
-from scanner.redaction import redact_url
+from scanner.redaction import redact_text, redact_url
 from scanner.stats import STATS_BY as STATS_BY
 from scanner.stats import StatsBy as StatsBy
 from scanner.stats import StatsRow as StatsRow
@@ -442,7 +442,7 @@ def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime) -> JobSummary:
     finished = statuses["done"] + statuses["error"]
     return JobSummary(
         id=job.id,
-        name=job.name,
+        name=redact_text(job.name),  # jobs named before names were redacted at creation
         status=job.status,
         created_at=job.created_at,
         started_at=job.started_at,

@@ -112,3 +112,13 @@ def test_the_access_log_never_holds_query_secrets(server: Server) -> None:
     assert '"GET /console/login HTTP/1.1" 200' in log
     for secret in ("tok123", "xyz", "X-Amz-Signature"):
         assert secret not in log
+
+
+def test_a_job_named_before_names_were_redacted_shows_no_secret(server: Server, secret_item: int) -> None:
+    job = seed_job(server.database_url, name=SECRET_URL)  # as databases from older versions hold them
+    listing = server.get("/api/v1/jobs", "viewer")
+    detail = server.get(f"/api/v1/jobs/{job}", "viewer")
+    page = sign_in(server, "viewer").get(f"{server.base}/console/jobs", timeout=DEFAULT_REQUEST_TIMEOUT_S)
+    assert detail.json()["name"] == SHOWN_URL
+    for text in (listing.text, detail.text, page.text):
+        assert_no_secret(text)
