@@ -404,7 +404,7 @@ def worker_node_name(queue: str, pattern: str | None = None) -> str:
     `celery worker -n` expands `%h`; a Worker built in code does not, so it is expanded here."""
     from celery.utils.nodenames import host_format
 
-    return host_format(pattern or f"deepscan-{queue}-{os.getpid()}@%h")
+    return str(host_format(pattern or f"deepscan-{queue}-{os.getpid()}@%h"))
 
 
 COMMANDS: list[click.Command] = [scan, worker]

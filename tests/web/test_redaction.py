@@ -90,9 +90,12 @@ def test_the_export_manifest_never_holds_the_credentials(server: Server, secret_
             item.content_sha256 = hashlib.sha256(data).hexdigest()
         with Session(engine) as session:
             fetched: list[str] = []
-            report = review.export_training_set(
-                session, tmp_path, reviewed_only=False, fetch_bytes=lambda url: fetched.append(url) or data
-            )
+
+            def fetch_bytes(url: str) -> bytes:
+                fetched.append(url)
+                return data
+
+            report = review.export_training_set(session, tmp_path, reviewed_only=False, fetch_bytes=fetch_bytes)
             stored = session.scalars(select(MediaItem.url).where(MediaItem.id == secret_item)).one()
     finally:
         engine.dispose()
