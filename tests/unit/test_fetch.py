@@ -339,7 +339,11 @@ def test_a_host_resolving_to_nat64_loopback_is_refused(settings: Settings, monke
     assert message.startswith("refused: host resolves to private address 64:ff9b::7f00:1")
 
 
-def test_an_unknown_host_is_reported(settings: Settings) -> None:
+def test_an_unknown_host_is_reported(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_such_name(host: str, *_: object, **__: object) -> list[object]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)  # the resolver's answer, without asking a DNS server
     assert reason("http://no-such-host.invalid/a.jpg", settings.with_overrides(allow_private_urls=False)) == (
         "unknown host no-such-host.invalid"
     )
