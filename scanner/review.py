@@ -27,7 +27,7 @@ from PIL import Image
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from scanner.errors import DeepscanError
+from scanner.errors import ConflictError, DeepscanError
 from scanner.media import decode_image
 from scanner.models import REVIEW_LABELS, MediaItem, Review
 from scanner.queries import NotFoundError, ReviewView, latest_review_ids
@@ -61,12 +61,27 @@ def add_review(session: Session, item_id: int, label: str, reviewer: str, note: 
         raise ValueError(f"label must be one of {', '.join(REVIEW_LABELS)}")
     if not reviewer.strip():
         raise ValueError("a review needs a reviewer name")
-    if session.get(MediaItem, item_id) is None:
+    item = session.get(MediaItem, item_id)
+    if item is None:
         raise NotFoundError(f"no item {item_id}: `deepscan results` lists item ids")
+    if item.verdict is None:
+        raise ConflictError(no_verdict_reason(item))
     review = Review(item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None)
     session.add(review)
     session.flush()
     return ReviewView.of(review)
+
+
+def no_verdict_reason(item: MediaItem) -> str:
+    """Why an item without a verdict cannot be labelled: a label overrides a verdict in exports and
+    stats, and there is nothing a moderator saw to judge (an errored item was never scored)."""
+    if item.status == "error":
+        why = f"it ended error ({item.error or 'no reason recorded'})"
+        hint = "scan it again once the cause is fixed, then label it"
+    else:
+        why = f"it is {item.status}"
+        hint = "label it once it has a verdict" if item.status in ("queued", "processing") else "scan it again"
+    return f"item {item.id} has no verdict to review: {why}; {hint}"
 
 
 def read_local_file(url: str) -> bytes:

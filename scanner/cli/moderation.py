@@ -414,10 +414,19 @@ def show_job(app: AppContext, job_id: int, output_format: str) -> None:
     if output_format == "json":
         click.echo(dump_json(asdict(summary)))
         return
-    pairs = [(name, getattr(summary, name)) for name in (*JOB_TABLE, "threshold", "model_version")]
+    pairs = [(name, getattr(summary, name)) for name in JOB_TABLE]
+    pairs += [("threshold", _applied_threshold(summary)), ("model_version", summary.model_version)]
     pairs += [("created", summary.created_at), ("started", summary.started_at), ("finished", summary.finished_at)]
     pairs += [("duration", _duration(summary.duration_s)), ("items/s", summary.items_per_s)]
     click.echo(render_key_values(pairs))
+
+
+def _applied_threshold(summary: queries.JobSummary) -> str | None:
+    """`0.731 (the checkpoint's)`: the threshold verdicts used, and where it came from."""
+    if summary.threshold is None:
+        return None
+    source = "given with the scan" if summary.threshold_source == "job" else "the checkpoint's"
+    return f"{cell(summary.threshold)} ({source})"
 
 
 COMMANDS: list[click.Command] = [results, show, review_command, export_training_set, stats, jobs]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import click
 from sqlalchemy.orm import Session
 
 from scanner.cli.context import AppContext, pass_app
+from scanner.cli.output import LIST_FORMATS, cell, emit_list, format_option, render_table
 from scanner.models import TOKEN_ROLES
 
 DEFAULT_HOST = "127.0.0.1"
@@ -90,34 +90,34 @@ def tokens_create(app: AppContext, name: str, role: str) -> None:
     )
 
 
+TOKEN_FIELDS = ("name", "role", "created_at", "last_used_at", "revoked_at")
+
+
 @tokens.command("list")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(*LIST_FORMATS)
 @pass_app
 def tokens_list(app: AppContext, output_format: str) -> None:
     """Tokens by name, with role, creation, last use and revocation (never the secrets)."""
     from scanner.tokens import list_tokens
 
     with Session(app.engine) as session:
-        infos = list_tokens(session)
-    records = [
-        {
-            "name": t.name,
-            "role": t.role,
-            "created_at": t.created_at.isoformat(),
-            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
-        }
-        for t in infos
-    ]
-    if output_format == "json":
-        click.echo(json.dumps(records, indent=2))
-        return
-    if not records:
-        click.echo("no tokens: create one with `deepscan tokens create NAME --role reviewer`", err=True)
-    for r in records:
-        state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
-        used = r["last_used_at"][:19] if r["last_used_at"] else "never"
-        click.echo(f"{r['name']:<24} {r['role']:<9} {state:<28} last used {used}")
+        records = [{name: getattr(t, name) for name in TOKEN_FIELDS} for t in list_tokens(session)]
+
+    def table() -> str:
+        rows = (
+            [r["name"], r["role"], f"revoked {cell(r['revoked_at'])}" if r["revoked_at"] else "active",
+             r["created_at"], r["last_used_at"] or "never"]
+            for r in records
+        )  # fmt: skip
+        return render_table(("name", "role", "state", "created", "last used"), rows)
+
+    emit_list(
+        output_format,
+        records,
+        fields=TOKEN_FIELDS,
+        table=table,
+        empty="no tokens: create one with `deepscan tokens create NAME --role reviewer`",
+    )
 
 
 @tokens.command("revoke")
