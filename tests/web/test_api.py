@@ -325,7 +325,8 @@ def _live_responses(server: Server) -> list[requests.Response]:
 
 
 def test_live_responses_match_the_openapi_document(server: Server) -> None:
-    problem_json: dict[str, Callable[[bytes], Any]] = {"application/problem+json": json.loads}  # openapi-core reads plain application/json only
+    # openapi-core reads plain application/json only: problem details are JSON too
+    problem_json: dict[str, Callable[[bytes], Any]] = {"application/problem+json": json.loads}
     spec = OpenAPI.from_dict(
         server.get("/api/v1/openapi.json").json(), config=Config(extra_media_type_deserializers=problem_json)
     )
