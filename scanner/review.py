@@ -217,8 +217,9 @@ def export_training_set(
 
     Only images are exported (training reads still images); items whose bytes cannot be fetched are
     reported in `failed`, and items whose bytes are not the ones scanned (their sha256 differs from
-    `content_sha256`, or none was recorded) in `unverified`; neither stops the export. Re-running is
-    safe: files are replaced atomically, and an item whose label changed moves to the other folder.
+    `content_sha256`, or none was recorded) in `unverified`; neither stops the export, and an earlier
+    export's copy of such an item (or of one now labelled unsure) is removed, since training reads the
+    folders. Re-running is safe: files are replaced atomically, and an item whose label changed moves.
     """
     report = ExportReport(out=out)
     for label in TRAINING_LABELS:
@@ -229,6 +230,7 @@ def export_training_set(
             report.skipped_not_image += 1
         elif entry.label not in TRAINING_LABELS:
             report.skipped_unsure += 1
+            _remove_exported(out, entry.item_id)  # relabelled unsure since an earlier export
         else:
             try:
                 fetched = fetch_bytes(entry.url)
@@ -239,6 +241,9 @@ def export_training_set(
                 data, ext = as_trainable_image(fetched)
             except (DeepscanError, OSError) as exc:
                 report.failed.append((entry.item_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                # Its source vanished or broke: an earlier export's copy can no longer be checked against
+                # the content, and training reads the folders, not the manifest.
+                _remove_exported(out, entry.item_id)
                 continue
             written.append((entry, _write_image(out, entry, data, ext)))
             report.written[entry.label] += 1

@@ -59,6 +59,11 @@ def dump_json(value: Any) -> str:
     return json.dumps(jsonable(value), indent=2)
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 item`, `2 items`: a count with its noun in the right number (the last word takes the `s`)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def cell(value: Any) -> str:
     """One table cell: `-` for nothing, 3 decimals for floats, whole seconds (UTC) for times."""
     if value is None:

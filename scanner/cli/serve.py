@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import click
 from sqlalchemy.orm import Session
 
 from scanner.cli.context import AppContext, pass_app
 from scanner.cli.output import LIST_FORMATS, cell, emit_list, format_option, render_table
+from scanner.errors import DeepscanError
 from scanner.models import TOKEN_ROLES
+from scanner.redaction import redact_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -48,6 +51,11 @@ def serve(app: AppContext, host: str, port: int, workers: int, proxy_headers: bo
 
     _ = app.engine  # fail now, with one line, when the database is unreachable or not migrated
     settings = app.settings
+    require_free_port(host, port)
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    click.echo(
+        f"deepscan serve: console {base}/console, API {base}/api/v1, database {redact_url(settings.database_url)}"
+    )
     # Each uvicorn worker builds its app from the environment: pass on what the command line changed.
     os.environ["DEEPSCAN_DATABASE_URL"] = settings.database_url
     if settings.broker_url:
@@ -64,6 +72,21 @@ def serve(app: AppContext, host: str, port: int, workers: int, proxy_headers: bo
         log_level=log_level,
         server_header=False,
     )
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Bind HOST:PORT once, as uvicorn will (SO_REUSEADDR), so a busy port is one line and exit 1,
+    not uvicorn's multi-line error and exit 3 (which scripts read as "finished with item errors")."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise DeepscanError(
+                f"cannot listen on {host}:{port}: {why} (another server there? choose --port)"
+            ) from None
 
 
 @click.group()

@@ -316,8 +316,8 @@ def test_export_training_set_prefers_human_labels_and_reads_back_from_the_manife
     out = tmp_path / "train"
     result = invoke(runner, db_url, "export-training-set", str(out))
     assert result.exit_code == 0, result.output
-    assert "wrote 2 fake and 2 real images" in result.stdout
-    assert "left out: 1 unsure, 1 not images" in result.stdout
+    assert "wrote 2 fake images and 2 real images" in result.stdout
+    assert "left out: 1 unsure item, 1 item that is not an image" in result.stdout
     assert sorted(p.name for p in (out / "fake").iterdir()) == sorted([f"{ids['fake']}.jpg", f"{ids['gif']}.png"])
     with Image.open(out / "fake" / f"{ids['gif']}.png") as png:
         assert (png.format, png.size) == ("PNG", (6, 4))
@@ -332,7 +332,7 @@ def test_export_training_set_prefers_human_labels_and_reads_back_from_the_manife
     assert manifest[ids["fake"]]["label_source"] == "model"
 
     reviewed_only = invoke(runner, db_url, "export-training-set", str(tmp_path / "reviewed"), "--reviewed-only")
-    assert "wrote 0 fake and 1 real images" in reviewed_only.stdout
+    assert "wrote 0 fake images and 1 real image" in reviewed_only.stdout
     assert [p.name for p in (tmp_path / "reviewed" / "real").iterdir()] == [f"{ids['overruled']}.jpg"]
 
     # A relabel moves the file on the next export; a vanished file is reported, exit 3.
@@ -365,8 +365,8 @@ def test_export_skips_images_changed_since_they_were_scanned_and_counts_why(
     first = invoke(runner, db_url, "export-training-set", str(out))
     assert first.exit_code == 0, first.output
     assert (out / "fake" / f"{ids['swapped']}.jpg").is_file()
-    assert "wrote 2 fake and 1 real images" in first.stdout
-    assert "left out 1 images that are not the content scanned: 1 no content hash recorded" in first.stdout
+    assert "wrote 2 fake images and 1 real image" in first.stdout
+    assert "left out 1 image that is not the content scanned: 1 no content hash recorded" in first.stdout
 
     _jpeg(media / "swapped.jpg", 200)  # another picture at the same URL, after the review
     with (media / "edited.jpg").open("ab") as fh:
@@ -374,7 +374,7 @@ def test_export_skips_images_changed_since_they_were_scanned_and_counts_why(
     again = invoke(runner, db_url, "export-training-set", str(out))
 
     assert again.exit_code == 0, again.output
-    assert "wrote 1 fake and 0 real images" in again.stdout
+    assert "wrote 1 fake image and 0 real images" in again.stdout
     assert (
         "left out 3 images that are not the content scanned: "
         "2 content changed since it was scanned; 1 no content hash recorded (scan it again)"
