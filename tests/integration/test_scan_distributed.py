@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from scanner.cli import cli
 from scanner.models import MediaItem
-from tests import media_factory, services
+from tests import media_factory
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import deepscan_env, frames_of, items_of, worker_process, write_tiny_checkpoint
 from tests.servers import TEST_AWS_ENV, http_server, s3_server, upload_folder
@@ -38,9 +38,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgresql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+def stack(postgresql_url: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    broker_url = redis_server_url
     tmp = tmp_path_factory.mktemp("stack")
     folder = tmp / "media"
     folder.mkdir()
