@@ -482,4 +482,4 @@ def model_thresholds(session: Session, versions: list[str | None]) -> dict[str |
     rows = session.execute(
         select(ModelRecord.model_version, ModelRecord.threshold).where(ModelRecord.model_version.in_(wanted))
     )
-    return dict(rows.tuples().all())
+    return {version: threshold for version, threshold in rows.all()}  # noqa: C416 (rows are Row objects)

@@ -401,12 +401,29 @@ def test_tokens_never_reach_the_log(server: Server) -> None:
         assert secret not in log
 
 
+def test_serve_on_a_busy_port_says_so_in_one_line(server: Server) -> None:
+    port = server.base.rsplit(":", 1)[1]  # the running server holds it
+    busy = CliRunner().invoke(cli, ["--database-url", server.database_url, "serve", "--port", port])
+    assert busy.exit_code == 1
+    assert (
+        busy.stderr
+        == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use (another server there? choose --port)\n"
+    )
+    assert busy.stdout == ""
+
+
 def test_an_unreachable_broker_makes_the_server_unready_and_scans_fail_clearly(
     server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     log = tmp_path_factory.mktemp("serve-no-broker") / "serve.log"
-    with running_server(server.database_url, log, DEEPSCAN_BROKER_URL=closed) as down:
+    user, rest = server.database_url.split("@", 1)
+    with_password = f"{user}:hunter2@{rest}"  # the local server trusts loopback: the password is not checked
+    with running_server(with_password, log, DEEPSCAN_BROKER_URL=closed) as down:
+        base = down.base
+        started = f"deepscan serve: console {base}/console, API {base}/api/v1, database {user}:***@{rest}"
+        assert started in log.read_text()
+        assert "hunter2" not in log.read_text()
         down.tokens = server.tokens
         assert "cannot reach the broker" in assert_problem(down.get("/readyz"), 503)["detail"]
         failed = down.post("/api/v1/scans", "admin", json={"sources": ["https://example.invalid/a.jpg"]})
