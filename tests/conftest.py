@@ -69,12 +69,7 @@ def empty_tables(url: str) -> None:
 @pytest.fixture(scope="session")
 def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The session's Redis: DEEPSCAN_TEST_REDIS_URL if set, else a throwaway redis-server (tests/services.py)."""
-    configured = services.configured_redis_url()
-    if configured is not None:
-        services.require(configured, "Redis")
-        yield configured
-        return
-    with services.throwaway_redis(tmp_path_factory.mktemp("redis")) as url:
+    with services.redis_for_run(tmp_path_factory.mktemp("redis")) as url:
         yield url
 
 

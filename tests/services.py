@@ -105,3 +105,15 @@ def fresh_postgres_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def redis_for_run(directory: Path) -> Iterator[str]:
+    """The Redis a test session or benchmark uses: DEEPSCAN_TEST_REDIS_URL when set, else a throwaway one."""
+    configured = configured_redis_url()
+    if configured is not None:
+        require(configured, "Redis")
+        yield configured
+        return
+    with throwaway_redis(directory) as url:
+        yield url

@@ -1,7 +1,7 @@
 """`deepscan results|show|review|export-training-set|stats|jobs`: what moderators query and decide.
 
 Machine-readable output (`--format json|jsonl|csv`) has stable field names: the ones of
-`scanner.queries.ResultRow`, `ItemDetail`, `JobSummary` and `StatsRow`, timestamps in ISO 8601
+`scanner.queries.ResultRow`, `ItemDetail`, `JobSummary` and `StatsRow`, timestamps in RFC 3339
 UTC, absent values as null (JSON) or empty (CSV). Lists print as `{"items": [...], "next": …}`
 (scanner/cli/output.py).
 """
