@@ -15,6 +15,11 @@ class ConfigError(DeepscanError):
     """A setting or option is invalid: fix the configuration and run again."""
 
 
+class ConflictError(DeepscanError):
+    """The request contradicts the state of what it names (labelling an item that has no verdict):
+    nothing was changed; the API answers 409, the CLI exits 1."""
+
+
 class DatabaseUnavailableError(DeepscanError):
     """The database cannot be reached or refused the connection."""
 

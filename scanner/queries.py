@@ -415,8 +415,9 @@ class JobSummary:
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    threshold: float | None
+    threshold: float | None  # the one applied: the job's own, else its checkpoint's calibrated one
     model_version: str | None
+    threshold_source: str | None = None  # "job", "checkpoint", or None while neither is known
     queued: int = 0
     processing: int = 0
     done: int = 0
@@ -435,8 +436,9 @@ def _job_end(job: ScanJob, counts: JobCounts, now: dt.datetime) -> dt.datetime |
     return now if job.status in UNFINISHED_JOB_STATUSES else counts.last_finished_at
 
 
-def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime) -> JobSummary:
+def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime, model_threshold: float | None) -> JobSummary:
     end = _job_end(job, counts, now)
+    threshold, source = (job.threshold, "job") if job.threshold is not None else (model_threshold, "checkpoint")
     duration = max((end - (job.started_at or job.created_at)).total_seconds(), 0.0) if end is not None else None
     statuses = {s: getattr(counts, s) for s in ITEM_STATUSES}
     finished = statuses["done"] + statuses["error"]
@@ -447,8 +449,9 @@ def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime) -> JobSummary:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        threshold=job.threshold,
+        threshold=threshold,
         model_version=job.model_version,
+        threshold_source=source if threshold is not None else None,
         flagged=counts.flagged,
         total=sum(statuses.values()),
         duration_s=duration,
@@ -462,7 +465,8 @@ def job_summary(session: Session, job_id: int, *, now: dt.datetime | None = None
     job = session.get(ScanJob, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id}: `deepscan jobs list` shows the recent ones")
-    return _summarize(job, jobs_counts(session, [job_id])[job_id], now or utcnow())
+    thresholds = model_thresholds(session, [job.model_version])
+    return _summarize(job, jobs_counts(session, [job_id])[job_id], now or utcnow(), thresholds.get(job.model_version))
 
 
 def list_jobs(session: Session, limit: int = 20, *, now: dt.datetime | None = None) -> list[JobSummary]:
@@ -470,4 +474,16 @@ def list_jobs(session: Session, limit: int = 20, *, now: dt.datetime | None = No
     jobs = session.scalars(select(ScanJob).order_by(ScanJob.id.desc()).limit(limit)).all()
     counts = jobs_counts(session, [job.id for job in jobs]) if jobs else {}
     when = now or utcnow()
-    return [_summarize(job, counts[job.id], when) for job in jobs]
+    thresholds = model_thresholds(session, [job.model_version for job in jobs])
+    return [_summarize(job, counts[job.id], when, thresholds.get(job.model_version)) for job in jobs]
+
+
+def model_thresholds(session: Session, versions: list[str | None]) -> dict[str | None, float]:
+    """The calibrated threshold of each known checkpoint among `versions`."""
+    wanted = {v for v in versions if v is not None}
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(ModelRecord.model_version, ModelRecord.threshold).where(ModelRecord.model_version.in_(wanted))
+    )
+    return {version: threshold for version, threshold in rows.all()}  # noqa: C416 (rows are Row objects)

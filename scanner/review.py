@@ -27,7 +27,8 @@ from PIL import Image
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from scanner.errors import DeepscanError
+from scanner.errors import ConflictError, DeepscanError
+from scanner.jobs import OPEN_STATUSES
 from scanner.media import decode_image
 from scanner.models import REVIEW_LABELS, MediaItem, Review
 from scanner.queries import NotFoundError, ReviewView, latest_review_ids
@@ -62,12 +63,27 @@ def add_review(session: Session, item_id: int, label: str, reviewer: str, note: 
         raise ValueError(f"label must be one of {', '.join(REVIEW_LABELS)}")
     if not reviewer.strip():
         raise ValueError("a review needs a reviewer name")
-    if session.get(MediaItem, item_id) is None:
+    item = session.get(MediaItem, item_id)
+    if item is None:
         raise NotFoundError(f"no item {item_id}: `deepscan results` lists item ids")
+    if item.verdict is None:
+        raise ConflictError(no_verdict_reason(item))
     review = Review(item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None)
     session.add(review)
     session.flush()
     return ReviewView.of(review)
+
+
+def no_verdict_reason(item: MediaItem) -> str:
+    """Why an item without a verdict cannot be labelled: a label overrides a verdict in exports and
+    stats, and there is nothing a moderator saw to judge (an errored item was never scored)."""
+    if item.status == "error":
+        why = f"it ended error ({item.error or 'no reason recorded'})"
+        hint = "scan it again once the cause is fixed, then label it"
+    else:
+        why = f"it is {item.status}"
+        hint = "label it once it has a verdict" if item.status in OPEN_STATUSES else "scan it again"
+    return f"item {item.id} has no verdict to review: {why}; {hint}"
 
 
 def read_local_file(url: str) -> bytes:
@@ -203,8 +219,9 @@ def export_training_set(
 
     Only images are exported (training reads still images); items whose bytes cannot be fetched are
     reported in `failed`, and items whose bytes are not the ones scanned (their sha256 differs from
-    `content_sha256`, or none was recorded) in `unverified`; neither stops the export. Re-running is
-    safe: files are replaced atomically, and an item whose label changed moves to the other folder.
+    `content_sha256`, or none was recorded) in `unverified`; neither stops the export, and an earlier
+    export's copy of such an item (or of one now labelled unsure) is removed, since training reads the
+    folders. Re-running is safe: files are replaced atomically, and an item whose label changed moves.
     """
     report = ExportReport(out=out)
     for label in TRAINING_LABELS:
@@ -215,6 +232,7 @@ def export_training_set(
             report.skipped_not_image += 1
         elif entry.label not in TRAINING_LABELS:
             report.skipped_unsure += 1
+            _remove_exported(out, entry.item_id)  # relabelled unsure since an earlier export
         else:
             try:
                 fetched = fetch_bytes(entry.url)
@@ -225,6 +243,9 @@ def export_training_set(
                 data, ext = as_trainable_image(fetched)
             except (DeepscanError, OSError) as exc:
                 report.failed.append((entry.item_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                # Its source vanished or broke: an earlier export's copy can no longer be checked against
+                # the content, and training reads the folders, not the manifest.
+                _remove_exported(out, entry.item_id)
                 continue
             written.append((entry, _write_image(out, entry, data, ext)))
             report.written[entry.label] += 1

@@ -78,6 +78,30 @@ def url_scheme(url: str) -> str:
     return match.group(1).lower() if match else ""
 
 
+def absolute_source(source: str, cwd: Path | None = None) -> str:
+    """SOURCE as it means the same from any directory: a relative path (or `@FILE`, or glob) made absolute.
+
+    A source stored for later (a schedule, run by `deepscan beat` from its own directory) must not
+    depend on where it was typed; a relative path that does not exist here is refused (ConfigError)
+    rather than stored to fail every run. URLs and absolute paths are kept as they are.
+    """
+    if source == "-":
+        raise ConfigError("'-' (a URL list on standard input) cannot be read later: give paths, URLs or @FILE")
+    if source.startswith("@"):
+        return "@" + absolute_source(source[1:], cwd)
+    if url_scheme(source) or Path(source).expanduser().is_absolute():
+        return source
+    here = cwd or Path.cwd()
+    path = here / Path(source).expanduser()
+    if _GLOB_MAGIC.search(source) and not path.exists():
+        base, _ = _split_glob(source)
+        if not (here / base).is_dir():
+            raise ConfigError(f"no such directory: {base} (in pattern {source}, relative to {here})")
+    elif not path.exists():
+        raise ConfigError(f"no such file or directory: {source} (relative to {here}); give an absolute path or URL")
+    return os.path.abspath(path)
+
+
 def file_url_path(url: str) -> Path:
     """The absolute local path a `file://` URL names; ValueError for a remote host or relative path."""
     parts = urlsplit(url)

@@ -82,16 +82,21 @@ def empty_tables(url: str) -> None:
     eng.dispose()
 
 
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Redis: DEEPSCAN_TEST_REDIS_URL if set, else a throwaway redis-server (tests/services.py)."""
+    with services.redis_for_run(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A dedicated Redis database, flushed before and after the test."""
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """The session's Redis database, flushed before and after the test."""
     import redis
 
-    url = services.redis_url()
-    services.require(url, "Redis")
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(redis_server_url)
     client.flushdb()
-    yield url
+    yield redis_server_url
     client.flushdb()
     client.close()
 

@@ -21,7 +21,7 @@ from scanner.cli.options import (
     require_checkpoint,
     webhook_option,
 )
-from scanner.cli.output import RECORD_FORMATS, format_option
+from scanner.cli.output import RECORD_FORMATS, counted, format_option
 from scanner.errors import ConfigError
 from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
 from scanner.settings import Settings
@@ -287,8 +287,9 @@ def _print_summary(
     if error:
         click.echo(f"  error: {error}")
     click.echo(
-        f"  {counts.total} items: {counts.done} done ({counts.flagged} flagged fake, {counts.reused} reused earlier "
-        f"verdicts), {counts.error} errors, {counts.queued + counts.processing} pending; "
+        f"  {counted(counts.total, 'item')}: {counts.done} done ({counts.flagged} flagged fake, "
+        f"{counted(counts.reused, 'reused earlier verdict')}), {counted(counts.error, 'error')}, "
+        f"{counts.queued + counts.processing} pending; "
         f"{elapsed_s:.1f} s, {rate:.1f} items/s"
     )
     if counts.finished:

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scanner.errors import ConfigError, DatabaseUnavailableError
+from scanner.errors import ConfigError, ConflictError, DatabaseUnavailableError
 from scanner.queries import InvalidCursorError, NotFoundError
 from scanner.redaction import redact_text
 from scanner.tokens import TokenNotFoundError
@@ -99,6 +99,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidCursorError)
     async def _bad_cursor(request: Request, exc: InvalidCursorError) -> Response:
         return problem_response(request, 400, f"after: {exc}")
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError) -> Response:
+        return problem_response(request, 409, str(exc))
 
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> Response:

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from scanner.cli import cli
 from scanner.models import MediaItem
-from tests import media_factory, services
+from tests import media_factory
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import (
     deepscan_env,
@@ -47,9 +47,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgresql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+def stack(postgresql_url: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    broker_url = redis_server_url
     tmp = tmp_path_factory.mktemp("stack")
     folder = tmp / "media"
     folder.mkdir()

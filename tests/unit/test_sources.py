@@ -14,7 +14,7 @@ import pytest
 import scanner.sources
 from scanner.errors import ConfigError
 from scanner.settings import Settings
-from scanner.sources import MediaRef, expand_sources, read_url_list
+from scanner.sources import MediaRef, absolute_source, expand_sources, read_url_list
 from tests import media_factory as mf
 from tests.servers import s3_client, s3_server, upload_folder
 
@@ -333,3 +333,20 @@ def test_a_missing_bucket_is_a_config_error(s3_endpoint: str, bucket: str, setti
 def test_a_malformed_bucket_name_is_a_config_error_naming_it(settings: Settings) -> None:
     with pytest.raises(ConfigError, match=r"^invalid s3 bucket name 'my bucket!'"):
         list(expand_sources(["s3://my bucket!/photos/"], settings))
+
+
+# --- sources stored for later (schedules) -------------------------------------------------------
+
+
+def test_absolute_source_anchors_relative_paths_and_refuses_missing_ones(tmp_path: Path) -> None:
+    (tmp_path / "media" / "2026").mkdir(parents=True)
+    (tmp_path / "urls.txt").write_text("")
+    assert absolute_source("media", tmp_path) == str(tmp_path / "media")
+    assert absolute_source("./media/../media/2026", tmp_path) == str(tmp_path / "media" / "2026")
+    assert absolute_source("@urls.txt", tmp_path) == f"@{tmp_path / 'urls.txt'}"
+    assert absolute_source("media/**/*.jpg", tmp_path) == str(tmp_path / "media" / "**" / "*.jpg")
+    for kept in ("/srv/not-yet-mounted", "s3://b/new/", "https://example.org/a.jpg", "file:///srv/a.jpg"):
+        assert absolute_source(kept, tmp_path) == kept
+    for refused in ("nope", "@nope.txt", "nope/*.jpg", "-"):
+        with pytest.raises(ConfigError):
+            absolute_source(refused, tmp_path)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from scanner.db import make_engine
 from scanner.models import Review
-from tests import media_factory, services
+from tests import media_factory
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import deepscan_env, worker_process, write_tiny_checkpoint
 from tests.web.conftest import ROLES, Server, create_token, running_server, seed_items, seed_job
@@ -71,9 +71,8 @@ def job_items(server: Server, job_id: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def scanned(postgresql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+def scanned(postgresql_url: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
+    broker_url = redis_server_url
     tmp = tmp_path_factory.mktemp("web-e2e")
     folder = tmp / "media"
     folder.mkdir()
