@@ -50,21 +50,38 @@ class Deadline:
 _GIB = float(1 << 30)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ItemBudget:
     """The time one item may take to fetch and decode, from the moment its work starts.
 
     An image gets `base_s`; a video earns `video_s_per_gb` more per GiB of its bytes, counted as they
     arrive, so a server trickling a "video" a byte at a time still runs out of time after `base_s`.
+    Until its first bytes say otherwise, an item is judged as an image. The fetch records what it
+    learns (`learn`), so `current()` is the deadline every watcher of the item (the fetch's
+    connection watchdog, the chunk runner) enforces, with its right name.
     """
 
     base_s: float
     video_s_per_gb: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    kind: str = "image"
+    received: int = 0  # bytes of the item received so far
 
     def deadline(self, kind: str = "image", size: int = 0) -> Deadline:
         extra = self.video_s_per_gb * size / _GIB if kind == "video" else 0.0
         return Deadline(self.base_s + extra, what=kind if kind in ("image", "video") else "item", started=self.started)
+
+    def learn(self, kind: str, received: int) -> None:
+        """What the fetch has found out: the item's kind and how many of its bytes have arrived."""
+        self.kind, self.received = kind, received
+
+    def current(self) -> Deadline:
+        """The item's deadline as far as it is known now."""
+        return self.deadline(self.kind, self.received)
+
+    def pause(self, seconds: float) -> None:
+        """Leave `seconds` out of the item's time: it waited for the process's turn, not for its own work."""
+        self.started += seconds
 
     def longest(self, max_video_bytes: int) -> Deadline:
         """The most any item may take: what a chunk runner waits for before it stops waiting."""
