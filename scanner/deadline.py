@@ -82,7 +82,3 @@ class ItemBudget:
     def pause(self, seconds: float) -> None:
         """Leave `seconds` out of the item's time: it waited for the process's turn, not for its own work."""
         self.started += seconds
-
-    def longest(self, max_video_bytes: int) -> Deadline:
-        """The most any item may take: what a chunk runner waits for before it stops waiting."""
-        return self.deadline("video", max_video_bytes)

@@ -96,6 +96,23 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side_
         raise PermanentError(f"corrupt image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
+def decoded_pixels(data: bytes, *, min_side_px: int | None = None) -> int:
+    """How many pixels `decode_image(data, min_side_px=...)` would decode, read from the header alone.
+
+    0 when the header cannot be read (decoding it then fails at once, holding nothing).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if min_side_px is not None and img.format == "JPEG":
+                    img.draft(None, (min_side_px, min_side_px))  # the scale decode_image decodes at
+                width, height = img.size
+                return int(width) * int(height)
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 0
+
+
 def _rgb_array(img: Image.Image) -> np.ndarray:
     """The decoded image as an HxWx3 uint8 RGB array, converted and copied one band of rows at a time.
 

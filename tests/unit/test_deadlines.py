@@ -61,4 +61,3 @@ def test_videos_earn_time_by_size_images_do_not() -> None:
     assert budget.deadline("image", 1 << 30).seconds == 30.0
     assert budget.deadline("video", 1 << 30).seconds == pytest.approx(330.0)
     assert budget.deadline("video", 0).seconds == 30.0
-    assert budget.longest(2 << 30).seconds == pytest.approx(630.0)
