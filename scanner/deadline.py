@@ -9,6 +9,8 @@ the chunk runner also stops waiting for an item whose deadline has passed.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from scanner.errors import DeadlineExceededError
@@ -66,10 +68,12 @@ class ItemBudget:
     started: float = field(default_factory=time.monotonic)
     kind: str = "image"
     received: int = 0  # bytes of the item received so far
+    paused_at: float | None = None  # set while the item waits for the process, not for its own work
 
     def deadline(self, kind: str = "image", size: int = 0) -> Deadline:
         extra = self.video_s_per_gb * size / _GIB if kind == "video" else 0.0
-        return Deadline(self.base_s + extra, what=kind if kind in ("image", "video") else "item", started=self.started)
+        started = self.started if self.paused_at is None else self.started + time.monotonic() - self.paused_at
+        return Deadline(self.base_s + extra, what=kind if kind in ("image", "video") else "item", started=started)
 
     def learn(self, kind: str, received: int) -> None:
         """What the fetch has found out: the item's kind and how many of its bytes have arrived."""
@@ -79,6 +83,12 @@ class ItemBudget:
         """The item's deadline as far as it is known now."""
         return self.deadline(self.kind, self.received)
 
-    def pause(self, seconds: float) -> None:
-        """Leave `seconds` out of the item's time: it waited for the process's turn, not for its own work."""
-        self.started += seconds
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the body's time out of the item's: it waits for the process's turn, not for its own work."""
+        self.paused_at = time.monotonic()
+        try:
+            yield
+        finally:
+            self.started += time.monotonic() - self.paused_at
+            self.paused_at = None

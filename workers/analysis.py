@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,8 +154,9 @@ def _decode_image_units(
     """Decode the image and make its model inputs while holding its pixels in the process's decode
     budget (workers/decodebudget.py); time spent waiting for that budget is not the item's."""
     min_side_px = rt.scorer.decode_min_side_px
-    with rt.decode_budget.reserve(decoded_pixels(data, min_side_px=min_side_px)) as waited_s:
-        budget.pause(waited_s)
+    with ExitStack() as held:
+        with budget.paused():
+            held.enter_context(rt.decode_budget.reserve(decoded_pixels(data, min_side_px=min_side_px)))
         rgb = decode_image(data, min_side_px=min_side_px)
         outcome.height, outcome.width = rgb.shape[:2]
         budget.current().check("decoding the image")

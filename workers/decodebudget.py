@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,13 +34,12 @@ class DecodeBudget:
         self._tickets = itertools.count()
 
     @contextmanager
-    def reserve(self, pixels: int) -> Iterator[float]:
-        """Hold `pixels` (capped at the whole budget) for the body; yields the seconds spent waiting."""
+    def reserve(self, pixels: int) -> Iterator[None]:
+        """Hold `pixels` (capped at the whole budget) for the body, waiting for them first if need be."""
         wanted = max(0, min(pixels, self.total_pixels))
-        began = time.monotonic()
         self._acquire(wanted)
         try:
-            yield time.monotonic() - began
+            yield
         finally:
             with self._cond:
                 self.held_pixels -= wanted

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from scanner.db import make_engine
 from scanner.errors import ConfigError
 from scanner.faces import detector_for
+from scanner.media import release_decoded_memory_promptly
 from scanner.models import ModelRecord
 from scanner.settings import Settings, usable_cores
 from scanner.sources import make_s3_client
@@ -97,6 +98,7 @@ def load_runtime(settings: Settings, engine: Engine | None = None) -> WorkerRunt
         detector_for(scorer.meta.face_view.detector)
     engine = engine if engine is not None else make_engine(settings.database_url)
     register_model(engine, scorer)
+    release_decoded_memory_promptly()
     return WorkerRuntime(settings=settings, engine=engine, scorer=scorer)
 
 
