@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from scanner import reuse
 from scanner.deadline import ItemBudget
-from scanner.errors import PermanentError
+from scanner.errors import PermanentError, TransientError
 from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image, decoded_pixels
@@ -105,7 +105,7 @@ def analyse_item(
     try:
         s3 = rt.s3() if url.startswith("s3://") else None
         fetched = fetch(url, rt.settings, s3_client=s3, http=rt.http(), budget=budget)
-    except PermanentError as exc:
+    except (PermanentError, TransientError) as exc:  # transient: it outlasted the fetch's own retries
         return Outcome.failed(item_id, url, str(exc))
     except Exception as exc:
         log.exception("item %s: fetch of %s failed unexpectedly", item_id, redact_url(url))

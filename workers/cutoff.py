@@ -52,7 +52,7 @@ class Cutoff:
         return self._deadline()
 
     def watch(self, connection: Any) -> None:
-        """Register a connection (an object with a `sock`) or a socket; cut at once if already fired."""
+        """Register a socket (or an object with a `sock`); cut at once if already fired."""
         with self._lock:
             if not self.finished and all(c is not connection for c in self._connections):
                 self._connections.append(connection)
@@ -112,13 +112,22 @@ def _watch_current(connection: Any) -> None:
 
 
 class _WatchedConnection:
-    """Registers the connection with the thread's cutoff before the request and again once it is
-    connected (the socket exists only then), so a response's headers are under the deadline too."""
+    """Registers the connection's socket with the thread's cutoff as the request goes out (a reused
+    one before, a new one once connected), so the response's headers are under the deadline too.
+
+    The socket itself is registered, not the connection: http.client drops the connection's
+    reference to it once a response that closes the connection (HTTP/1.0, `Connection: close`) has
+    its headers, while the response goes on reading from it.
+    """
+
+    sock: Any
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
-        _watch_current(self)
+        if self.sock is not None:
+            _watch_current(self.sock)
         result = super().request(*args, **kwargs)  # type: ignore[misc]
-        _watch_current(self)
+        if self.sock is not None:
+            _watch_current(self.sock)
         return result
 
 

@@ -79,6 +79,8 @@ def process_chunk(
     `skipped` counts items this delivery could not claim (finished, cancelled or held by another
     delivery); `lost` counts items it scored but whose lease was taken over before it could store.
     """
+    if rt.stopping.is_set():  # a chunk received while the worker stops is left for another worker
+        raise WorkerStoppingError(f"worker stopping: chunk of {len(items)} items not started")
     report = ChunkReport()
     owner = leases.new_owner()
     context = claim(rt, job_id, [item_id for item_id, _ in items], owner)
@@ -217,7 +219,10 @@ def analyse_and_score(
                 finished, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
                 outcomes.extend(future.result() for future in finished)
                 if rt.stopping.is_set():
+                    # An error now may be the stop's own cut-off, not the item's: those are done again.
                     unstarted.update(futures[future][0] for future in waiting)
+                    unstarted.update(outcome.item_id for outcome in outcomes if outcome.status == "error")
+                    outcomes = [outcome for outcome in outcomes if outcome.item_id not in unstarted]
                     break
                 now = time.monotonic()
                 for future in list(waiting):
