@@ -19,10 +19,13 @@ The "over_http" row (issue 21) serves `--http-images` (32) flat PNGs of 62 megap
 each, 430 MB each while decoding) over loopback HTTP and scans their URLs in one child, its fetch
 threads all decoding at once but for the process's decode budget (DEEPSCAN_DECODE_BUDGET_MPIX,
 workers/decodebudget.py); the child must peak under `--http-limit-mib` (2.5 GB), the bound that
-docs/performance.md derives from the budget. `--only-http` runs that row alone.
+docs/performance.md derives from the budget. `--only-http` runs that row alone; with `--worker` the
+same URLs go through Redis (DEEPSCAN_TEST_REDIS_URL, a queue of its own) to a real `deepscan worker`
+process (two chunks of 16 at once, 16 fetch threads) on a SQLite file, and the worker's own peak
+RSS is the figure.
 
     .venv/bin/python bench/memory.py [--limit-mib 2048] [--arch resnet50] [--image-size 224]
-    .venv/bin/python bench/memory.py --only-http [--http-images 32] [--http-limit-mib 2500]
+    .venv/bin/python bench/memory.py --only-http [--worker] [--http-images 32] [--http-limit-mib 2500]
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
 from scanner.detector import Preprocessing, build_model
 from tests import media_factory as mf
+from tests import services
 from tests.pipeline_helpers import deepscan_env
 from tests.servers import http_server
 
@@ -132,7 +138,7 @@ def _outcomes(database: Path) -> dict[str, str]:
     return {Path(url).name: status if not error else f"{status}: {error}" for url, status, error in rows}
 
 
-def scan_over_http(work: Path, checkpoint: Path, count: int) -> dict[str, Any]:
+def scan_over_http(work: Path, checkpoint: Path, count: int, *, worker: bool = False) -> dict[str, Any]:
     """`count` distinct 62-megapixel PNGs served over loopback HTTP, scanned together in one child."""
     served = work / "served"
     for i in range(count):
@@ -140,11 +146,55 @@ def scan_over_http(work: Path, checkpoint: Path, count: int) -> dict[str, Any]:
     with http_server(served) as base:
         url_list = work / "big_urls.txt"
         url_list.write_text("".join(f"{base}/big_{i:02d}.png\n" for i in range(count)))
+        if worker:
+            return scan_with_worker(url_list, work, checkpoint)
         result = scan_alone(url_list, work, checkpoint, DEEPSCAN_ALLOW_PRIVATE_URLS="1")
     result["items"] = {
         status: sum(v == status for v in result["items"].values()) for status in {*result["items"].values()}
     }
     return result
+
+
+def scan_with_worker(url_list: Path, work: Path, checkpoint: Path) -> dict[str, Any]:
+    """The URL list through Redis to a `deepscan worker` child; the worker's peak RSS once it has stopped."""
+    home = work / "home-worker"
+    home.mkdir()
+    env = deepscan_env(
+        DEEPSCAN_HOME=str(home),
+        DEEPSCAN_CHECKPOINT=str(checkpoint),
+        DEEPSCAN_DEVICE="cpu",
+        DEEPSCAN_ALLOW_PRIVATE_URLS="1",
+        DEEPSCAN_BROKER_URL=services.redis_url(),
+        DEEPSCAN_DATABASE_URL=f"sqlite:///{home / 'deepscan.db'}",
+        DEEPSCAN_QUEUE=f"bench-memory-{uuid.uuid4().hex[:8]}",
+    )
+    scanner = [sys.executable, "-m", "scanner"]
+    subprocess.run([*scanner, "db", "upgrade"], env=env, check=True, capture_output=True)
+    log = home / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen([*scanner, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    while b"ready." not in log.read_bytes():
+        if worker.poll() is not None:
+            raise SystemExit(f"worker exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    started = time.perf_counter()
+    scan = [*scanner, "scan", "--from-file", str(url_list), "--rescan", "--wait", "--format", "json"]
+    producer = subprocess.run(scan, env=env, capture_output=True, timeout=DEFAULT_CHILD_TIMEOUT_S)
+    wall_s = time.perf_counter() - started
+    worker.send_signal(signal.SIGTERM)
+    exit_code, usage = _wait(worker)
+    lines = producer.stdout.decode(errors="replace").strip().splitlines()
+    summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    items = _outcomes(home / "deepscan.db")
+    return {
+        "mode": "deepscan worker (2 chunks x 8 fetch threads)",
+        "exit_code": exit_code,
+        "items": {status: sum(v == status for v in items.values()) for status in {*items.values()}},
+        "done": summary.get("done"),
+        "errors": summary.get("errors"),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+        "wall_s": round(wall_s, 2),
+    }
 
 
 def main() -> None:
@@ -155,6 +205,7 @@ def main() -> None:
     parser.add_argument("--http-images", type=int, default=DEFAULT_HTTP_IMAGES)
     parser.add_argument("--http-limit-mib", type=int, default=DEFAULT_HTTP_LIMIT_MIB)
     parser.add_argument("--only-http", action="store_true", help="run the over-HTTP row alone")
+    parser.add_argument("--worker", action="store_true", help="over HTTP: through Redis to a `deepscan worker`")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +213,7 @@ def main() -> None:
         folder = work / "hostile"
         folder.mkdir()
         checkpoint = write_checkpoint(work / "bench.safetensors", args.arch, args.image_size)
-        over_http = scan_over_http(work, checkpoint, args.http_images)
+        over_http = scan_over_http(work, checkpoint, args.http_images, worker=args.worker)
         if args.only_http:
             print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "over_http": over_http}, indent=2))
             if over_http["peak_rss_mib"] >= args.http_limit_mib:
