@@ -2,8 +2,10 @@
 
 Celery's solo and threads pools ignore `task_time_limit`, and a per-read socket timeout does not
 bound a server that trickles one byte every few seconds. So long-running steps (fetching,
-sampling frames, detecting faces) take a `Deadline` and call `check()` between units of work;
-the chunk runner also stops waiting for an item whose deadline has passed.
+sampling frames, detecting faces) take a `Deadline` and call `check()` between units of work; a
+network fetch's connections are shut down when its item's deadline passes (workers/cutoff.py);
+the chunk runner also stops waiting for an item whose deadline has passed. All three read the
+same `ItemBudget`, so they enforce one deadline and name it the same way.
 """
 
 from __future__ import annotations
