@@ -38,3 +38,7 @@ class TransientError(DeepscanError):
 
 class DeadlineExceededError(PermanentError):
     """An item took longer than its deadline to fetch or decode; it ends `error`, never retried."""
+
+
+class WorkerStoppingError(TransientError):
+    """The worker was told to stop mid-chunk: the unfinished items were handed back for a retry."""

@@ -18,6 +18,7 @@ from scanner.errors import PermanentError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; larger images are refused as decompression bombs
 DEFAULT_COPY_BAND_BYTES = 8 << 20  # decoded pixels are handed to numpy in bands of about this size
+DEFAULT_IMAGE_BLOCK_BYTES = 64 << 20  # Pillow's allocation block for workers: above glibc's 32 MB mmap threshold
 
 MediaKind = Literal["image", "video", "unknown"]
 
@@ -118,6 +119,35 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side_
         raise PermanentError("not an image or video") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise PermanentError(f"corrupt image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def release_decoded_memory_promptly() -> None:
+    """Have Pillow allocate large images in blocks the C library maps on their own, so their memory
+    goes back to the system when they are freed.
+
+    Pillow's default 16 MB blocks are under glibc's largest mmap threshold (32 MB): once a few have
+    been freed they come from the allocating thread's heap, and a thread that once decoded a
+    62-megapixel image keeps its ~250 MB after it is freed. With 8+ fetch threads that held a
+    worker at 3.6 GB where its live pixels needed under 2 (bench/memory.py, docs/performance.md).
+    """
+    Image.core.set_block_size(DEFAULT_IMAGE_BLOCK_BYTES)  # type: ignore[attr-defined]  # documented, untyped
+
+
+def decoded_pixels(data: bytes, *, min_side_px: int | None = None) -> int:
+    """How many pixels `decode_image(data, min_side_px=...)` would decode, read from the header alone.
+
+    0 when the header cannot be read (decoding it then fails at once, holding nothing).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if min_side_px is not None and img.format == "JPEG":
+                    img.draft(None, (min_side_px, min_side_px))  # the scale decode_image decodes at
+                width, height = img.size
+                return int(width) * int(height)
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 0
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:

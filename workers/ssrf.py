@@ -21,12 +21,12 @@ import socket
 from typing import Any
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scanner.errors import PermanentError, TransientError
 from scanner.settings import Settings
+from workers.cutoff import WatchedHTTPConnection, WatchedHTTPSConnection
 
 USER_AGENT = "deepscan/0.1 (+media scanner)"
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix: the IPv4 address in the last 32 bits
@@ -114,12 +114,12 @@ def _guard_socket(sock: socket.socket) -> socket.socket:
     return sock
 
 
-class _GuardedHTTPConnection(urllib3.connection.HTTPConnection):
+class _GuardedHTTPConnection(WatchedHTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _guard_socket(super()._new_conn())
 
 
-class _GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
+class _GuardedHTTPSConnection(WatchedHTTPSConnection):
     def _new_conn(self) -> socket.socket:
         return _guard_socket(super()._new_conn())
 
@@ -132,21 +132,40 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = WatchedHTTPSConnection
+
+
 class _GuardedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections refuse non-public peers (PermanentError passes through requests)."""
+    """An HTTPAdapter whose connections refuse non-public peers (PermanentError passes through requests)
+    and are cut off at their item's deadline (workers/cutoff.py)."""
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
 
+class _WatchedAdapter(HTTPAdapter):
+    """Connections to any address (DEEPSCAN_ALLOW_PRIVATE_URLS), still cut off at their item's deadline."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 def make_http_session(settings: Settings) -> requests.Session:
-    """A session for `fetch`: connection pooling, and the SSRF guard on every connection it opens."""
+    """A session for `fetch`: connection pooling, the SSRF guard on every connection it opens, and
+    connections a fetch's deadline can cut off."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    adapter: HTTPAdapter = _WatchedAdapter(pool_maxsize=max(10, settings.fetch_threads))
     if not settings.allow_private_urls:
         session.trust_env = False  # no proxies from the environment: the guard must see the real peer
         adapter = _GuardedAdapter(pool_maxsize=max(10, settings.fetch_threads))
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     return session

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_shutting_down
 from kombu.exceptions import ChannelError, OperationalError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
@@ -41,6 +41,17 @@ def get_runtime() -> WorkerRuntime:
 def _load_model_at_start(**_: Any) -> None:
     """Load the checkpoint before taking work: a worker without a usable model refuses to start."""
     get_runtime()
+
+
+@worker_shutting_down.connect
+def _stop_chunks(**_: Any) -> None:
+    """SIGTERM (or Ctrl-C) on a worker: cut running fetches off and have chunks hand back their unfinished
+    items, so the worker exits within seconds instead of waiting for its chunks to finish."""
+    from workers.runtime import loaded_runtime
+
+    runtime = loaded_runtime()
+    if runtime is not None:
+        runtime.stop()
 
 
 @app.task(
