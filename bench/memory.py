@@ -159,12 +159,17 @@ def scan_with_worker(url_list: Path, work: Path, checkpoint: Path) -> dict[str, 
     """The URL list through Redis to a `deepscan worker` child; the worker's peak RSS once it has stopped."""
     home = work / "home-worker"
     home.mkdir()
+    with services.redis_for_run(work / "redis") as broker_url:
+        return _scan_with_worker(url_list, home, checkpoint, broker_url)
+
+
+def _scan_with_worker(url_list: Path, home: Path, checkpoint: Path, broker_url: str) -> dict[str, Any]:
     env = deepscan_env(
         DEEPSCAN_HOME=str(home),
         DEEPSCAN_CHECKPOINT=str(checkpoint),
         DEEPSCAN_DEVICE="cpu",
         DEEPSCAN_ALLOW_PRIVATE_URLS="1",
-        DEEPSCAN_BROKER_URL=services.redis_url(),
+        DEEPSCAN_BROKER_URL=broker_url,
         DEEPSCAN_DATABASE_URL=f"sqlite:///{home / 'deepscan.db'}",
         DEEPSCAN_QUEUE=f"bench-memory-{uuid.uuid4().hex[:8]}",
     )

@@ -73,6 +73,7 @@ def throwaway_redis(directory: Path) -> Iterator[str]:
     if binary is None:
         missing("redis-server is not installed (apt-get install redis-server), and DEEPSCAN_TEST_REDIS_URL is unset")
     port = free_loopback_port()
+    directory.mkdir(parents=True, exist_ok=True)
     args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(directory)]
     with (directory / "redis.log").open("wb") as log:
         proc = subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT)

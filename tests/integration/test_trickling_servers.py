@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from scanner.cli import cli
 from scanner.models import MediaItem
-from tests import media_factory, services
+from tests import media_factory
 from tests.pipeline_helpers import deepscan_env, items_of, latest_job, worker_process, write_tiny_checkpoint
 from tests.servers import TEST_AWS_ENV, http_server, trickling_s3_server
 
@@ -91,10 +91,11 @@ def test_an_embedded_scan_ends_each_trickled_item_at_its_deadline_and_exits(host
 
 
 @pytest.fixture
-def distributed(hostile: Hostile, postgresql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def distributed(
+    hostile: Hostile, postgresql_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
     """Worker settings on the test PostgreSQL and Redis (own queue); the test process is the producer."""
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+    broker_url = redis_url
     queue = f"deepscan-test-{uuid.uuid4().hex[:8]}"
     env = dict(
         hostile.env,
