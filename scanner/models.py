@@ -187,12 +187,16 @@ class FrameResult(Base):
 
 
 class Review(Base):
-    """A human moderator's label for an item, kept beside the model's verdict."""
+    """A human moderator's label, given on one item and applying to its content (see scanner/labels.py).
+
+    An undone review stays in the history (`undone_at`, `undone_by`) but no longer labels anything.
+    """
 
     __tablename__ = "reviews"
     __table_args__ = (
         CheckConstraint(_one_of("label", REVIEW_LABELS), name="label"),
         Index(None, "item_id", "created_at"),
+        Index(None, "content_sha256"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -201,6 +205,10 @@ class Review(Base):
     reviewer: Mapped[str] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The reviewed item's content when it was labelled: the label follows these bytes to every copy.
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    undone_at: Mapped[dt.datetime | None]
+    undone_by: Mapped[str | None] = mapped_column(String(200))
 
     item: Mapped[MediaItem] = relationship(back_populates="reviews")
 

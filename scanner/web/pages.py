@@ -12,17 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from scanner import queries, review, thumbnails, tokens
+from scanner import labels, queries, review, thumbnails, tokens
 from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
+from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review
+from scanner.tokens import ConsoleSession
 from scanner.web.api import load_item, thumbnail_response
 from scanner.web.auth import (
     CSRF_FIELD,
@@ -77,6 +78,38 @@ def _safe_next(target: str | None, fallback: str) -> str:
     if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
         return target
     return fallback
+
+
+def _with_param(target: str, key: str, value: str | int) -> str:
+    """`target` with `key=value` set in its query (before any #fragment)."""
+    parts = urlsplit(target)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != key] + [(key, str(value))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _without_flash(request: Request) -> str:
+    """This page's path and query without the one-time confirmation parameters."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("done", "undone")]
+    return f"{request.url.path}?{urlencode(query)}" if query else request.url.path
+
+
+@dataclass(frozen=True)
+class Flash:
+    """The confirmation shown once after a label or an undo: which review, of which item, and what now."""
+
+    review: queries.ReviewView
+    undone: bool
+    back: str  # where the undo button returns to: the page showing the confirmation
+
+
+def _just_done(session: Session, request: Request, found: ConsoleSession) -> Flash | None:
+    """The review named by `?done=` (just given) or `?undone=` (just undone), if it is this reviewer's."""
+    for key, undone in (("done", False), ("undone", True)):
+        raw = request.query_params.get(key, "")
+        row = session.get(Review, int(raw)) if raw.isdigit() else None
+        if row is not None and row.reviewer == found.identity.name:
+            return Flash(queries.ReviewView.of(row), undone, _without_flash(request))
+    return None
 
 
 # --- sign-in -------------------------------------------------------------------------------------
@@ -153,8 +186,9 @@ def _choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str | None:
 class QueueQuery:
     """The queue's filters, as they travel in the URL from the queue to item pages and back.
 
-    By default the queue is what needs a human: flagged items (verdict fake) nobody has reviewed,
-    highest score first; `verdict=any` adds the rest after them (also by score).
+    By default the queue is what needs a human: flagged content (verdict fake) nobody has labelled,
+    one row per content (sha256) however often it was scanned, highest score first; `verdict=any`
+    adds the rest after them; `order=time` puts the newest first; `q` searches URLs and file names.
     """
 
     job: int | None = None
@@ -164,6 +198,8 @@ class QueueQuery:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     reviewed: str = "no"  # no (the default: still to review), yes, any
+    search: str | None = None
+    order: queries.Order = "score"
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> QueueQuery:
@@ -180,13 +216,16 @@ class QueueQuery:
             since=_parse_time("since", params.get("since")),
             until=_parse_time("until", params.get("until")),
             reviewed=_choice("reviewed", params.get("reviewed"), ("no", "yes", "any")) or "no",
+            search=(params.get("q") or "").strip() or None,
+            order="time" if _choice("order", params.get("order"), queries.ORDERS) == "time" else "score",
         )
 
     def result_filter(self, *, limit: int, after: str | None = None) -> queries.ResultFilter:
         reviewed = {"no": False, "yes": True}.get(self.reviewed)
         return queries.ResultFilter(
             job_id=self.job, verdict=self.verdict, kind=self.kind, status=self.status, since=self.since,
-            until=self.until, reviewed=reviewed, order="score", limit=limit, after=after,
+            until=self.until, reviewed=reviewed, order=self.order, limit=limit, after=after,
+            one_per_content=True, search=self.search,
         )  # fmt: skip
 
     def params(self) -> dict[str, str]:
@@ -198,8 +237,10 @@ class QueueQuery:
             "since": self.since.strftime("%Y-%m-%dT%H:%M") if self.since else "",
             "until": self.until.strftime("%Y-%m-%dT%H:%M") if self.until else "",
             "reviewed": self.reviewed,
+            "q": self.search or "",
+            "order": self.order,
         }
-        defaults = {"verdict": "fake", "status": "any", "reviewed": "no"}
+        defaults = {"verdict": "fake", "status": "any", "reviewed": "no", "order": "score"}
         return {k: v for k, v in values.items() if v and defaults.get(k) != v}
 
     def url(self, path: str, **extra: str | int | None) -> str:
@@ -220,11 +261,16 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
     with Session(engine_of(request)) as session, session.begin():
         page = queries.list_results(session, query.result_filter(limit=DEFAULT_QUEUE_PAGE, after=after))
         with_thumbs = thumbnails.first_thumbnails(session, [r.id for r in page.rows])
+        sightings = queries.content_sightings(session, [r.id for r in page.rows])
+        done = _just_done(session, request, found)
     here = query.url("/console/queue", after=after)
     context = {
         "query": query,
         "rows": page.rows,
         "with_thumbs": with_thumbs,
+        "sightings": sightings,
+        "done": done,
+        "selected": request.query_params.get("selected", ""),
         "next_url": query.url("/console/queue", after=page.next_cursor) if page.next_cursor else None,
         "here": here,
         "csrf": found.csrf_token,
@@ -233,6 +279,7 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
         "kinds": ITEM_KINDS,
         "statuses": ITEM_STATUSES,
         "item_url": lambda item_id: query.url(f"/console/items/{item_id}"),
+        "then_select": lambda item_id: query.url("/console/queue", after=after, selected=item_id) + f"#item-{item_id}",
         "job_url": lambda job_id: replace(query, job=job_id).url("/console/queue"),
     }
     return render(request, "queue.html", context)
@@ -249,6 +296,27 @@ def _next_in_queue(session: Session, query: QueueQuery, detail: queries.ItemDeta
     return rows[0].id if rows else None
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: dt.datetime
+    action: str  # "label" or "undo"
+    label: str
+    who: str
+    item_id: int
+    note: str | None
+
+
+def review_history(reviews: list[queries.ReviewView]) -> list[HistoryEntry]:
+    """Every label and every undo of an item's content, newest first."""
+    entries = [HistoryEntry(r.created_at, "label", r.label, r.reviewer, r.item_id, r.note) for r in reviews]
+    entries += [
+        HistoryEntry(r.undone_at, "undo", r.label, r.undone_by or "", r.item_id, None)
+        for r in reviews
+        if r.undone_at is not None
+    ]
+    return sorted(entries, key=lambda e: e.at, reverse=True)
+
+
 @router.get("/items/{item_id}")
 def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
     query = QueueQuery.parse(request.query_params)
@@ -256,11 +324,14 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
     with Session(engine_of(request)) as session, session.begin():
         view = load_item(session, item_id)
         next_id = _next_in_queue(session, query, view.detail)
+        done = _just_done(session, request, found)
     detail = view.detail
     context = {
         "view": view,
         "item": detail,
-        "human": detail.reviews[-1] if detail.reviews else None,
+        "human": next((r for r in reversed(detail.reviews) if r.undone_at is None), None),
+        "done": done,
+        "history": review_history(detail.reviews),
         "chart": timeline_chart(view.frames, detail.threshold, view.ranges) if detail.kind == "video" else None,
         "csrf": found.csrf_token,
         "can_review": found.identity.may("reviewer"),
@@ -290,12 +361,30 @@ def review_item(
     csrf: Annotated[str | None, Form(alias=CSRF_FIELD)] = None,
     next: FormText = None,
 ) -> Response:
+    """Label an item (and its content), then go on to `next` with a confirmation offering an undo."""
     check_csrf(request, found.csrf_token, csrf)
     if label not in REVIEW_LABELS:
         raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
     with Session(engine_of(request)) as session, session.begin():
-        review.add_review(session, item_id, label, found.identity.name, (note or "").strip() or None)
-    return RedirectResponse(_safe_next(next, f"/console/items/{item_id}"), status_code=303)
+        given = review.add_review(session, item_id, label, found.identity.name, (note or "").strip() or None)
+    target = _safe_next(next, f"/console/items/{item_id}")
+    return RedirectResponse(_with_param(target, "done", given.id), status_code=303)
+
+
+@router.post("/reviews/{review_id}/undo")
+def undo_review(
+    request: Request, found: ConsoleReviewer, review_id: int, csrf: FormText = None, next: FormText = None
+) -> Response:
+    """Undo a label: the review stays in the history, marked undone, and the label before it (or none) is back."""
+    check_csrf(request, found.csrf_token, csrf)
+    with Session(engine_of(request)) as session, session.begin():
+        try:
+            undone = labels.undo_review(session, review_id, found.identity.name)
+        except labels.NoSuchReviewError as exc:
+            raise ProblemError(404, str(exc)) from None
+        item_id = undone.item_id
+    target = _safe_next(next, f"/console/items/{item_id}")
+    return RedirectResponse(_with_param(target, "undone", review_id), status_code=303)
 
 
 # --- jobs and stats ------------------------------------------------------------------------------

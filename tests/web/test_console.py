@@ -128,7 +128,7 @@ def test_label_from_the_queue_records_the_token_name(server: Server) -> None:
         timeout=DEFAULT_REQUEST_TIMEOUT_S,
     )
     assert posted.status_code == 303
-    assert posted.headers["location"] == f"/console/queue?job={job}&verdict=any"
+    assert posted.headers["location"].startswith(f"/console/queue?job={job}&verdict=any&done=")  # + a confirmation
     assert reviews_of(server, first) == [("fake", "reviewer-token")]
     after = browser.get(f"{server.base}/console/queue?job={job}&verdict=any", timeout=DEFAULT_REQUEST_TIMEOUT_S).text
     assert f'data-item="{first}"' not in after  # reviewed: out of the queue
@@ -223,14 +223,14 @@ def test_next_item_follows_the_queue_order(server: Server) -> None:
         allow_redirects=False,
         timeout=DEFAULT_REQUEST_TIMEOUT_S,
     )
-    assert labelled.headers["location"] == f"/console/items/{low}?job={job}&prev={middle}"
+    assert labelled.headers["location"].startswith(f"/console/items/{low}?job={job}&prev={middle}&done=")
     escaped = browser.post(
         f"{server.base}/console/items/{low}/review",
         data={"label": "real", "csrf": csrf, "next": "https://evil.example/"},
         allow_redirects=False,
         timeout=DEFAULT_REQUEST_TIMEOUT_S,
     )
-    assert escaped.headers["location"] == f"/console/items/{low}"  # never an open redirect
+    assert escaped.headers["location"].startswith(f"/console/items/{low}?done=")  # never an open redirect
 
 
 def test_sign_out_ends_the_session(server: Server) -> None:

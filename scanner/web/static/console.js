@@ -51,5 +51,9 @@
     if (handled) event.preventDefault();
   });
 
-  if (rows.length) select(0);
+  // After a label the server names the row to carry on from (?selected=ID): the moderator keeps their place.
+  if (rows.length) {
+    var kept = rows.findIndex(function (row) { return row.classList.contains("selected"); });
+    select(kept >= 0 ? kept : 0);
+  }
 })();
