@@ -367,7 +367,7 @@ def _content_of(session: Session, item_ids: Sequence[int]) -> dict[int, str]:
     query = select(MediaItem.id, MediaItem.content_sha256).where(
         MediaItem.id.in_(item_ids), MediaItem.content_sha256.is_not(None)
     )
-    return {item_id: sha for item_id, sha in session.execute(query).tuples() if sha is not None}
+    return {item_id: sha for item_id, sha in session.execute(query) if sha is not None}
 
 
 # --- items ---------------------------------------------------------------------------------------

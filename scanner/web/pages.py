@@ -52,6 +52,7 @@ def make_templates() -> Jinja2Templates:
     templates.env.filters["when"] = _when
     templates.env.filters["score"] = lambda v: "—" if v is None else f"{v:.3f}"
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}%"
+    templates.env.filters["filename"] = lambda url: urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or url
     return templates
 
 
