@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -26,7 +26,7 @@ BLOCKING_IMPACTS = ("serious", "critical")
 WINDOW_SIZE = "1366,900"
 
 
-def _missing(message: str) -> None:
+def _missing(message: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -41,7 +41,6 @@ def require_chromium() -> tuple[str, str]:
         _missing("Chromium is not installed: run scripts/ensure-chromium.sh as root")
     if not AXE_SCRIPT.is_file():
         _missing("axe-core is not installed: run `make chromium` (needs npm)")
-    assert browser is not None and driver is not None
     return browser, driver
 
 
