@@ -303,3 +303,22 @@ class Thumbnail(Base):
     height: Mapped[int]
     jpeg: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class FrameView(Base):
+    """A downscaled JPEG of a whole image, or of one of a video's top-scoring frames, kept at scan time
+    (longest side at most 640 px) so the console can show the evidence with every face's box drawn
+    over it (the boxes and scores are the item's `frame_results`). Written with the verdict (migration 0008)."""
+
+    __tablename__ = "frame_views"
+    __table_args__ = (UniqueConstraint("item_id", "frame_index"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"))
+    frame_index: Mapped[int]
+    timestamp_s: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)  # the frame's highest face (or whole-frame) score
+    width: Mapped[int]
+    height: Mapped[int]
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -22,7 +22,7 @@ from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image
 from scanner.redaction import redact_url
-from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail
+from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail, encode_view
 from workers.fetch import Fetched, fetch, item_budget
 from workers.frames import sample_frames
 from workers.gpudecode import DeviceJpeg, EncodedJpeg, device_jpeg
@@ -77,6 +77,8 @@ class Outcome:
     height: int | None = None
     duration_s: float | None = None
     units: list[Unit] = field(default_factory=list)
+    # frame index -> the whole frame as a 640 px JPEG; the store keeps the top few (scanner/thumbnails.py)
+    views: dict[int, bytes] = field(default_factory=dict)
     reused: reuse.Earlier | None = None
     score: float | None = None
     verdict: str | None = None
@@ -126,6 +128,8 @@ def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: Scan
         outcome.height, outcome.width = rgb.shape[:2]
         deadline.check("decoding the image")
         outcome.units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces, thumbnails=keeps_thumbnails(options))
+        if keeps_thumbnails(options):
+            outcome.views[0] = encode_view(rgb)
     elif fetched.kind == "video":
         assert fetched.path is not None
         video = sample_frames(fetched.path, fps=options.fps, max_frames=options.max_frames, deadline=deadline)
@@ -136,6 +140,8 @@ def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: Scan
                 rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces, thumbnails=keeps_thumbnails(options)
             )
             outcome.units.extend(_in_video_pixels(units, video.frame_scale))
+            if keeps_thumbnails(options):
+                outcome.views[frame.index] = encode_view(frame.rgb)
     else:
         raise PermanentError("not an image or video")
     return outcome

@@ -23,6 +23,18 @@ class Band:
 
 
 @dataclass(frozen=True)
+class Dot:
+    """One sampled frame on the chart: where it is drawn, whether it lies in a flagged range, and what it says."""
+
+    x: float
+    y: float
+    flagged: bool
+    frame_index: int
+    timestamp_s: float
+    score: float
+
+
+@dataclass(frozen=True)
 class Tick:
     at: float
     label: str
@@ -37,7 +49,7 @@ class TimelineChart:
     top: float
     bottom: float
     points: str  # the polyline's "x,y x,y …"
-    dots: list[tuple[float, float, bool]]  # (x, y, flagged)
+    dots: list[Dot]
     threshold_y: float | None
     bands: list[Band]
     x_ticks: list[Tick]
@@ -83,7 +95,10 @@ def timeline_chart(
         top=top,
         bottom=bottom,
         points=" ".join(f"{x(f.timestamp_s)},{y(f.score)}" for f in frames),
-        dots=[(x(f.timestamp_s), y(f.score), hit) for f, hit in zip(frames, flagged, strict=True)],
+        dots=[
+            Dot(x(f.timestamp_s), y(f.score), hit, f.frame_index, f.timestamp_s, f.score)
+            for f, hit in zip(frames, flagged, strict=True)
+        ],
         threshold_y=y(threshold) if threshold is not None else None,
         bands=bands,
         x_ticks=[Tick(x(i * step), f"{i * step:g}s") for i in range(int(span / step) + 1)],

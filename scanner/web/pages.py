@@ -326,9 +326,12 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
         view = load_item(session, item_id)
         next_id = _next_in_queue(session, query, view.detail)
         done = _just_done(session, request, found)
+        evidence = thumbnails.list_views(session, item_id) if view.detail.width and view.detail.height else []
     detail = view.detail
     context = {
         "view": view,
+        "evidence": evidence,
+        "viewed_frames": {v.frame_index for v in evidence},
         "item": detail,
         "human": next((r for r in reversed(detail.reviews) if r.undone_at is None), None),
         "done": done,
@@ -350,6 +353,16 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
 @router.get("/items/{item_id}/thumbnails/{position}.jpg")
 def item_thumbnail(request: Request, _found: ConsoleViewer, item_id: int, position: int) -> Response:
     return thumbnail_response(request, item_id, position)
+
+
+@router.get("/items/{item_id}/views/{frame_index}.jpg")
+def item_view(request: Request, _found: ConsoleViewer, item_id: int, frame_index: int) -> Response:
+    """The whole image, or one top frame of a video, as stored at scan time (at most 640 px)."""
+    with Session(engine_of(request)) as session:
+        data = thumbnails.view_jpeg(session, item_id, frame_index)
+    if data is None:
+        raise ProblemError(404, f"item {item_id} has no stored view of frame {frame_index}")
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.post("/items/{item_id}/review")

@@ -100,7 +100,7 @@ def test_console_chart_shades_exactly_its_caption() -> None:
     chart = timeline_chart(frames, 0.5, ranges)
     assert chart is not None
     (band,) = chart.bands
-    starts = {x for x, _, hit in chart.dots if hit}
+    starts = {dot.x for dot in chart.dots if dot.flagged}
     assert band.x == min(starts)  # from the first flagged point...
     assert band.x + band.width == pytest.approx(max(starts), abs=0.11)  # ...to the last, not beyond
     assert band.label == "0.50s-1.25s"

@@ -8,21 +8,25 @@ and every page visited passes axe-core with nothing serious or critical. One bro
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scanner import queries
+from scanner import queries, thumbnails
 from scanner.cli import cli
 from scanner.db import make_engine
-from scanner.models import MediaItem, Review
+from scanner.faces import FaceView
+from scanner.models import FrameResult, MediaItem, Review
 from tests import media_factory
 from tests.pipeline_helpers import write_tiny_checkpoint
 from tests.web.browser import chromium, csp_errors, screenshot, sign_in, visit, wait_until
@@ -37,6 +41,7 @@ class Console:
     chrome: Any
     folder: Path
     checkpoint: Path
+    faces_checkpoint: Path  # finds faces (HOG) and scores each
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +51,18 @@ def console(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     folder.mkdir()
     with chromium(tmp) as chrome:
         sign_in(chrome, server, server.tokens["reviewer"])
-        yield Console(server, chrome, folder, write_tiny_checkpoint(tmp / "tiny.safetensors"))
+        whole = write_tiny_checkpoint(tmp / "tiny.safetensors")
+        faces = write_tiny_checkpoint(tmp / "faces.safetensors", face_view=FaceView(detector="hog", max_faces=4))
+        yield Console(server, chrome, folder, whole, faces)
 
 
-def scan(console: Console, *sources: Path, name: str) -> int:
-    """`deepscan scan` in-process (no broker) into the server's database; every item flagged (threshold 0)."""
+def scan(console: Console, *sources: Path, name: str, faces: bool = False, options: tuple[str, ...] = ()) -> int:
+    """`deepscan scan` in-process (no broker) into the server's database; every item flagged (threshold 0)
+    unless `options` say otherwise."""
+    checkpoint = console.faces_checkpoint if faces else console.checkpoint
     args = ["--database-url", console.server.database_url, "scan", *map(str, sources), "--name", name]
-    args += ["--checkpoint", str(console.checkpoint), "--threshold", "0", "--format", "json"]
+    args += ["--checkpoint", str(checkpoint), "--format", "json"]
+    args += [*options] if "--threshold" in options else ["--threshold", "0", *options]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     job_id: int = json.loads(result.output.strip().splitlines()[-1])["job_id"]
@@ -162,3 +172,113 @@ def test_one_row_per_content_and_the_label_follows_it(console: Console) -> None:
     assert "reviewed as fake by reviewer-token on" in human
     assert "the same content" in human
     screenshot(chrome, "labelled-item")
+
+
+def two_faces_photo(path: Path) -> Path:
+    scene = np.full((400, 700, 3), 120, np.uint8)
+    scene[20:340, 10:330] = media_factory.face_rgb((320, 320), seed=1)
+    scene[150:350, 420:620] = media_factory.face_rgb((200, 200), seed=2)
+    path.write_bytes(media_factory.encode_image(scene, "jpeg"))
+    return path
+
+
+def frame_scores(server: Server, item_id: int) -> list[float]:
+    engine = make_engine(server.database_url)
+    with Session(engine) as session:
+        found = [p.score for p in queries.item_timeline(session, item_id)]
+    engine.dispose()
+    return found
+
+
+def views_of(server: Server, item_id: int) -> list[thumbnails.ViewInfo]:
+    engine = make_engine(server.database_url)
+    with Session(engine) as session:
+        found = thumbnails.list_views(session, item_id)
+    engine.dispose()
+    return found
+
+
+def fetch_status(chrome: Any, url: str) -> str:
+    """What the browser gets for `url` with its session: "<status> <content type>"."""
+    return str(
+        chrome.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[0]).then(r => done(r.status + ' ' + r.headers.get('content-type')));",
+            url,
+        )
+    )
+
+
+def test_a_photo_with_two_faces_shows_the_whole_photo_with_both_boxes_and_scores(console: Console) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, chrome = console.server, console.chrome
+    photo = two_faces_photo(console.folder / "two-faces.jpg")
+    (item,) = item_ids(server, scan(console, photo, name="two faces", faces=True))
+    visit(chrome, f"{server.base}/console/items/{item}")
+    (view,) = chrome.find_elements(By.CSS_SELECTOR, "svg.view")
+    assert view.get_dom_attribute("viewBox") == "0 0 700 400"  # the whole photo, in its own pixels
+    assert max(int(view.get_dom_attribute("width") or 0), int(view.get_dom_attribute("height") or 0)) <= 640
+    image = view.find_element(By.TAG_NAME, "image").get_dom_attribute("href") or ""
+    assert fetch_status(chrome, image) == "200 image/jpeg"
+    boxes = view.find_elements(By.CSS_SELECTOR, "rect.box")
+    assert len(boxes) == 2
+    engine = make_engine(server.database_url)
+    with Session(engine) as session:
+        scores = sorted(session.scalars(select(FrameResult.score).where(FrameResult.item_id == item)), reverse=True)
+    engine.dispose()
+    listed = [li.text for li in chrome.find_elements(By.CSS_SELECTOR, "ol.faces li")]
+    assert [float(re.findall(r"\d\.\d{3}", text)[0]) for text in listed] == [round(s, 3) for s in scores]
+    # The larger face (left) is the bigger box, drawn where the face is.
+    left = min(boxes, key=lambda b: float(b.get_dom_attribute("x") or 0))
+    assert float(left.get_dom_attribute("x") or 0) < 330
+    assert float(left.get_dom_attribute("width") or 0) > 150
+    screenshot(chrome, "image-item")
+
+    again = scan(console, photo, name="no evidence", faces=True, options=("--rescan", "--no-thumbnails"))
+    (bare,) = item_ids(server, again)
+    assert views_of(server, bare) == []  # --no-thumbnails keeps no evidence either
+
+
+def test_a_video_shows_its_top_frames_and_a_timeline_shaded_as_its_caption(console: Console) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, chrome = console.server, console.chrome
+    video = media_factory.write_video(console.folder / "talk.mp4", seconds=6.0, fps=5.0, face=True, seed=7)
+    (first,) = item_ids(server, scan(console, video, name="talk", options=("--fps", "2")))
+    middle = statistics.median(frame_scores(server, first))
+    options = ("--fps", "2", "--rescan", "--threshold", f"{middle:.6f}")
+    (item,) = item_ids(server, scan(console, video, name="talk at the median", options=options))
+    visit(chrome, f"{server.base}/console/items/{item}")
+    strip = chrome.find_elements(By.CSS_SELECTOR, ".timeline-and-frames .views figure.view")
+    assert 1 <= len(strip) <= thumbnails.DEFAULT_VIEWS_PER_VIDEO
+    links = chrome.find_elements(By.CSS_SELECTOR, "svg.timeline a")
+    assert links
+    for link in links:  # every linked point leads to a frame shown on the page
+        target = (link.get_dom_attribute("href") or "").split("#")[-1]
+        assert chrome.find_elements(By.ID, target)
+
+    # The shading covers exactly the flagged points, and the caption names the same ranges.
+    flagged_x = [
+        float(c.get_dom_attribute("cx") or 0)
+        for c in chrome.find_elements(By.CSS_SELECTOR, "svg.timeline circle")
+        if "(flagged)" in (c.find_element(By.TAG_NAME, "title").get_property("textContent") or "")
+    ]
+    bands = chrome.find_elements(By.CSS_SELECTOR, "svg.timeline rect.flagged")
+    assert bands
+    assert flagged_x
+    spans = [(float(b.get_dom_attribute("x") or 0), float(b.get_dom_attribute("width") or 0)) for b in bands]
+    for x in flagged_x:
+        assert any(start - 2 <= x <= start + width + 2 for start, width in spans)
+    for start, width in spans:
+        inside = [x for x in flagged_x if start - 2 <= x <= start + width + 2]
+        assert inside
+        if width > 3:  # a range of several points: from the first to the last, no further
+            assert start == pytest.approx(min(inside), abs=0.2)
+            assert start + width == pytest.approx(max(inside), abs=0.2)
+    caption = text_of(chrome, "p.legend")
+    titles = [b.find_element(By.TAG_NAME, "title").get_property("textContent") or "" for b in bands]
+    for title in titles:
+        start_s, end_s = re.findall(r"(\d+\.\d\d)s", title)
+        assert f"{start_s}s\u2013{end_s}s" in caption
+    screenshot(chrome, "video-item")
