@@ -322,3 +322,15 @@ class FrameView(Base):
     height: Mapped[int]
     jpeg: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReviewClaim(Base):
+    """A moderator's claim on an item they opened, so teammates' `j` passes it by (migration 0009).
+
+    One row per item; it lapses at `expires_at` and is dropped when the item is labelled."""
+
+    __tablename__ = "review_claims"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -19,10 +19,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from scanner import labels, queries, review, thumbnails, tokens
+from scanner import claims, labels, queries, review, thumbnails, tokens
 from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review
+from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
 from scanner.tokens import ConsoleSession
 from scanner.web.api import load_item, thumbnail_response
 from scanner.web.auth import (
@@ -263,6 +263,9 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
         page = queries.list_results(session, query.result_filter(limit=DEFAULT_QUEUE_PAGE, after=after))
         with_thumbs = thumbnails.first_thumbnails(session, [r.id for r in page.rows])
         sightings = queries.content_sightings(session, [r.id for r in page.rows])
+        now, me = utcnow(), found.identity.name
+        live = claims.live_claims(session, [r.id for r in page.rows], now=now)
+        held = {i: c for i, c in live.items() if c.held_by_other(me, now)}
         done = _just_done(session, request, found)
     here = query.url("/console/queue", after=after)
     context = {
@@ -270,6 +273,7 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
         "rows": page.rows,
         "with_thumbs": with_thumbs,
         "sightings": sightings,
+        "held": held,
         "done": done,
         "selected": request.query_params.get("selected", ""),
         "next_url": query.url("/console/queue", after=page.next_cursor) if page.next_cursor else None,
@@ -289,12 +293,53 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
 # --- items ---------------------------------------------------------------------------------------
 
 
-def _next_in_queue(session: Session, query: QueueQuery, detail: queries.ItemDetail) -> int | None:
-    """The item after this one in the queue's order: the queue's own query, continued after this item."""
-    flt = query.result_filter(limit=1)
-    after = queries.encode_cursor(flt, detail.score, detail.id)
-    rows = queries.list_results(session, replace(flt, after=after)).rows
-    return rows[0].id if rows else None
+DEFAULT_NEXT_LOOKAHEAD = 25  # rows looked at past the current one for an item nobody else holds
+
+
+def _following(session: Session, query: QueueQuery, detail: queries.ItemDetail) -> list[int]:
+    """The items after this one in the queue's order: the queue's own query, continued after this item."""
+    flt = query.result_filter(limit=DEFAULT_NEXT_LOOKAHEAD)
+    key = detail.finished_at if flt.order == "time" else detail.score
+    after = queries.encode_cursor(flt, key, detail.id)
+    return [row.id for row in queries.list_results(session, replace(flt, after=after)).rows]
+
+
+def _next_in_queue(session: Session, query: QueueQuery, detail: queries.ItemDetail, me: str) -> int | None:
+    """The next item in the queue that no one else has claimed (what `j` leads to; nothing is claimed here)."""
+    following = _following(session, query, detail)
+    taken = claims.live_claims(session, following)
+    return next((i for i in following if i not in taken or not taken[i].held_by_other(me, utcnow())), None)
+
+
+def _claim_next(session: Session, query: QueueQuery, detail: queries.ItemDetail, me: str) -> int | None:
+    """Claim the next item in the queue that no one else holds, and return it: of two moderators racing for
+    one item, one gets it and the other the one after."""
+    for item_id in _following(session, query, detail):
+        if claims.claim(session, item_id, me).reviewer == me:
+            return item_id
+    return None
+
+
+@router.get("/next")
+def next_item(request: Request, found: ConsoleViewer) -> Response:
+    """Go on from item `from` to the next one nobody else is reviewing (claiming it for a reviewer),
+    carrying the confirmation of a label just given; back to the queue at its end."""
+    query = QueueQuery.parse(request.query_params)
+    start = request.query_params.get("from", "")
+    me = found.identity.name
+    with Session(engine_of(request)) as session, session.begin():
+        detail = queries.find_item(session, start) if start.isdigit() else None
+        if detail is None:
+            target = None
+        elif found.identity.may("reviewer"):
+            target = _claim_next(session, query, detail, me)
+        else:
+            target = _next_in_queue(session, query, detail, me)
+    url = query.url(f"/console/items/{target}", prev=start) if target else query.url("/console/queue")
+    for key in ("done", "undone"):
+        if (value := request.query_params.get(key, "")).isdigit():
+            url = _with_param(url, key, value)
+    return RedirectResponse(url, status_code=303)
 
 
 @dataclass(frozen=True)
@@ -324,7 +369,9 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
     prev_id = request.query_params.get("prev")
     with Session(engine_of(request)) as session, session.begin():
         view = load_item(session, item_id)
-        next_id = _next_in_queue(session, query, view.detail)
+        me = found.identity.name
+        holder = claims.claim(session, item_id, me) if found.identity.may("reviewer") else None
+        next_id = _next_in_queue(session, query, view.detail, me)
         done = _just_done(session, request, found)
         evidence = thumbnails.list_views(session, item_id) if view.detail.width and view.detail.height else []
     detail = view.detail
@@ -341,11 +388,10 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
         "can_review": found.identity.may("reviewer"),
         "labels": REVIEW_LABELS,
         "queue_url": query.url("/console/queue"),
-        "next_url": query.url(f"/console/items/{next_id}", prev=item_id) if next_id else None,
+        "claimed_by": holder if holder is not None and holder.reviewer != me else None,
+        "next_url": query.url("/console/next", **{"from": item_id}) if next_id else None,
         "prev_url": query.url(f"/console/items/{prev_id}") if prev_id and prev_id.isdigit() else None,
-        "after_review": query.url(f"/console/items/{next_id}", prev=item_id)
-        if next_id
-        else query.url("/console/queue"),
+        "after_review": query.url("/console/next", **{"from": item_id}),
     }
     return render(request, "item.html", context)
 
@@ -381,6 +427,7 @@ def review_item(
         raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
     with Session(engine_of(request)) as session, session.begin():
         given = review.add_review(session, item_id, label, found.identity.name, (note or "").strip() or None)
+        claims.release(session, [item_id])
     target = _safe_next(next, f"/console/items/{item_id}")
     return RedirectResponse(_with_param(target, "done", given.id), status_code=303)
 

@@ -129,3 +129,10 @@ def screenshot(chrome: Any, name: str) -> Path:
 
 def csp_errors(chrome: Any) -> list[Any]:
     return [e for e in chrome.get_log("browser") if "Content Security Policy" in e.get("message", "")]
+
+
+def press(chrome: Any, key: str) -> None:
+    """Type a key into the page as a person would (to the focused element, or the document)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(chrome).send_keys(key).perform()

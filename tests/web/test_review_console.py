@@ -29,8 +29,9 @@ from scanner.faces import FaceView
 from scanner.models import FrameResult, MediaItem, Review
 from tests import media_factory
 from tests.pipeline_helpers import write_tiny_checkpoint
-from tests.web.browser import chromium, csp_errors, screenshot, sign_in, visit, wait_until
-from tests.web.conftest import Server, seed_items, seed_job
+from tests.web.browser import chromium, csp_errors, press, screenshot, sign_in, visit, wait_until
+from tests.web.conftest import DEFAULT_REQUEST_TIMEOUT_S, Server, create_token, seed_items, seed_job
+from tests.web.test_console import sign_in as sign_in_over_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -282,3 +283,25 @@ def test_a_video_shows_its_top_frames_and_a_timeline_shaded_as_its_caption(conso
         start_s, end_s = re.findall(r"(\d+\.\d\d)s", title)
         assert f"{start_s}s\u2013{end_s}s" in caption
     screenshot(chrome, "video-item")
+
+
+def test_a_teammates_claimed_item_is_passed_by(console: Console) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, chrome = console.server, console.chrome
+    job = seed_job(server.database_url, name="team")
+    first, second, third = seed_items(server.database_url, job, [{"score": 0.99}, {"score": 0.98}, {"score": 0.97}])
+    server.tokens.setdefault("teammate", create_token(server.database_url, "teammate", "reviewer"))
+    teammate = sign_in_over_http(server, "teammate")
+    teammate.get(f"{server.base}/console/items/{first}", timeout=DEFAULT_REQUEST_TIMEOUT_S)  # opened: claimed
+
+    visit(chrome, f"{server.base}/console/queue?job={job}")
+    claimed = chrome.find_element(By.ID, f"item-{first}")
+    assert "being reviewed by teammate" in claimed.text
+    assert "selected" in (chrome.find_element(By.ID, f"item-{second}").get_dom_attribute("class") or "")
+    press(chrome, "\ue007")  # Enter: open the selected row
+    wait_until(chrome, lambda c: f"/console/items/{second}" in c.current_url)
+    press(chrome, "j")
+    wait_until(chrome, lambda c: f"/console/items/{third}" in c.current_url)
+    held = teammate.get(f"{server.base}/console/items/{third}", timeout=DEFAULT_REQUEST_TIMEOUT_S).text
+    assert "reviewer-token is reviewing this item" in held  # the teammate sees who holds it
