@@ -11,11 +11,14 @@ review before it, or to none; both actions stay in the history.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, and_, or_
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scanner.errors import DeepscanError
-from scanner.models import Review, utcnow
+from scanner.models import REVIEW_LABELS, Review, utcnow
 
 
 class NoSuchReviewError(DeepscanError):
@@ -45,3 +48,44 @@ def undo_review(session: Session, review_id: int, who: str) -> Review:
         found.undone_by = who
         session.flush()
     return found
+
+
+def start_of_day(now: dt.datetime | None = None) -> dt.datetime:
+    """Midnight UTC of the day of `now`: where "today" starts for review counts."""
+    return (now or utcnow()).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def labels_given(session: Session, reviewer: str, *, since: dt.datetime) -> int:
+    """How many labels `reviewer` has given since `since` and not undone."""
+    query = select(func.count()).where(Review.reviewer == reviewer, Review.created_at >= since, labelling())
+    return int(session.scalar(query) or 0)
+
+
+@dataclass(frozen=True)
+class ReviewerStats:
+    """One moderator's work: labels still standing by label, labels undone, and the latest one."""
+
+    reviewer: str
+    by_label: dict[str, int]
+    undone: int
+    last_at: dt.datetime
+
+    @property
+    def standing(self) -> int:
+        return sum(self.by_label.values())
+
+
+def reviewer_stats(session: Session, *, since: dt.datetime | None = None) -> list[ReviewerStats]:
+    """Per moderator, most labels first: what they labelled (since `since`, when given)."""
+    counts = [func.sum(case((and_(Review.label == label, labelling()), 1), else_=0)) for label in REVIEW_LABELS]
+    undone = func.sum(case((Review.undone_at.is_not(None), 1), else_=0))
+    query = select(Review.reviewer, *counts, undone, func.max(Review.created_at)).group_by(Review.reviewer)
+    if since is not None:
+        query = query.where(Review.created_at >= since)
+    rows = [
+        ReviewerStats(
+            name, dict(zip(REVIEW_LABELS, (int(n) for n in values[:-2]), strict=True)), int(values[-2]), values[-1]
+        )
+        for name, *values in session.execute(query)
+    ]
+    return sorted(rows, key=lambda r: (-r.standing, r.reviewer))

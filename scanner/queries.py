@@ -244,6 +244,11 @@ def list_results(session: Session, flt: ResultFilter) -> Page:
     return Page(rows=[_result_row(item, reviews.get(item.id)) for item in page], next_cursor=next_cursor)
 
 
+def count_results(session: Session, flt: ResultFilter) -> int:
+    """How many items `flt` selects in all (its page position and size aside)."""
+    return int(session.scalar(select(func.count()).select_from(_filtered(flt).subquery())) or 0)
+
+
 def _result_row(item: MediaItem, review: ReviewView | None) -> ResultRow:
     return ResultRow(
         id=item.id,

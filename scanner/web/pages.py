@@ -266,6 +266,7 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
         now, me = utcnow(), found.identity.name
         live = claims.live_claims(session, [r.id for r in page.rows], now=now)
         held = {i: c for i, c in live.items() if c.held_by_other(me, now)}
+        counts = _queue_counts(session, me, now)
         done = _just_done(session, request, found)
     here = query.url("/console/queue", after=after)
     context = {
@@ -274,6 +275,8 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
         "with_thumbs": with_thumbs,
         "sightings": sightings,
         "held": held,
+        "counts": counts,
+        "bulk": _bulk_flash(request),
         "done": done,
         "selected": request.query_params.get("selected", ""),
         "next_url": query.url("/console/queue", after=page.next_cursor) if page.next_cursor else None,
@@ -288,6 +291,64 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
         "job_url": lambda job_id: replace(query, job=job_id).url("/console/queue"),
     }
     return render(request, "queue.html", context)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """The numbers at the top of the queue: flagged content, how much of it nobody labelled, my labels today."""
+
+    flagged: int
+    unreviewed: int
+    mine_today: int
+
+
+def _queue_counts(session: Session, me: str, now: dt.datetime) -> QueueCounts:
+    flagged = queries.ResultFilter(verdict="fake", status="done", one_per_content=True)
+    return QueueCounts(
+        flagged=queries.count_results(session, flagged),
+        unreviewed=queries.count_results(session, replace(flagged, reviewed=False)),
+        mine_today=labels.labels_given(session, me, since=labels.start_of_day(now)),
+    )
+
+
+def _bulk_flash(request: Request) -> tuple[int, str] | None:
+    """(how many, label) after a bulk label, from `?bulk=N&bulk_label=L`."""
+    count, label = request.query_params.get("bulk", ""), request.query_params.get("bulk_label", "")
+    return (int(count), label) if count.isdigit() and label in REVIEW_LABELS else None
+
+
+DEFAULT_BULK_MAX = 200  # rows one bulk label may cover: a queue page and then some
+
+
+def _bulk_ids(raw: list[str]) -> list[int]:
+    ids = list(dict.fromkeys(int(v) for v in raw if v.isdigit()))
+    if not ids:
+        raise ProblemError(422, "select at least one row to label")
+    if len(ids) > DEFAULT_BULK_MAX:
+        raise ProblemError(422, f"at most {DEFAULT_BULK_MAX} rows at once")
+    return ids
+
+
+@router.post("/reviews/bulk")
+async def bulk_review(request: Request, found: ConsoleReviewer) -> Response:
+    """Label the selected rows: first a page naming every item and the label, then (confirmed) the labels."""
+    form = await request.form()
+    check_csrf(request, found.csrf_token, str(form.get(CSRF_FIELD, "")))
+    label = str(form.get("label", ""))
+    if label not in REVIEW_LABELS:
+        raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
+    ids = _bulk_ids([str(v) for v in form.getlist("item")])
+    back = _safe_next(str(form.get("next", "")), "/console/queue")
+    if form.get("confirm") != "yes":
+        with Session(engine_of(request)) as session:
+            rows = [queries.find_item(session, str(i)) for i in ids]
+        context = {"rows": rows, "label": label, "back": back, "csrf": found.csrf_token}
+        return render(request, "bulk.html", context)
+    with Session(engine_of(request)) as session, session.begin():
+        for item_id in ids:
+            review.add_review(session, item_id, label, found.identity.name, None)
+        claims.release(session, ids)
+    return RedirectResponse(_with_param(_with_param(back, "bulk", len(ids)), "bulk_label", label), status_code=303)
 
 
 # --- items ---------------------------------------------------------------------------------------
@@ -481,4 +542,7 @@ def stats_page(request: Request, _found: ConsoleViewer, by: str = "day", job: in
         raise ProblemError(400, f"by: choose one of {', '.join(queries.STATS_BY)}")
     with Session(engine_of(request)) as session, session.begin():
         rows = queries.stats(session, job_id=job, by=by)
-    return render(request, "stats.html", {"rows": rows, "by": by, "job": job, "choices": queries.STATS_BY})
+        today = labels.reviewer_stats(session, since=labels.start_of_day())
+        ever = labels.reviewer_stats(session)
+    context = {"rows": rows, "by": by, "job": job, "choices": queries.STATS_BY, "reviewers": ever, "today": today}
+    return render(request, "stats.html", context | {"labels": REVIEW_LABELS})

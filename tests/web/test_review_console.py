@@ -29,7 +29,16 @@ from scanner.faces import FaceView
 from scanner.models import FrameResult, MediaItem, Review
 from tests import media_factory
 from tests.pipeline_helpers import write_tiny_checkpoint
-from tests.web.browser import chromium, csp_errors, press, screenshot, sign_in, visit, wait_until
+from tests.web.browser import (
+    assert_accessible,
+    chromium,
+    csp_errors,
+    press,
+    screenshot,
+    sign_in,
+    visit,
+    wait_until,
+)
 from tests.web.conftest import DEFAULT_REQUEST_TIMEOUT_S, Server, create_token, seed_items, seed_job
 from tests.web.test_console import sign_in as sign_in_over_http
 
@@ -159,7 +168,7 @@ def test_one_row_per_content_and_the_label_follows_it(console: Console) -> None:
     assert len(rows) == 1  # one content, one row
     assert "seen 3 times" in rows[0].text
     assert "copy-of-portrait.jpg" in rows[0].text
-    screenshot(chrome, "queue")
+    screenshot(chrome, "queue-one-content")
     rows[0].find_element(By.CSS_SELECTOR, "button[data-label=fake]").click()
     wait_until(chrome, lambda c: "done=" in c.current_url)
     assert labels_of(server, same) == dict.fromkeys(same, "fake")
@@ -305,3 +314,42 @@ def test_a_teammates_claimed_item_is_passed_by(console: Console) -> None:
     wait_until(chrome, lambda c: f"/console/items/{third}" in c.current_url)
     held = teammate.get(f"{server.base}/console/items/{third}", timeout=DEFAULT_REQUEST_TIMEOUT_S).text
     assert "reviewer-token is reviewing this item" in held  # the teammate sees who holds it
+
+
+def test_bulk_label_asks_first_and_the_stats_page_counts_each_reviewer(console: Console) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    server, chrome = console.server, console.chrome
+    job = seed_job(server.database_url, name="bulk")
+    ids = seed_items(server.database_url, job, [{"score": 0.99}, {"score": 0.98}, {"score": 0.97}])
+    visit(chrome, f"{server.base}/console/queue?job={job}")
+    before = int(chrome.find_element(By.CSS_SELECTOR, "p.counts span:nth-child(3) strong").text)
+    for item_id in ids[:2]:
+        chrome.find_element(By.CSS_SELECTOR, f"input[name=item][value='{item_id}']").click()
+    visit(chrome, f"{server.base}/console/queue?verdict=any&reviewed=any")  # everything, for a look
+    screenshot(chrome, "queue")
+    visit(chrome, f"{server.base}/console/queue?job={job}")
+    for item_id in ids[:2]:
+        chrome.find_element(By.CSS_SELECTOR, f"input[name=item][value='{item_id}']").click()
+    Select(chrome.find_element(By.CSS_SELECTOR, "form.bulk select[name=label]")).select_by_value("real")
+    chrome.find_element(By.CSS_SELECTOR, "form.bulk button[type=submit]").click()
+    wait_until(chrome, lambda c: "/console/reviews/bulk" in c.current_url)
+    assert "Label 2 items as real?" in text_of(chrome, "h1")
+    assert labels_of(server, ids) == dict.fromkeys(ids)  # nothing yet: it asks first
+    assert_accessible(chrome)  # the confirmation page (a POST's answer: checked where it is)
+    chrome.find_element(By.CSS_SELECTOR, "form.confirm button[type=submit]").click()
+    wait_until(chrome, lambda c: "bulk=2" in c.current_url)
+    assert "Labelled 2 items as real" in text_of(chrome, ".flash")
+    assert labels_of(server, ids) == {ids[0]: "real", ids[1]: "real", ids[2]: None}
+    assert int(chrome.find_element(By.CSS_SELECTOR, "p.counts span:nth-child(3) strong").text) == before + 2
+    assert_accessible(chrome)
+
+    visit(chrome, f"{server.base}/console/stats")
+    row = next(r for r in chrome.find_elements(By.CSS_SELECTOR, "table.stats tr") if "reviewer-token" in r.text)
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[0] == "reviewer-token"
+    assert int(cells[1]) >= 2  # labels today
+    assert int(cells[4]) >= 2  # real
+    assert cells[6].isdigit()  # undone labels
+    screenshot(chrome, "stats")
