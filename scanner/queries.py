@@ -402,7 +402,12 @@ class ItemDetail:
     enqueued_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    reviews: list[ReviewView] = field(default_factory=list)
+    reviews: list[ReviewView] = field(default_factory=list)  # of the item's content, oldest first
+
+    @property
+    def human_label(self) -> ReviewView | None:
+        """The review that labels the item now: the newest one not undone."""
+        return next((r for r in reversed(self.reviews) if r.undone_at is None), None)
 
 
 @dataclass(frozen=True)

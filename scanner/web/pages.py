@@ -441,7 +441,7 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
         "evidence": evidence,
         "viewed_frames": {v.frame_index for v in evidence},
         "item": detail,
-        "human": next((r for r in reversed(detail.reviews) if r.undone_at is None), None),
+        "human": detail.human_label,
         "done": done,
         "history": review_history(detail.reviews),
         "chart": timeline_chart(view.frames, detail.threshold, view.ranges) if detail.kind == "video" else None,

@@ -316,40 +316,48 @@ def test_a_teammates_claimed_item_is_passed_by(console: Console) -> None:
     assert "reviewer-token is reviewing this item" in held  # the teammate sees who holds it
 
 
-def test_bulk_label_asks_first_and_the_stats_page_counts_each_reviewer(console: Console) -> None:
+def test_the_queue_keeps_its_place_bulk_labels_ask_first_and_stats_count_each_reviewer(console: Console) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     server, chrome = console.server, console.chrome
     job = seed_job(server.database_url, name="bulk")
-    ids = seed_items(server.database_url, job, [{"score": 0.99}, {"score": 0.98}, {"score": 0.97}])
+    ids = seed_items(server.database_url, job, [{"score": 0.99 - i / 100} for i in range(4)])
     visit(chrome, f"{server.base}/console/queue?job={job}")
     before = int(chrome.find_element(By.CSS_SELECTOR, "p.counts span:nth-child(3) strong").text)
-    for item_id in ids[:2]:
-        chrome.find_element(By.CSS_SELECTOR, f"input[name=item][value='{item_id}']").click()
+
+    # A label from the queue: back on the queue, the row after the labelled one is selected.
+    chrome.find_element(By.CSS_SELECTOR, f"#item-{ids[1]} button[data-label=unsure]").click()
+    wait_until(chrome, lambda c: "done=" in c.current_url)
+    assert f"selected={ids[2]}" in chrome.current_url
+    assert "selected" in (chrome.find_element(By.ID, f"item-{ids[2]}").get_dom_attribute("class") or "")
+    assert f"Labelled item #{ids[1]} as unsure" in text_of(chrome, ".flash")
+    assert_accessible(chrome)
+
     visit(chrome, f"{server.base}/console/queue?verdict=any&reviewed=any")  # everything, for a look
     screenshot(chrome, "queue")
     visit(chrome, f"{server.base}/console/queue?job={job}")
-    for item_id in ids[:2]:
+    for item_id in (ids[0], ids[2]):
         chrome.find_element(By.CSS_SELECTOR, f"input[name=item][value='{item_id}']").click()
     Select(chrome.find_element(By.CSS_SELECTOR, "form.bulk select[name=label]")).select_by_value("real")
     chrome.find_element(By.CSS_SELECTOR, "form.bulk button[type=submit]").click()
     wait_until(chrome, lambda c: "/console/reviews/bulk" in c.current_url)
     assert "Label 2 items as real?" in text_of(chrome, "h1")
-    assert labels_of(server, ids) == dict.fromkeys(ids)  # nothing yet: it asks first
+    assert labels_of(server, [ids[0], ids[2]]) == {ids[0]: None, ids[2]: None}  # nothing yet: it asks first
     assert_accessible(chrome)  # the confirmation page (a POST's answer: checked where it is)
     chrome.find_element(By.CSS_SELECTOR, "form.confirm button[type=submit]").click()
     wait_until(chrome, lambda c: "bulk=2" in c.current_url)
     assert "Labelled 2 items as real" in text_of(chrome, ".flash")
-    assert labels_of(server, ids) == {ids[0]: "real", ids[1]: "real", ids[2]: None}
-    assert int(chrome.find_element(By.CSS_SELECTOR, "p.counts span:nth-child(3) strong").text) == before + 2
+    assert labels_of(server, ids) == {ids[0]: "real", ids[1]: "unsure", ids[2]: "real", ids[3]: None}
+    assert int(chrome.find_element(By.CSS_SELECTOR, "p.counts span:nth-child(3) strong").text) == before + 3
     assert_accessible(chrome)
 
     visit(chrome, f"{server.base}/console/stats")
     row = next(r for r in chrome.find_elements(By.CSS_SELECTOR, "table.stats tr") if "reviewer-token" in r.text)
     cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
     assert cells[0] == "reviewer-token"
-    assert int(cells[1]) >= 2  # labels today
+    assert int(cells[1]) >= 3  # labels today
     assert int(cells[4]) >= 2  # real
+    assert int(cells[5]) >= 1  # unsure
     assert cells[6].isdigit()  # undone labels
     screenshot(chrome, "stats")
