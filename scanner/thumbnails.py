@@ -47,8 +47,25 @@ def encode_thumbnail(rgb: np.ndarray, *, max_side_px: int = DEFAULT_THUMBNAIL_MA
 
 
 def encode_view(rgb: np.ndarray) -> bytes:
-    """The whole image or frame as evidence: a JPEG whose longest side is at most 640 px."""
-    return encode_thumbnail(rgb, max_side_px=DEFAULT_VIEW_MAX_SIDE_PX)
+    """The whole image or frame as evidence: a JPEG whose longest side is at most 640 px.
+
+    Every decoded image and sampled frame gets one (the best are kept when the scores are known), so it
+    uses OpenCV's area resize and JPEG encoder: about four times faster than PIL's on a 1080p frame.
+    """
+    import cv2  # here, not at the top: the CLI and the web app import this module and start faster without it
+
+    height, width = rgb.shape[:2]
+    scale = min(1.0, DEFAULT_VIEW_MAX_SIDE_PX / max(height, width))
+    small = np.ascontiguousarray(rgb[..., :3])
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, DEFAULT_JPEG_QUALITY]
+    )
+    if not ok:
+        raise ValueError("OpenCV could not encode the view as JPEG")
+    return bytes(encoded.tobytes())
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
