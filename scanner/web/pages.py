@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from scanner import claims, labels, queries, review, thumbnails, tokens
+from scanner import claims, content, labels, queries, review, thumbnails, tokens
 from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
@@ -262,7 +262,7 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
     with Session(engine_of(request)) as session, session.begin():
         page = queries.list_results(session, query.result_filter(limit=DEFAULT_QUEUE_PAGE, after=after))
         with_thumbs = thumbnails.first_thumbnails(session, [r.id for r in page.rows])
-        sightings = queries.content_sightings(session, [r.id for r in page.rows])
+        sightings = content.content_sightings(session, [r.id for r in page.rows])
         now, me = utcnow(), found.identity.name
         live = claims.live_claims(session, [r.id for r in page.rows], now=now)
         held = {i: c for i, c in live.items() if c.held_by_other(me, now)}
