@@ -361,3 +361,6 @@ def test_the_queue_keeps_its_place_bulk_labels_ask_first_and_stats_count_each_re
     assert int(cells[5]) >= 1  # unsure
     assert cells[6].isdigit()  # undone labels
     screenshot(chrome, "stats")
+    visit(chrome, f"{server.base}/console/jobs")  # the remaining console pages pass axe-core too
+    visit(chrome, f"{server.base}/console/items/987654321")
+    assert "no item 987654321" in text_of(chrome, "main")
