@@ -330,16 +330,22 @@ def _bulk_ids(raw: list[str]) -> list[int]:
 
 
 @router.post("/reviews/bulk")
-async def bulk_review(request: Request, found: ConsoleReviewer) -> Response:
+def bulk_review(
+    request: Request,
+    found: ConsoleReviewer,
+    label: FormText = None,
+    item: Annotated[list[str] | None, Form()] = None,
+    confirm: FormText = None,
+    csrf: FormText = None,
+    next: FormText = None,
+) -> Response:
     """Label the selected rows: first a page naming every item and the label, then (confirmed) the labels."""
-    form = await request.form()
-    check_csrf(request, found.csrf_token, str(form.get(CSRF_FIELD, "")))
-    label = str(form.get("label", ""))
+    check_csrf(request, found.csrf_token, csrf)
     if label not in REVIEW_LABELS:
         raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
-    ids = _bulk_ids([str(v) for v in form.getlist("item")])
-    back = _safe_next(str(form.get("next", "")), "/console/queue")
-    if form.get("confirm") != "yes":
+    ids = _bulk_ids(item or [])
+    back = _safe_next(next, "/console/queue")
+    if confirm != "yes":
         with Session(engine_of(request)) as session:
             rows = [queries.find_item(session, str(i)) for i in ids]
         context = {"rows": rows, "label": label, "back": back, "csrf": found.csrf_token}
