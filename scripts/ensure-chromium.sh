@@ -9,7 +9,8 @@ AXE_VERSION=4.14.1
 TOOLS="$(cd "$(dirname "$0")/.." && pwd)/.browser-tools"
 if [ ! -f "$TOOLS/node_modules/axe-core/axe.min.js" ]; then
   if command -v npm >/dev/null; then
-    npm install --silent --no-save --no-audit --no-fund --prefix "$TOOLS" "axe-core@$AXE_VERSION" >/dev/null
+    npm install --silent --no-save --no-audit --no-fund --prefix "$TOOLS" "axe-core@$AXE_VERSION" >/dev/null \
+      || echo "ensure-chromium: npm could not install axe-core $AXE_VERSION; the browser tests need it" >&2
   else
     echo "ensure-chromium: npm is missing; install nodejs and npm to get axe-core for the browser tests" >&2
   fi
