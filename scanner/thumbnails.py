@@ -233,16 +233,24 @@ def thumbnail_jpeg(session: Session, item_id: int, position: int) -> bytes | Non
 
 
 def first_thumbnails(session: Session, item_ids: Sequence[int]) -> set[int]:
-    """Which of `item_ids` have a position-0 thumbnail of their own or through one reuse (for a queue page)."""
-    if not item_ids:
-        return set()
-    rows = session.execute(select(MediaItem.id, MediaItem.reused_from_id).where(MediaItem.id.in_(item_ids)))
-    reused = dict(rows.tuples().all())  # a list: dict() would take the Result itself for a mapping
-    wanted = set(item_ids) | {v for v in reused.values() if v is not None}
-    having = set(
-        session.scalars(select(Thumbnail.item_id).where(Thumbnail.item_id.in_(wanted), Thumbnail.position == 0))
-    )
-    return {i for i in item_ids if i in having or reused.get(i) in having}
+    """Which of `item_ids` have a position-0 thumbnail, of their own or through their reuse chain (for a
+    queue page: the newest scan of a content is often a reuse of a reuse). One query per hop, not per item."""
+    pending = {i: i for i in item_ids}  # item -> the item whose thumbnails it would show
+    found: set[int] = set()
+    for _ in range(MAX_REUSE_HOPS):
+        if not pending:
+            break
+        candidates = set(pending.values())
+        having = set(
+            session.scalars(select(Thumbnail.item_id).where(Thumbnail.item_id.in_(candidates), Thumbnail.position == 0))
+        )
+        found |= {i for i, c in pending.items() if c in having}
+        rows = session.execute(
+            select(MediaItem.id, MediaItem.reused_from_id).where(MediaItem.id.in_(candidates - having))
+        )
+        earlier = {item_id: source for item_id, source in rows if source is not None}
+        pending = {i: earlier[c] for i, c in pending.items() if c not in having and c in earlier}
+    return found
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,11 @@ def test_one_row_per_content_and_the_label_follows_it(console: Console) -> None:
     fourth = scan(console, photo, name="rescan")
     (rescanned,) = item_ids(server, fourth)
     assert labels_of(server, [rescanned]) == {rescanned: "fake"}
+    visit(chrome, f"{server.base}/console/queue?q=portrait&reviewed=any")
+    (row,) = chrome.find_elements(By.CSS_SELECTOR, "tr[data-item]")
+    assert row.get_dom_attribute("data-item") == str(rescanned)  # the newest scan stands for the content
+    assert "seen 4 times" in row.text
+    assert row.find_elements(By.CSS_SELECTOR, "td.thumb img")  # its reuse of a reuse still has a face
     visit(chrome, f"{server.base}/console/items/{rescanned}")
     human = text_of(chrome, "dd.human")
     assert "reviewed as fake by reviewer-token on" in human
