@@ -58,7 +58,8 @@ class UnsupportedUrlError(DeepscanError):
 
 
 def add_review(session: Session, item_id: int, label: str, reviewer: str, note: str | None = None) -> ReviewView:
-    """Record a moderator's label for an item; the newest review of an item is its human label."""
+    """Record a moderator's label for an item and its content: the newest review, not undone, of an
+    item or of any item with the same bytes is its human label (scanner/labels.py)."""
     if label not in REVIEW_LABELS:
         raise ValueError(f"label must be one of {', '.join(REVIEW_LABELS)}")
     if not reviewer.strip():
@@ -68,7 +69,9 @@ def add_review(session: Session, item_id: int, label: str, reviewer: str, note: 
         raise NotFoundError(f"no item {item_id}: `deepscan results` lists item ids")
     if item.verdict is None:
         raise ConflictError(no_verdict_reason(item))
-    review = Review(item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None)
+    review = Review(
+        item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None, content_sha256=item.content_sha256
+    )
     session.add(review)
     session.flush()
     return ReviewView.of(review)
@@ -173,7 +176,7 @@ def _export_query(*, reviewed_only: bool, job_id: int | None) -> Select[MediaIte
         select(MediaItem, Review)
         .outerjoin(latest, latest.c.item_id == MediaItem.id)
         .outerjoin(Review, Review.id == latest.c.id)
-        .order_by(MediaItem.id)
+        .order_by(MediaItem.content_sha256, MediaItem.id)  # copies of one content side by side: written once
     )
     if reviewed_only:
         query = query.where(latest.c.id.is_not(None))
@@ -188,10 +191,15 @@ def export_candidates(session: Session, *, reviewed_only: bool, job_id: int | No
     """Items with a human label (and, unless `reviewed_only`, items with a verdict), labelled.
 
     `unsure` reviews come out with label `unsure` for the caller to skip: an unsure human still
-    overrides the model, since someone looked and could not tell.
+    overrides the model, since someone looked and could not tell. Each content (sha256) comes out
+    once, as its first-scanned item: copies and rescans would only weigh it twice in training.
     """
     query = _export_query(reviewed_only=reviewed_only, job_id=job_id)
+    previous: str | None = None
     for item, review in session.execute(query.execution_options(yield_per=DEFAULT_EXPORT_BATCH)):
+        if item.content_sha256 is not None and item.content_sha256 == previous:
+            continue
+        previous = item.content_sha256
         label, source = (review.label, "review") if review is not None else (item.verdict or "unsure", "model")
         yield ExportEntry(
             item_id=item.id,

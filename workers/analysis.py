@@ -23,7 +23,7 @@ from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image, decoded_pixels
 from scanner.redaction import redact_url
-from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail
+from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail, encode_view
 from workers.fetch import Fetched, fetch, item_budget
 from workers.frames import sample_frames
 from workers.gpudecode import DeviceJpeg, EncodedJpeg, device_jpeg
@@ -78,6 +78,8 @@ class Outcome:
     height: int | None = None
     duration_s: float | None = None
     units: list[Unit] = field(default_factory=list)
+    # frame index -> the whole frame as a 640 px JPEG; the store keeps the top few (scanner/thumbnails.py)
+    views: dict[int, bytes] = field(default_factory=dict)
     reused: reuse.Earlier | None = None
     score: float | None = None
     verdict: str | None = None
@@ -143,6 +145,8 @@ def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: Scan
                 rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces, thumbnails=keeps_thumbnails(options)
             )
             outcome.units.extend(_in_video_pixels(units, video.frame_scale))
+            if keeps_thumbnails(options):
+                outcome.views[frame.index] = encode_view(frame.rgb)
     else:
         raise PermanentError("not an image or video")
     return outcome
@@ -161,6 +165,8 @@ def _decode_image_units(
         outcome.height, outcome.width = rgb.shape[:2]
         budget.current().check("decoding the image")
         units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces, thumbnails=keeps_thumbnails(options))
+        if keeps_thumbnails(options):
+            outcome.views[0] = encode_view(rgb)
         del rgb  # the decoded pixels go before their reservation does
     return units
 

@@ -186,8 +186,12 @@ def _plot(
     timeline.plot_timeline(samples, detail.threshold, path, title=title[:120], strategy=strategy, faces=faces)
 
 
+def _undone(r: queries.ReviewView) -> str:
+    return r.label if r.undone_at is None else f"{r.label} (undone by {r.undone_by})"
+
+
 def _describe_item(d: queries.ItemDetail) -> str:
-    human = d.reviews[-1] if d.reviews else None
+    human = d.human_label
     lines = [
         ("item", d.id),
         ("job", d.job_id),
@@ -210,7 +214,7 @@ def _describe_item(d: queries.ItemDetail) -> str:
         lines.append(("error", d.error))
     text = render_key_values(lines)
     if d.reviews:
-        rows = ([r.created_at, r.label, r.reviewer, r.note] for r in d.reviews)
+        rows = ([r.created_at, _undone(r), r.reviewer, r.note] for r in d.reviews)
         text += "\n\nreviews:\n" + render_table(("when", "label", "reviewer", "note"), rows)
     return text
 

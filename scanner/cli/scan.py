@@ -78,8 +78,9 @@ _SCAN_OPTIONS = (
         "--thumbnails/--no-thumbnails",
         default=True,
         show_default=True,
-        help="Keep a small JPEG (at most 160 px) of each item's top-scoring face, and one per flagged video "
-        "segment, for the review console (`deepscan serve`), which never fetches a source itself.",
+        help="Keep a small JPEG (at most 160 px) of each item's top-scoring face, one per flagged video "
+        "segment, and the evidence (the whole image, or a video's top frames, at most 640 px) for the review "
+        "console (`deepscan serve`), which never fetches a source itself.",
     ),
     click.option(
         "--strategy",

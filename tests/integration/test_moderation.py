@@ -554,3 +554,32 @@ def test_results_filter_by_model_version_or_its_prefix(runner: CliRunner, db_url
     assert listed("--model", "b" * 12) == [ids["new"]]
     assert listed("--model", "a" * 64) == [ids["old"]]
     assert listed("--model", "%") == []  # a LIKE wildcard is a plain character here
+
+
+def test_a_label_follows_the_content_and_the_export_writes_each_content_once(
+    runner: CliRunner, db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    photo = _jpeg(media / "a.jpg", 10)
+    (media / "copy.jpg").write_bytes((media / "a.jpg").read_bytes())
+    with Session(engine) as session, session.begin():
+        first, second = add_job(session, "first"), add_job(session, "again")
+        items = [item(first, 1, **photo, score=0.9), item(second, 2, **photo, score=0.9)]
+        items.append(item(second, 3, **_scanned(media / "copy.jpg"), score=0.9))
+        other = item(second, 4, **_jpeg(media / "b.jpg", 200), score=0.9)
+        session.add_all([*items, other])
+        session.flush()
+        ids, other_id = [i.id for i in items], other.id
+    assert invoke(runner, db_url, "review", str(ids[0]), "--label", "real", "--reviewer", "ann").exit_code == 0
+
+    rows = json.loads(invoke(runner, db_url, "results", "--format", "json").stdout)["items"]
+    labelled = {r["id"]: (r["review_label"], r["reviewed_by"]) for r in rows}
+    assert [labelled[i] for i in ids] == [("real", "ann")] * 3  # the copy and the rescan too
+    unreviewed = json.loads(invoke(runner, db_url, "results", "--unreviewed", "--format", "json").stdout)["items"]
+    assert [r["id"] for r in unreviewed] == [other_id]
+
+    out = tmp_path / "train"
+    result = invoke(runner, db_url, "export-training-set", str(out), "--reviewed-only")
+    assert "wrote 0 fake and 1 real images" in result.stdout  # one content, written once
+    assert [p.name for p in (out / "real").iterdir()] == [f"{ids[0]}.jpg"]
