@@ -42,7 +42,7 @@ FIELD_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "attempts": "Deliveries to a worker so far.",
         "enqueued_at": "When it was queued (UTC).",
         "started_at": "When a worker took it (UTC).",
-        "reviews": "Human labels, oldest first; the last one is the item's label.",
+        "reviews": "Human labels, oldest first; the label in force is the newest not undone, of this item or of any item with the same content.",
     },
     "ReviewView": {
         "id": "The review's id.",
@@ -51,6 +51,8 @@ FIELD_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "reviewer": "Who labelled it (the API token's name).",
         "note": "Why, in the reviewer's words.",
         "created_at": "When (UTC).",
+        "undone_at": "When the label was undone (UTC); null while it stands. Undone labels stay in the history.",
+        "undone_by": "Who undid it.",
     },
     "FramePoint": {
         "frame_index": "The frame's index among those sampled (0 for an image).",

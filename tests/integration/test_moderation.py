@@ -581,5 +581,5 @@ def test_a_label_follows_the_content_and_the_export_writes_each_content_once(
 
     out = tmp_path / "train"
     result = invoke(runner, db_url, "export-training-set", str(out), "--reviewed-only")
-    assert "wrote 0 fake and 1 real images" in result.stdout  # one content, written once
+    assert "wrote 0 fake images and 1 real image" in result.stdout  # one content, written once
     assert [p.name for p in (out / "real").iterdir()] == [f"{ids[0]}.jpg"]
