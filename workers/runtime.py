@@ -21,6 +21,7 @@ from scanner.sources import make_s3_client
 from workers import metrics
 from workers.batching import Batcher
 from workers.inference import ModelInput, Scored, Scorer
+from workers.isolation import Floor
 from workers.ssrf import make_http_session
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class WorkerRuntime:
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
     # Held by a chunk of local files while it takes up its items (workers.pipeline.DecodeTurn).
     decode_turns: threading.BoundedSemaphore = field(init=False)
+    # Shared by the chunks in hand, held alone by the lone try of an interrupted item (workers.isolation).
+    floor: Floor = field(default_factory=Floor)
 
     def __post_init__(self) -> None:
         self.decode_turns = threading.BoundedSemaphore(local_decode_turns(self.settings))

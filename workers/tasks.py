@@ -7,12 +7,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_init
-from kombu.exceptions import ChannelError, OperationalError
+from kombu.exceptions import OperationalError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from scanner.errors import PermanentError, TransientError
 from scanner.jobs import EnqueueFn
 from scanner.settings import Settings
+from workers import broker
 from workers.app import LAUNCH_DUE, RECONCILE, app, configure
 from workers.notify import job_finished_notifier, post_json
 
@@ -46,7 +47,7 @@ def _load_model_at_start(**_: Any) -> None:
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(TransientError, DatabaseOperationalError),
+    autoretry_for=(TransientError, DatabaseOperationalError, OperationalError),
     retry_backoff=2,
     retry_backoff_max=120,
     retry_jitter=True,
@@ -115,20 +116,23 @@ def launch_due_schedules() -> list[int]:
 def reconcile_items() -> dict[str, int]:
     """Sent by `deepscan beat` every DEEPSCAN_RECONCILE_INTERVAL_S: heal what crashes and lost messages left.
 
-    Items under an expired lease (a killed or stalled worker) are always re-sent. Queued items
-    older than DEEPSCAN_REQUEUE_AFTER_S are re-sent only when the broker's queue is empty: then
-    nothing is waiting to deliver them (a broker restarted without persistence lost them); while
-    the queue still holds messages, old queued items are simply waiting their turn.
+    Items under an expired lease (a killed or stalled worker) are always re-sent. Queued items sent
+    before the broker's current life began (it restarted empty: workers/broker.py) are re-sent at
+    once. Any other queued item older than DEEPSCAN_REQUEUE_AFTER_S is re-sent only when the
+    broker's queue is empty: then nothing is waiting to deliver it (a message evicted or purged);
+    while the queue still holds messages, old queued items are simply waiting their turn.
     """
     from scanner.jobs import reconcile
 
     rt = get_runtime()
     settings = rt.settings
-    lost_after = dt.timedelta(seconds=settings.requeue_after_s) if queue_length(settings) == 0 else None
+    sent_before = broker.life_began(settings)
+    lost_after = dt.timedelta(seconds=settings.requeue_after_s) if broker.queue_length(settings) == 0 else None
     report = reconcile(
         rt.engine,
         enqueue=chunk_sender(settings),
         queued_older_than=lost_after,
+        sent_before=sent_before,
         on_finished=job_finished_notifier(rt.engine, send_webhook_later),
     )
     if report.items or report.finished_jobs:
@@ -137,12 +141,3 @@ def reconcile_items() -> dict[str, int]:
             report.expired, report.lost, report.finished_jobs or "none",
         )  # fmt: skip
     return {"expired": report.expired, "lost": report.lost, "finished_jobs": len(report.finished_jobs)}
-
-
-def queue_length(settings: Settings) -> int:
-    """Messages waiting in the workers' queue (reserved and running ones are not counted)."""
-    with app.connection_for_write() as conn:
-        try:
-            return int(conn.default_channel.queue_declare(queue=settings.queue, passive=True).message_count)
-        except ChannelError:  # Redis keeps no key for an empty list: the queue "does not exist"
-            return 0
