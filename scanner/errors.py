@@ -50,6 +50,6 @@ class DeadlineExceededError(PermanentError):
 
 def is_transient(exc: BaseException) -> bool:
     """Whether `exc` is the world briefly unavailable (retry the work later) rather than bad input."""
-    if isinstance(exc, TransientError | TRANSIENT_DATABASE_ERRORS):
+    if isinstance(exc, (TransientError, *TRANSIENT_DATABASE_ERRORS)):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated

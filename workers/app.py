@@ -25,6 +25,7 @@ DEFAULT_TASK_SOFT_TIME_LIMIT_S = 1740
 # What `deepscan beat` sends; named here so beat never imports torch.
 LAUNCH_DUE = "deepscan.launch_due_schedules"
 RECONCILE = "deepscan.reconcile"
+SCAN_CHUNK = "deepscan.scan_chunk"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -8,21 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_init
 from kombu.exceptions import OperationalError
-from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
-from scanner.errors import PermanentError, TransientError
+from scanner.errors import TRANSIENT_DATABASE_ERRORS, PermanentError, TransientError
 from scanner.jobs import EnqueueFn
 from scanner.settings import Settings
 from workers import broker
-from workers.app import LAUNCH_DUE, RECONCILE, app, configure
+from workers.app import LAUNCH_DUE, RECONCILE, SCAN_CHUNK, app, configure
 from workers.notify import job_finished_notifier, post_json
 
 if TYPE_CHECKING:
     from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
-
-SCAN_CHUNK = "deepscan.scan_chunk"
 
 
 def get_runtime() -> WorkerRuntime:
@@ -47,7 +44,7 @@ def _load_model_at_start(**_: Any) -> None:
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(TransientError, DatabaseOperationalError, OperationalError),
+    autoretry_for=(TransientError, *TRANSIENT_DATABASE_ERRORS, OperationalError),
     retry_backoff=2,
     retry_backoff_max=120,
     retry_jitter=True,
@@ -116,23 +113,22 @@ def launch_due_schedules() -> list[int]:
 def reconcile_items() -> dict[str, int]:
     """Sent by `deepscan beat` every DEEPSCAN_RECONCILE_INTERVAL_S: heal what crashes and lost messages left.
 
-    Items under an expired lease (a killed or stalled worker) are always re-sent. Queued items sent
-    before the broker's current life began (it restarted empty: workers/broker.py) are re-sent at
-    once. Any other queued item older than DEEPSCAN_REQUEUE_AFTER_S is re-sent only when the
-    broker's queue is empty: then nothing is waiting to deliver it (a message evicted or purged);
-    while the queue still holds messages, old queued items are simply waiting their turn.
+    Items under an expired lease (a killed or stalled worker) are always re-sent. Queued items whose
+    message is gone are re-sent too (workers/broker.py): those sent before the broker's current life
+    began (it restarted empty), at once; those queued DEEPSCAN_REQUEUE_AFTER_S before the oldest
+    chunk still waiting in the queue (a worker died holding their message). Queued items behind the
+    oldest chunk waiting are simply waiting their turn, however long the queue.
     """
     from scanner.jobs import reconcile
 
     rt = get_runtime()
     settings = rt.settings
-    sent_before = broker.life_began(settings)
-    lost_after = dt.timedelta(seconds=settings.requeue_after_s) if broker.queue_length(settings) == 0 else None
+    view = broker.look(settings)
     report = reconcile(
         rt.engine,
         enqueue=chunk_sender(settings),
-        queued_older_than=lost_after,
-        sent_before=sent_before,
+        queued_older_than=dt.timedelta(seconds=settings.requeue_after_s) if view.waiting == 0 else None,
+        sent_before=broker.lost_before(view, rt.engine, margin=dt.timedelta(seconds=settings.requeue_after_s)),
         on_finished=job_finished_notifier(rt.engine, send_webhook_later),
     )
     if report.items or report.finished_jobs:
