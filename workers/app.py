@@ -74,6 +74,20 @@ def configure(settings: Settings) -> DeepscanCelery:
     The lazy configuration is loaded first: an update made before that would be overwritten by
     `on_configure` when the configuration is first read.
     """
-    _ = app.conf.broker_url
+    moved = app.conf.broker_url != settings.broker_url
     app.conf.update(celery_config(settings))
+    if moved:
+        _forget_connections(app)
     return app
+
+
+def _forget_connections(celery: Celery) -> None:
+    """Drop the pooled broker connections (as Celery does after a fork): they lead to the broker
+    configured before, and a process configured anew (tests, one CLI run after another) must send
+    to the new one."""
+    if celery._pool is not None:
+        celery._pool.force_close_all()
+        celery._pool = None
+    amqp = celery.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None

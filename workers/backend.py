@@ -54,11 +54,9 @@ class PipelinedChunkSender:
 
     def __init__(self, settings: Settings) -> None:
         from workers.app import configure
-        from workers.broker import mark_life
         from workers.tasks import chunk_sender
 
         self._app = configure(settings)
-        mark_life(settings)  # before any item is recorded: none of this run's items can look lost later
         self._queue = settings.queue
         self._send_now = chunk_sender(settings)
         self._producer: Any = None

@@ -71,7 +71,8 @@ def look(settings: Settings) -> BrokerView:
 
 
 def mark_life(settings: Settings) -> None:
-    """Mark the broker's life before recording items (a producer), so they never look lost later."""
+    """Mark the broker's life before items are recorded and sent (a producer's sender), so that a
+    first look by reconcile never takes them for items sent to an earlier life."""
     try:
         with app.connection_for_write(settings.broker_url) as conn:
             client = getattr(conn.default_channel, "client", None)
@@ -82,11 +83,17 @@ def mark_life(settings: Settings) -> None:
 
 
 def lost_before(view: BrokerView, engine: Engine, *, margin: dt.timedelta) -> dt.datetime | None:
-    """Queued items enqueued before this time lost their message (None: no such time is known)."""
-    times = [view.life_began]
-    if view.oldest_chunk is not None:
-        times.append(_enqueued_at(engine, view.oldest_chunk) - margin)
-    return max((t for t in times if t is not None), default=None)
+    """Queued items enqueued before this time lost their message (None: no such time is known).
+
+    Every chunk waiting was sent in the broker's current life, so that life began no later than the
+    oldest of them: on a first look (a new deployment, the marker just set) a backlog waiting in
+    the queue is therefore never taken for lost.
+    """
+    oldest = None if view.oldest_chunk is None else _enqueued_at(engine, view.oldest_chunk)
+    times = [] if oldest is None else [oldest - margin]
+    if view.life_began is not None:
+        times.append(view.life_began if oldest is None else min(view.life_began, oldest))
+    return max(times, default=None)
 
 
 def _life_began(client: redis.Redis, queue: str) -> dt.datetime:

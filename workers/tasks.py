@@ -86,8 +86,12 @@ def send_webhook_later(url: str, payload: dict[str, Any]) -> None:
 
 
 def chunk_sender(settings: Settings) -> EnqueueFn:
-    """The producer's `enqueue`: sends each chunk to the workers' queue as ids and URLs (JSON)."""
+    """The producer's `enqueue`: sends each chunk to the workers' queue as ids and URLs (JSON).
+
+    Made before the producer records its items: it marks the broker's life first (workers/broker.py).
+    """
     configure(settings)
+    broker.mark_life(settings)
 
     def send(job_id: int, items: list[tuple[int, str]]) -> None:
         try:
