@@ -82,12 +82,10 @@ def configure(settings: Settings) -> DeepscanCelery:
 
 
 def _forget_connections(celery: Celery) -> None:
-    """Drop the pooled broker connections (as Celery does after a fork): they lead to the broker
-    configured before, and a process configured anew (tests, one CLI run after another) must send
-    to the new one."""
-    if celery._pool is not None:
-        celery._pool.force_close_all()
-        celery._pool = None
+    """Forget the app's connection and producer pools (as Celery does after a fork): they lead to the
+    broker configured before, and a process configured anew (tests, one CLI run after another) must
+    send to the new one. The pools stay open in kombu's registry, keyed by broker, for a later return."""
+    celery._pool = None
     amqp = celery.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None

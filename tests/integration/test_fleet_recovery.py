@@ -203,8 +203,8 @@ class Chaos:
 
     WORKERS = 2
 
-    def __init__(self, env: dict[str, str], tmp: Path, rng: random.Random) -> None:
-        self.env, self.tmp, self.rng = env, tmp, rng
+    def __init__(self, env: dict[str, str], tmp: Path, rng: random.Random, *, cwd: Path | None = None) -> None:
+        self.env, self.tmp, self.rng, self.cwd = env, tmp, rng, cwd  # cwd: run another checkout's code
         self.kills = self.deaths = self.started = 0
 
     def run(self, finished: Callable[[], bool], *, kills: int) -> None:
@@ -232,7 +232,8 @@ class Chaos:
         self.started += 1
         log = self.tmp / f"chaos-worker-{self.started}.log"
         args = ["worker", "--loglevel", "INFO"]
-        return Life(stack.enter_context(deepscan_process(args, self.env, log, module="tests.poisoned_worker")), log)
+        worker = deepscan_process(args, self.env, log, cwd=self.cwd, module="tests.poisoned_worker")
+        return Life(stack.enter_context(worker), log)
 
     def _kill(self, life: Life) -> None:
         os.killpg(life.process.pid, signal.SIGKILL)
