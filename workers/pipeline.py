@@ -4,7 +4,9 @@ This plain function is what the Celery task and the embedded (in-process) mode b
 call is one delivery: it claims the chunk's items under a fresh lease owner (scanner/leases.py),
 keeps the leases alive while it works, and writes each item's verdict and frame rows together,
 only while it still holds that item's lease. A redelivered or duplicated chunk therefore writes
-every item at most once, and a delivery whose items were taken over writes nothing.
+every item at most once, and a delivery whose items were taken over writes nothing. Items whose
+earlier delivery died are tried one at a time, alone in this process, after the chunk's others
+(scanner/leases.py, workers/isolation.py): a death during such a try blames that item only.
 """
 
 from __future__ import annotations
