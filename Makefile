@@ -20,7 +20,7 @@ demo: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
-chromium:  # Debian's Chromium and chromedriver, for the review console's browser test
+chromium:  # Debian's Chromium and chromedriver, and axe-core (npm), for the review console's browser tests
 	bash scripts/ensure-chromium.sh
 
 lint: $(STAMP)

@@ -61,7 +61,7 @@ from scanner.detector import Preprocessing, build_model
 from scanner.media import decode_image
 from scanner.settings import DEFAULT_FETCH_THREADS, DEFAULT_WORKER_CONCURRENCY, Settings
 from tests.pipeline_helpers import deepscan_env, worker_process
-from tests.services import fresh_postgres_database, redis_url
+from tests.services import fresh_postgres_database, redis_for_run
 from workers.inference import Scorer
 from workers.pipeline import fetch_threads_for
 
@@ -296,13 +296,17 @@ def main() -> None:
     settings = Settings.from_env({"DEEPSCAN_FETCH_THREADS": str(args.threads)})
     args.decode_threads = fetch_threads_for([(0, "file:///x.jpg")], settings)
 
-    with tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp, fresh_postgres_database() as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp,
+        fresh_postgres_database() as database_url,
+        redis_for_run(Path(tmp)) as broker_url,
+    ):
         work = Path(tmp)
         baseline = checkout(args.baseline, work / "baseline") if args.baseline else None
         migrate.upgrade(database_url)
         env = deepscan_env(
             DEEPSCAN_DATABASE_URL=database_url,
-            DEEPSCAN_BROKER_URL=redis_url(),
+            DEEPSCAN_BROKER_URL=broker_url,
             DEEPSCAN_CHECKPOINT=str(write_checkpoint(work / "near-free.safetensors", args.decode, args.image_size)),
             DEEPSCAN_DEVICE="cpu",
             DEEPSCAN_HOME=str(work / "home"),

@@ -34,7 +34,7 @@ from scanner.db import make_engine
 from scanner.jobs import EnqueueReport, ScanOptions, add_items, create_job
 from scanner.producer import iter_refs
 from scanner.settings import Settings
-from tests.services import fresh_postgres_database, redis_url
+from tests.services import fresh_postgres_database, redis_for_run
 
 
 def cpu_model() -> str:
@@ -118,10 +118,14 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=16, help="items per broker message (scan's default)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp, fresh_postgres_database() as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp,
+        fresh_postgres_database() as database_url,
+        redis_for_run(Path(tmp)) as broker_url,
+    ):
         urls = write_url_list(Path(tmp) / "urls.txt", args.urls)
         print(f"{cpu_model()}: recording and enqueueing {args.urls:,} URLs (PostgreSQL + Redis)")
-        result = run(database_url, redis_url(), urls, step=args.step, chunk_size=args.chunk_size)
+        result = run(database_url, broker_url, urls, step=args.step, chunk_size=args.chunk_size)
     print(f"total {result['urls']:,} URLs in {result['elapsed_s']} s: {result['urls_per_s']:,} URLs/s "
           f"(target >= 20,000), last step / first step = {result['last_over_first']}")  # fmt: skip
     print(json.dumps({"cpu": cpu_model(), **result}))

@@ -49,7 +49,7 @@ from scanner.detector import Preprocessing, build_model, preprocess, resolve_dev
 from scanner.media import read_image_file
 from scanner.models import ScanJob
 from tests.pipeline_helpers import deepscan_env, worker_process
-from tests.services import fresh_postgres_database, redis_url
+from tests.services import fresh_postgres_database, redis_for_run
 
 
 def write_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path]:
@@ -125,7 +125,11 @@ def main() -> None:
     parser.add_argument("--naive-images", type=int, default=64, help="images for the naive run")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, fresh_postgres_database() as database_url:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fresh_postgres_database() as database_url,
+        redis_for_run(Path(tmp)) as broker_url,
+    ):
         work = Path(tmp)
         migrate.upgrade(database_url)
         folder, naive_folder = work / "media", work / "naive"
@@ -136,7 +140,7 @@ def main() -> None:
         checkpoint = write_checkpoint(work / "bench.safetensors", args.arch, args.image_size)
         base = deepscan_env(
             DEEPSCAN_DATABASE_URL=database_url,
-            DEEPSCAN_BROKER_URL=redis_url(),
+            DEEPSCAN_BROKER_URL=broker_url,
             DEEPSCAN_CHECKPOINT=str(checkpoint),
             DEEPSCAN_DEVICE=args.device,
             DEEPSCAN_HOME=str(work / "home"),

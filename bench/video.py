@@ -35,7 +35,7 @@ from bench.pipeline import scan_job
 from scanner import migrate
 from scanner.settings import DEFAULT_FETCH_THREADS
 from tests.pipeline_helpers import deepscan_env, worker_process
-from tests.services import fresh_postgres_database, redis_url
+from tests.services import fresh_postgres_database, redis_for_run
 
 CLIP_SIZE_PX = (1280, 720)
 CLIP_FPS = 30.0
@@ -91,7 +91,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=DEFAULT_FETCH_THREADS, help="the worker's fetch/decode threads")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp, fresh_postgres_database() as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="deepscan-bench-") as tmp,
+        fresh_postgres_database() as database_url,
+        redis_for_run(Path(tmp)) as broker_url,
+    ):
         work = Path(tmp)
         folder = args.clips or work / "clips"
         codec = "as given"
@@ -103,7 +107,7 @@ def main() -> None:
         migrate.upgrade(database_url)
         env = deepscan_env(
             DEEPSCAN_DATABASE_URL=database_url,
-            DEEPSCAN_BROKER_URL=redis_url(),
+            DEEPSCAN_BROKER_URL=broker_url,
             DEEPSCAN_CHECKPOINT=str(write_checkpoint(work / "near-free.safetensors", "reduced")),
             DEEPSCAN_DEVICE="cpu",
             DEEPSCAN_HOME=str(work / "home"),

@@ -28,6 +28,11 @@ class ConfigError(DeepscanError):
     """A setting or option is invalid: fix the configuration and run again."""
 
 
+class ConflictError(DeepscanError):
+    """The request contradicts the state of what it names (labelling an item that has no verdict):
+    nothing was changed; the API answers 409, the CLI exits 1."""
+
+
 class DatabaseUnavailableError(DeepscanError):
     """The database cannot be reached or refused the connection."""
 
@@ -46,6 +51,10 @@ class TransientError(DeepscanError):
 
 class DeadlineExceededError(PermanentError):
     """An item took longer than its deadline to fetch or decode; it ends `error`, never retried."""
+
+
+class WorkerStoppingError(TransientError):
+    """The worker was told to stop mid-chunk: the unfinished items were handed back for a retry."""
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ evaluated on are the pixels it scores in production.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from typing import Literal
 
@@ -17,6 +18,7 @@ from scanner.errors import PermanentError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; larger images are refused as decompression bombs
 DEFAULT_COPY_BAND_BYTES = 8 << 20  # decoded pixels are handed to numpy in bands of about this size
+DEFAULT_IMAGE_BLOCK_BYTES = 64 << 20  # Pillow's allocation block for workers: above glibc's 32 MB mmap threshold
 
 MediaKind = Literal["image", "video", "unknown"]
 
@@ -39,6 +41,13 @@ _VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
 )
 
 
+# An ISO BMFF handler box: size, "hdlr", version+flags, pre_defined, then the handler type.
+_ISO_HANDLER = re.compile(rb"hdlr.{8}(vide|soun)", re.DOTALL)
+_MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"
+_MATROSKA_TRACK_TYPE = re.compile(rb"\x83\x81([\x01\x02])")  # TrackType, one byte long: 1 video, 2 audio
+_MATROSKA_VIDEO, _MATROSKA_AUDIO = b"\x01", b"\x02"
+
+
 def sniff_kind(head: bytes) -> MediaKind:
     """Classify media from its first bytes (at least 16), never from its name or Content-Type."""
     if any(head[offset:].startswith(sig) for offset, sig in _IMAGE_SIGNATURES):
@@ -58,6 +67,22 @@ def sniff_kind(head: bytes) -> MediaKind:
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:  # MPEG transport stream
         return "video"
     return "unknown"
+
+
+def audio_only(head: bytes, tail: bytes = b"") -> bool:
+    """True when a video container's own track list declares sound and no picture.
+
+    An .m4a, a podcast .mp4 or an audio-only .webm sniffs as video but has no frames to sample; its
+    item should say so rather than blame the decoder. `head` and `tail` are the file's first and last
+    bytes (an MP4's track list, `moov`, sits at either end; Matroska's near the start).
+    """
+    if head[4:8] in _VIDEO_BRANDS_AT_4 or head[4:8] in _QUICKTIME_ATOMS_AT_4:
+        handlers = set(_ISO_HANDLER.findall(head + tail))
+        return b"soun" in handlers and b"vide" not in handlers
+    if head.startswith(_MATROSKA_MAGIC):
+        track_types = set(_MATROSKA_TRACK_TYPE.findall(head))
+        return _MATROSKA_AUDIO in track_types and _MATROSKA_VIDEO not in track_types
+    return False
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side_px: int | None = None) -> np.ndarray:
@@ -94,6 +119,35 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side_
         raise PermanentError("not an image or video") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise PermanentError(f"corrupt image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def release_decoded_memory_promptly() -> None:
+    """Have Pillow allocate large images in blocks the C library maps on their own, so their memory
+    goes back to the system when they are freed.
+
+    Pillow's default 16 MB blocks are under glibc's largest mmap threshold (32 MB): once a few have
+    been freed they come from the allocating thread's heap, and a thread that once decoded a
+    62-megapixel image keeps its ~250 MB after it is freed. With 8+ fetch threads that held a
+    worker at 3.6 GB where its live pixels needed under 2 (bench/memory.py, docs/performance.md).
+    """
+    Image.core.set_block_size(DEFAULT_IMAGE_BLOCK_BYTES)  # type: ignore[attr-defined]  # documented, untyped
+
+
+def decoded_pixels(data: bytes, *, min_side_px: int | None = None) -> int:
+    """How many pixels `decode_image(data, min_side_px=...)` would decode, read from the header alone.
+
+    0 when the header cannot be read (decoding it then fails at once, holding nothing).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if min_side_px is not None and img.format == "JPEG":
+                    img.draft(None, (min_side_px, min_side_px))  # the scale decode_image decodes at
+                width, height = img.size
+                return int(width) * int(height)
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 0
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:

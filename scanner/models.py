@@ -191,12 +191,16 @@ class FrameResult(Base):
 
 
 class Review(Base):
-    """A human moderator's label for an item, kept beside the model's verdict."""
+    """A human moderator's label, given on one item and applying to its content (see scanner/labels.py).
+
+    An undone review stays in the history (`undone_at`, `undone_by`) but no longer labels anything.
+    """
 
     __tablename__ = "reviews"
     __table_args__ = (
         CheckConstraint(_one_of("label", REVIEW_LABELS), name="label"),
         Index(None, "item_id", "created_at"),
+        Index(None, "content_sha256"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -205,6 +209,10 @@ class Review(Base):
     reviewer: Mapped[str] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The reviewed item's content when it was labelled: the label follows these bytes to every copy.
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    undone_at: Mapped[dt.datetime | None]
+    undone_by: Mapped[str | None] = mapped_column(String(200))
 
     item: Mapped[MediaItem] = relationship(back_populates="reviews")
 
@@ -299,3 +307,34 @@ class Thumbnail(Base):
     height: Mapped[int]
     jpeg: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class FrameView(Base):
+    """A downscaled JPEG of a whole image, or of one of a video's top-scoring frames, kept at scan time
+    (longest side at most 640 px) so the console can show the evidence with every face's box drawn
+    over it (the boxes and scores are the item's `frame_results`). Written with the verdict (migration 0008)."""
+
+    __tablename__ = "frame_views"
+    __table_args__ = (UniqueConstraint("item_id", "frame_index"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"))
+    frame_index: Mapped[int]
+    timestamp_s: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)  # the frame's highest face (or whole-frame) score
+    width: Mapped[int]
+    height: Mapped[int]
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReviewClaim(Base):
+    """A moderator's claim on an item they opened, so teammates' `j` passes it by (migration 0009).
+
+    One row per item; it lapses at `expires_at` and is dropped when the item is labelled."""
+
+    __tablename__ = "review_claims"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

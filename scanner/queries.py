@@ -17,11 +17,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, exists, func, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from scanner.content import content_of
 from scanner.errors import DeepscanError
 from scanner.jobs import JobCounts, jobs_counts
+from scanner.labels import labelling, labels_item
 from scanner.models import ITEM_STATUSES, FrameResult, MediaItem, ModelRecord, Review, ScanJob, utcnow
+from scanner.redaction import redact_text, redact_url
 from scanner.stats import STATS_BY as STATS_BY
 from scanner.stats import StatsBy as StatsBy
 from scanner.stats import StatsRow as StatsRow
@@ -50,7 +53,9 @@ class ResultFilter:
     """What `deepscan results` selects; every field left None filters nothing.
 
     `since`/`until` bound `finished_at` (half-open: since <= t < until). `reviewed` True keeps
-    items with at least one human review (any label), False those with none.
+    items with a human label (any label, given on the item or on the same content), False those
+    with none. `one_per_content` keeps one item per content (sha256): the newest finished scan of it
+    (within the job, when `job_id` is given); `search` keeps items whose URL contains the text.
     """
 
     job_id: int | None = None
@@ -66,6 +71,8 @@ class ResultFilter:
     order: Order = "score"
     limit: int = DEFAULT_PAGE_SIZE
     after: str | None = None
+    one_per_content: bool = False
+    search: str | None = None
 
     def fingerprint(self) -> str:
         """A short hash of the filters, so a cursor cannot silently continue another query.
@@ -80,7 +87,10 @@ class ResultFilter:
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One item as a moderator sees it: the model's verdict and the latest human label beside it."""
+    """One item as a moderator sees it: the model's verdict and the latest human label beside it.
+
+    `url` is redacted (no user info, query string or fragment): rows go to people, never to a fetcher.
+    """
 
     id: int
     job_id: int
@@ -167,9 +177,22 @@ def _filtered(flt: ResultFilter) -> Select[MediaItem]:
     if flt.model_version is not None:
         conditions.append(MediaItem.model_version.startswith(flt.model_version, autoescape=True))
     if flt.reviewed is not None:
-        has_review = exists().where(Review.item_id == MediaItem.id)
+        has_review = exists().where(labels_item(MediaItem.id, MediaItem.content_sha256), labelling())
         conditions.append(has_review if flt.reviewed else ~has_review)
+    if flt.search:
+        conditions.append(MediaItem.url.contains(flt.search, autoescape=True))
+    if flt.one_per_content:
+        conditions.append(~_newer_copy(flt.job_id))
     return select(MediaItem).where(*conditions)
+
+
+def _newer_copy(job_id: int | None) -> ColumnElement[bool]:
+    """A later finished scan of the same content exists (in the same job, when filtering one)."""
+    newer = aliased(MediaItem)
+    same_job = [newer.job_id == job_id] if job_id is not None else []
+    return exists().where(
+        newer.content_sha256 == MediaItem.content_sha256, newer.status == "done", newer.id > MediaItem.id, *same_job
+    )
 
 
 def _may_have_null_keys(flt: ResultFilter) -> bool:
@@ -226,11 +249,16 @@ def list_results(session: Session, flt: ResultFilter) -> Page:
     return Page(rows=[_result_row(item, reviews.get(item.id)) for item in page], next_cursor=next_cursor)
 
 
+def count_results(session: Session, flt: ResultFilter) -> int:
+    """How many items `flt` selects in all (its page position and size aside)."""
+    return int(session.scalar(select(func.count()).select_from(_filtered(flt).subquery())) or 0)
+
+
 def _result_row(item: MediaItem, review: ReviewView | None) -> ResultRow:
     return ResultRow(
         id=item.id,
         job_id=item.job_id,
-        url=item.url,
+        url=redact_url(item.url),  # shown to every role and every format: the stored URL stays for the workers
         kind=item.kind,
         status=item.status,
         score=item.score,
@@ -256,35 +284,58 @@ class ReviewView:
     reviewer: str
     note: str | None
     created_at: dt.datetime
+    undone_at: dt.datetime | None = None
+    undone_by: str | None = None
 
     @classmethod
     def of(cls, review: Review) -> ReviewView:
-        return cls(review.id, review.item_id, review.label, review.reviewer, review.note, review.created_at)
+        return cls(
+            review.id, review.item_id, review.label, review.reviewer, review.note, review.created_at,
+            review.undone_at, review.undone_by,
+        )  # fmt: skip
 
 
 def latest_review_ids() -> Select[int, int]:
-    """(item_id, id) of each item's newest review; later reviews override earlier ones."""
+    """(item_id, review id) of each item's human label: the newest review, not undone, of the item
+    or of its content (scanner/labels.py); later reviews override earlier ones."""
     rank = (
         func.row_number()
-        .over(partition_by=Review.item_id, order_by=(Review.created_at.desc(), Review.id.desc()))
+        .over(partition_by=MediaItem.id, order_by=(Review.created_at.desc(), Review.id.desc()))
         .label("rank")
     )
-    ranked = select(Review.item_id, Review.id, rank).subquery()
+    ranked = (
+        select(MediaItem.id.label("item_id"), Review.id, rank)
+        .join(Review, labels_item(MediaItem.id, MediaItem.content_sha256))
+        .where(labelling())
+        .subquery()
+    )
     return select(ranked.c.item_id, ranked.c.id).where(ranked.c.rank == 1)
 
 
 def latest_reviews(session: Session, item_ids: Sequence[int]) -> dict[int, ReviewView]:
-    """The newest review of each of `item_ids` that has one."""
+    """The human label of each of `item_ids` that has one: the newest review, not undone, given on
+    the item itself or on any item with the same content."""
     if not item_ids:
         return {}
+    content = content_of(session, item_ids)
+    hashes = set(content.values())
     query = (
         select(Review)
-        .where(Review.item_id.in_(item_ids))
-        .order_by(Review.item_id, Review.created_at.desc(), Review.id.desc())
+        .where(labelling(), or_(Review.item_id.in_(item_ids), Review.content_sha256.in_(hashes)))
+        .order_by(Review.created_at.desc(), Review.id.desc())
     )
+    by_item: dict[int, ReviewView] = {}
+    by_content: dict[str, ReviewView] = {}
+    for review in session.scalars(query):  # newest first: the first seen of each key wins
+        view = ReviewView.of(review)
+        by_item.setdefault(review.item_id, view)
+        if review.content_sha256 is not None:
+            by_content.setdefault(review.content_sha256, view)
     latest: dict[int, ReviewView] = {}
-    for review in session.scalars(query):
-        latest.setdefault(review.item_id, ReviewView.of(review))
+    for item_id in item_ids:
+        found = [v for v in (by_item.get(item_id), by_content.get(content.get(item_id, ""))) if v is not None]
+        if found:
+            latest[item_id] = max(found, key=lambda v: (v.created_at, v.id))
     return latest
 
 
@@ -293,7 +344,7 @@ def latest_reviews(session: Session, item_ids: Sequence[int]) -> dict[int, Revie
 
 @dataclass(frozen=True)
 class ItemDetail:
-    """Everything `deepscan show` prints about one item except its frames."""
+    """Everything `deepscan show` prints about one item except its frames; `url` redacted as in ResultRow."""
 
     id: int
     job_id: int
@@ -315,7 +366,12 @@ class ItemDetail:
     enqueued_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    reviews: list[ReviewView] = field(default_factory=list)
+    reviews: list[ReviewView] = field(default_factory=list)  # of the item's content, oldest first
+
+    @property
+    def human_label(self) -> ReviewView | None:
+        """The review that labels the item now: the newest one not undone."""
+        return next((r for r in reversed(self.reviews) if r.undone_at is None), None)
 
 
 @dataclass(frozen=True)
@@ -345,11 +401,14 @@ def find_item(session: Session, id_or_url: str) -> ItemDetail:
 
 
 def _item_detail(session: Session, item: MediaItem, threshold: float | None) -> ItemDetail:
-    reviews = session.scalars(select(Review).where(Review.item_id == item.id).order_by(Review.created_at, Review.id))
+    about_it = labels_item(MediaItem.id, MediaItem.content_sha256)
+    reviews = session.scalars(
+        select(Review).join(MediaItem, about_it).where(MediaItem.id == item.id).order_by(Review.created_at, Review.id)
+    )
     return ItemDetail(
         id=item.id,
         job_id=item.job_id,
-        url=item.url,
+        url=redact_url(item.url),  # `show`, the API and the console: never the credentials it was fetched with
         kind=item.kind,
         status=item.status,
         error=item.error,
@@ -411,8 +470,9 @@ class JobSummary:
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    threshold: float | None
+    threshold: float | None  # the one applied: the job's own, else its checkpoint's calibrated one
     model_version: str | None
+    threshold_source: str | None = None  # "job", "checkpoint", or None while neither is known
     queued: int = 0
     processing: int = 0
     done: int = 0
@@ -431,20 +491,22 @@ def _job_end(job: ScanJob, counts: JobCounts, now: dt.datetime) -> dt.datetime |
     return now if job.status in UNFINISHED_JOB_STATUSES else counts.last_finished_at
 
 
-def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime) -> JobSummary:
+def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime, model_threshold: float | None) -> JobSummary:
     end = _job_end(job, counts, now)
+    threshold, source = (job.threshold, "job") if job.threshold is not None else (model_threshold, "checkpoint")
     duration = max((end - (job.started_at or job.created_at)).total_seconds(), 0.0) if end is not None else None
     statuses = {s: getattr(counts, s) for s in ITEM_STATUSES}
     finished = statuses["done"] + statuses["error"]
     return JobSummary(
         id=job.id,
-        name=job.name,
+        name=redact_text(job.name),  # jobs named before names were redacted at creation
         status=job.status,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        threshold=job.threshold,
+        threshold=threshold,
         model_version=job.model_version,
+        threshold_source=source if threshold is not None else None,
         flagged=counts.flagged,
         total=sum(statuses.values()),
         duration_s=duration,
@@ -458,7 +520,8 @@ def job_summary(session: Session, job_id: int, *, now: dt.datetime | None = None
     job = session.get(ScanJob, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id}: `deepscan jobs list` shows the recent ones")
-    return _summarize(job, jobs_counts(session, [job_id])[job_id], now or utcnow())
+    thresholds = model_thresholds(session, [job.model_version])
+    return _summarize(job, jobs_counts(session, [job_id])[job_id], now or utcnow(), thresholds.get(job.model_version))
 
 
 def list_jobs(session: Session, limit: int = 20, *, now: dt.datetime | None = None) -> list[JobSummary]:
@@ -466,4 +529,16 @@ def list_jobs(session: Session, limit: int = 20, *, now: dt.datetime | None = No
     jobs = session.scalars(select(ScanJob).order_by(ScanJob.id.desc()).limit(limit)).all()
     counts = jobs_counts(session, [job.id for job in jobs]) if jobs else {}
     when = now or utcnow()
-    return [_summarize(job, counts[job.id], when) for job in jobs]
+    thresholds = model_thresholds(session, [job.model_version for job in jobs])
+    return [_summarize(job, counts[job.id], when, thresholds.get(job.model_version)) for job in jobs]
+
+
+def model_thresholds(session: Session, versions: list[str | None]) -> dict[str | None, float]:
+    """The calibrated threshold of each known checkpoint among `versions`."""
+    wanted = {v for v in versions if v is not None}
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(ModelRecord.model_version, ModelRecord.threshold).where(ModelRecord.model_version.in_(wanted))
+    )
+    return {version: threshold for version, threshold in rows.all()}  # noqa: C416 (rows are Row objects)

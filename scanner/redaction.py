@@ -111,8 +111,13 @@ def redact_record(record: logging.LogRecord) -> None:
     """Redact a log record in place: its formatted message, traceback text and stack text.
 
     The message is formatted here (args merged in) because a secret usually arrives as an
-    argument (`log.info("fetching %s", url)`) or inside an exception's text.
+    argument (`log.info("fetching %s", url)`) or inside an exception's text. String arguments are
+    redacted in place first, keeping their tuple: some formatters read the arguments themselves
+    (uvicorn's access formatter unpacks `(client, method, path, version, status)`), and the
+    arguments are merged into the message only when a secret hides elsewhere.
     """
+    if isinstance(record.args, tuple):
+        record.args = tuple(redact_text(a) if isinstance(a, str) else a for a in record.args)
     try:
         message = record.getMessage()
     except Exception:  # a bad format string: the handler reports it when it formats the record

@@ -27,10 +27,12 @@ from PIL import Image
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from scanner.errors import DeepscanError
+from scanner.errors import ConflictError, DeepscanError
+from scanner.jobs import OPEN_STATUSES
 from scanner.media import decode_image
 from scanner.models import REVIEW_LABELS, MediaItem, Review
 from scanner.queries import NotFoundError, ReviewView, latest_review_ids
+from scanner.redaction import redact_url
 
 TRAINING_LABELS = ("real", "fake")
 MANIFEST_NAME = "manifest.csv"
@@ -56,17 +58,35 @@ class UnsupportedUrlError(DeepscanError):
 
 
 def add_review(session: Session, item_id: int, label: str, reviewer: str, note: str | None = None) -> ReviewView:
-    """Record a moderator's label for an item; the newest review of an item is its human label."""
+    """Record a moderator's label for an item and its content: the newest review, not undone, of an
+    item or of any item with the same bytes is its human label (scanner/labels.py)."""
     if label not in REVIEW_LABELS:
         raise ValueError(f"label must be one of {', '.join(REVIEW_LABELS)}")
     if not reviewer.strip():
         raise ValueError("a review needs a reviewer name")
-    if session.get(MediaItem, item_id) is None:
+    item = session.get(MediaItem, item_id)
+    if item is None:
         raise NotFoundError(f"no item {item_id}: `deepscan results` lists item ids")
-    review = Review(item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None)
+    if item.verdict is None:
+        raise ConflictError(no_verdict_reason(item))
+    review = Review(
+        item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None, content_sha256=item.content_sha256
+    )
     session.add(review)
     session.flush()
     return ReviewView.of(review)
+
+
+def no_verdict_reason(item: MediaItem) -> str:
+    """Why an item without a verdict cannot be labelled: a label overrides a verdict in exports and
+    stats, and there is nothing a moderator saw to judge (an errored item was never scored)."""
+    if item.status == "error":
+        why = f"it ended error ({item.error or 'no reason recorded'})"
+        hint = "scan it again once the cause is fixed, then label it"
+    else:
+        why = f"it is {item.status}"
+        hint = "label it once it has a verdict" if item.status in OPEN_STATUSES else "scan it again"
+    return f"item {item.id} has no verdict to review: {why}; {hint}"
 
 
 def read_local_file(url: str) -> bytes:
@@ -156,7 +176,7 @@ def _export_query(*, reviewed_only: bool, job_id: int | None) -> Select[MediaIte
         select(MediaItem, Review)
         .outerjoin(latest, latest.c.item_id == MediaItem.id)
         .outerjoin(Review, Review.id == latest.c.id)
-        .order_by(MediaItem.id)
+        .order_by(MediaItem.content_sha256, MediaItem.id)  # copies of one content side by side: written once
     )
     if reviewed_only:
         query = query.where(latest.c.id.is_not(None))
@@ -171,10 +191,15 @@ def export_candidates(session: Session, *, reviewed_only: bool, job_id: int | No
     """Items with a human label (and, unless `reviewed_only`, items with a verdict), labelled.
 
     `unsure` reviews come out with label `unsure` for the caller to skip: an unsure human still
-    overrides the model, since someone looked and could not tell.
+    overrides the model, since someone looked and could not tell. Each content (sha256) comes out
+    once, as its first-scanned item: copies and rescans would only weigh it twice in training.
     """
     query = _export_query(reviewed_only=reviewed_only, job_id=job_id)
+    previous: str | None = None
     for item, review in session.execute(query.execution_options(yield_per=DEFAULT_EXPORT_BATCH)):
+        if item.content_sha256 is not None and item.content_sha256 == previous:
+            continue
+        previous = item.content_sha256
         label, source = (review.label, "review") if review is not None else (item.verdict or "unsure", "model")
         yield ExportEntry(
             item_id=item.id,
@@ -202,8 +227,9 @@ def export_training_set(
 
     Only images are exported (training reads still images); items whose bytes cannot be fetched are
     reported in `failed`, and items whose bytes are not the ones scanned (their sha256 differs from
-    `content_sha256`, or none was recorded) in `unverified`; neither stops the export. Re-running is
-    safe: files are replaced atomically, and an item whose label changed moves to the other folder.
+    `content_sha256`, or none was recorded) in `unverified`; neither stops the export, and an earlier
+    export's copy of such an item (or of one now labelled unsure) is removed, since training reads the
+    folders. Re-running is safe: files are replaced atomically, and an item whose label changed moves.
     """
     report = ExportReport(out=out)
     for label in TRAINING_LABELS:
@@ -214,6 +240,7 @@ def export_training_set(
             report.skipped_not_image += 1
         elif entry.label not in TRAINING_LABELS:
             report.skipped_unsure += 1
+            _remove_exported(out, entry.item_id)  # relabelled unsure since an earlier export
         else:
             try:
                 fetched = fetch_bytes(entry.url)
@@ -224,6 +251,9 @@ def export_training_set(
                 data, ext = as_trainable_image(fetched)
             except (DeepscanError, OSError) as exc:
                 report.failed.append((entry.item_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                # Its source vanished or broke: an earlier export's copy can no longer be checked against
+                # the content, and training reads the folders, not the manifest.
+                _remove_exported(out, entry.item_id)
                 continue
             written.append((entry, _write_image(out, entry, data, ext)))
             report.written[entry.label] += 1
@@ -280,7 +310,7 @@ def _write_manifest(path: Path, written: list[tuple[ExportEntry, str]]) -> None:
                         file,
                         entry.label,
                         entry.label_source,
-                        entry.url,
+                        redact_url(entry.url),  # the manifest is shared with trainers: no fetch credentials
                         "" if entry.score is None else repr(entry.score),
                         entry.verdict or "",
                         entry.review_label or "",

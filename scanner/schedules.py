@@ -22,7 +22,7 @@ from scanner.durations import parse_duration
 from scanner.errors import ConfigError
 from scanner.jobs import OPEN_STATUSES, ScanOptions, batched
 from scanner.models import MediaItem, ScanJob, Schedule
-from scanner.sources import MediaRef
+from scanner.sources import MediaRef, absolute_source
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,34 @@ def parse_when(expr: str) -> dt.timedelta | str:
         raise ConfigError(f"invalid schedule {expr!r}: use {WHEN_HELP}")
     try:
         croniter(cron, _EPOCH)
-    except CroniterError as exc:
-        raise ConfigError(f"invalid cron expression {expr!r}: {_one_line(exc)}") from None
+    except CroniterError:
+        raise ConfigError(f"invalid cron expression {expr!r}: {_bad_field(cron.split(' '))}") from None
     return cron
+
+
+# The five cron fields and the values each takes, as a moderator reads them in an error.
+CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat"),
+)
+
+
+def _bad_field(fields: list[str]) -> str:
+    """Which field croniter refused, in our words: its own messages quote its internals
+    ("[61 * * * *] is not acceptable")."""
+    for position, (name, allowed) in enumerate(CRON_FIELDS):
+        alone = ["*"] * 5
+        alone[position] = fields[position]
+        try:
+            croniter(" ".join(alone), _EPOCH)
+        except CroniterError:
+            return (
+                f"the {name} field {fields[position]!r} is not valid (use {allowed}, lists a,b, ranges a-b, steps */n)"
+            )
+    return f"use {WHEN_HELP}"
 
 
 def next_run(expr: str, last: dt.datetime) -> dt.datetime:
@@ -82,10 +107,6 @@ def next_run(expr: str, last: dt.datetime) -> dt.datetime:
     return due.astimezone(dt.UTC)
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
-
-
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
@@ -100,8 +121,10 @@ def add_schedule(
     checkpoint: str | None = None,
     retry_errors: bool = False,
 ) -> Schedule:
-    """A new, enabled schedule; ConfigError for an expression that never fires or a name in use."""
+    """A new, enabled schedule; ConfigError for an expression that never fires, a name in use, or a
+    relative path that does not exist (relative ones that do are stored absolute: beat runs elsewhere)."""
     next_run(when, dt.datetime.now(dt.UTC))  # refuses expressions that never fire, too
+    sources = [absolute_source(s) for s in sources]
     if session.scalars(select(Schedule).where(Schedule.name == name)).first() is not None:
         raise ConfigError(f"a schedule named {name!r} exists: remove it first or choose another name")
     schedule = Schedule(
@@ -139,7 +162,7 @@ def edit_schedule(session: Session, name: str, changes: ScheduleChanges) -> Sche
         next_run(changes.when, dt.datetime.now(dt.UTC))
         schedule.cron = " ".join(changes.when.split())
     if changes.sources is not None:
-        schedule.source_spec = list(changes.sources)
+        schedule.source_spec = [absolute_source(s) for s in changes.sources]
     if changes.clear_webhook or changes.webhook_url is not None:
         schedule.webhook_url = None if changes.clear_webhook else changes.webhook_url
     if changes.clear_checkpoint or changes.checkpoint is not None:

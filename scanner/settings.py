@@ -25,6 +25,7 @@ DEFAULT_HTTP_READ_TIMEOUT_S = 30.0
 DEFAULT_QUEUE = "deepscan"
 DEFAULT_ITEM_DEADLINE_S = 30.0  # fetch + decode of one image; videos get more, by size
 DEFAULT_VIDEO_DEADLINE_S_PER_GB = 300.0  # extra fetch + decode time a video earns per GiB
+DEFAULT_DECODE_BUDGET_MPIX = 128.0  # megapixels of images one worker process decodes at once (~7 bytes each)
 DEFAULT_LEASE_S = 120.0  # how long a claimed item stays another worker's before it may be taken over
 DEFAULT_MAX_ATTEMPTS = 3  # claims of one item before it ends `error` ("gave up after 3 attempts")
 DEFAULT_RECONCILE_INTERVAL_S = 60.0  # how often `deepscan beat` re-enqueues expired and lost items
@@ -92,6 +93,14 @@ def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _positive_mpix(env: Mapping[str, str]) -> float:
+    name = "DEEPSCAN_DECODE_BUDGET_MPIX"
+    value = _float(env, name, DEFAULT_DECODE_BUDGET_MPIX)
+    if not value > 0:
+        raise ConfigError(f"{name}={env.get(name)!r} must be a positive number of megapixels")
+    return value
+
+
 def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
     value = _int(env, name, default)
     if value < 1:
@@ -134,6 +143,7 @@ class Settings:
     local_roots: tuple[Path, ...] = field(default_factory=tuple)
     item_deadline_s: float = DEFAULT_ITEM_DEADLINE_S
     video_deadline_s_per_gb: float = DEFAULT_VIDEO_DEADLINE_S_PER_GB
+    decode_budget_mpix: float = DEFAULT_DECODE_BUDGET_MPIX
     lease_s: float = DEFAULT_LEASE_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S
@@ -170,6 +180,7 @@ class Settings:
             local_roots=tuple(Path(p).expanduser().resolve() for p in roots.split(os.pathsep) if p),
             item_deadline_s=_positive(env, "DEEPSCAN_ITEM_DEADLINE_S", DEFAULT_ITEM_DEADLINE_S),
             video_deadline_s_per_gb=_float(env, "DEEPSCAN_VIDEO_DEADLINE_S_PER_GB", DEFAULT_VIDEO_DEADLINE_S_PER_GB),
+            decode_budget_mpix=_positive_mpix(env),
             lease_s=_positive(env, "DEEPSCAN_LEASE_S", DEFAULT_LEASE_S),
             max_attempts=max(1, _int(env, "DEEPSCAN_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)),
             reconcile_interval_s=_positive(env, "DEEPSCAN_RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S),

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ DEFAULT_S3_CLIENT_ATTEMPTS = 3  # botocore's own tries per request, "standard" r
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_MAGIC = re.compile(r"[*?[]")
+_S3_BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")  # what botocore sends (access-point ARNs aside)
 _S3_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 _S3_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 
@@ -76,6 +78,30 @@ def url_scheme(url: str) -> str:
     return match.group(1).lower() if match else ""
 
 
+def absolute_source(source: str, cwd: Path | None = None) -> str:
+    """SOURCE as it means the same from any directory: a relative path (or `@FILE`, or glob) made absolute.
+
+    A source stored for later (a schedule, run by `deepscan beat` from its own directory) must not
+    depend on where it was typed; a relative path that does not exist here is refused (ConfigError)
+    rather than stored to fail every run. URLs and absolute paths are kept as they are.
+    """
+    if source == "-":
+        raise ConfigError("'-' (a URL list on standard input) cannot be read later: give paths, URLs or @FILE")
+    if source.startswith("@"):
+        return "@" + absolute_source(source[1:], cwd)
+    if url_scheme(source) or Path(source).expanduser().is_absolute():
+        return source
+    here = cwd or Path.cwd()
+    path = here / Path(source).expanduser()
+    if _GLOB_MAGIC.search(source) and not path.exists():
+        base, _ = _split_glob(source)
+        if not (here / base).is_dir():
+            raise ConfigError(f"no such directory: {base} (in pattern {source}, relative to {here})")
+    elif not path.exists():
+        raise ConfigError(f"no such file or directory: {source} (relative to {here}); give an absolute path or URL")
+    return os.path.abspath(path)
+
+
 def file_url_path(url: str) -> Path:
     """The absolute local path a `file://` URL names; ValueError for a remote host or relative path."""
     parts = urlsplit(url)
@@ -89,10 +115,17 @@ def file_url_path(url: str) -> Path:
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split `s3://bucket/key` into bucket and key (the key taken verbatim: S3 keys are not URL-encoded)."""
+    """Split `s3://bucket/key` into bucket and key (the key taken verbatim: S3 keys are not URL-encoded).
+
+    ValueError when there is no bucket, or a name no S3 request can carry: botocore would refuse it
+    only when called, as a ParamValidationError that looks like a network failure.
+    """
     bucket, _, key = url[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"{redact_url(url)!r} names no bucket: use s3://BUCKET/PREFIX")
+    if not _S3_BUCKET_NAME.fullmatch(bucket) and not bucket.startswith("arn:"):
+        shown = bucket.rpartition("@")[2]  # never echo user info pasted into the wrong place
+        raise ValueError(f"invalid s3 bucket name {shown!r}: use letters, digits, '.', '-' and '_' (at most 255)")
     return bucket, key
 
 
@@ -172,6 +205,14 @@ class _Filter:
             stem, dot, extension = lowered[0].rpartition(".")
             taken = bool(stem and dot) and extension in DEFAULT_MEDIA_EXTENSIONS
         return taken and not any(fnmatchcase(n, p) for n in lowered for p in self.exclude)
+
+    def left_out_by_extension(self, name: str, *paths: str) -> bool:
+        """Whether only the default extension list kept this file out: no `include` was given, no
+        `exclude` names it, and it is not hidden. Such files are reported, never dropped in silence."""
+        lowered = [name.lower(), *(p.lower() for p in paths)]
+        if self.include or name.startswith(".") or any(fnmatchcase(n, p) for n in lowered for p in self.exclude):
+            return False
+        return not self.accepts(name, *paths)
 
 
 @dataclass
@@ -306,11 +347,18 @@ def _glob_component(part: str) -> str:
 
 
 def _listed(root: Path, ctx: _Context, *, pattern: re.Pattern[str] | None, max_depth: int | None) -> Iterator[MediaRef]:
-    """The files under `root` that the glob `pattern` (if any) and the filter accept, as MediaRefs."""
+    """The files under `root` that the glob `pattern` (if any) and the filter accept, as MediaRefs.
+
+    Files that only their extension kept out (`notes.txt`, `logo.svg`) are counted and reported in
+    one warning once the listing ends, so "28 items" from a folder of 29 files never comes without a word.
+    """
+    left_out: Counter[str] = Counter()
     for path, rel in _walk(root, "", max_depth):
         if pattern is not None and not pattern.fullmatch(rel):
             continue
         if not ctx.filter.accepts(path.name, rel, str(path)):
+            if ctx.filter.left_out_by_extension(path.name, rel, str(path)):
+                left_out[_extension(path.name)] += 1
             continue
         if not path.is_relative_to(root):
             logger.warning("skipping %s: it is a symlink to a file outside %s", root / rel, root)
@@ -319,6 +367,26 @@ def _listed(root: Path, ctx: _Context, *, pattern: re.Pattern[str] | None, max_d
             yield _local_ref(path)
         except OSError as exc:  # vanished or unreadable between listing and stat
             logger.warning("skipping %s: %s", path, exc.strerror or exc)
+    _report_left_out(str(root), left_out)
+
+
+def _report_left_out(listing: str, left_out: Counter[str]) -> None:
+    """One warning naming how many files of `listing` their extension kept out, by extension."""
+    total = left_out.total()
+    if not total:
+        return
+    logger.warning(
+        "%s: left out %d %s not an image or video by %s extension (%s); --include '*' scans every file",
+        listing,
+        total,
+        "file that is" if total == 1 else "files that are",
+        "its" if total == 1 else "their",
+        ", ".join(f"{n} {ext}" for ext, n in left_out.most_common()),
+    )
+
+
+def _extension(name: str) -> str:
+    return Path(name).suffix.lower() or "(no extension)"
 
 
 def _walk(directory: Path, rel: str, depth_left: int | None) -> Iterator[tuple[Path, str]]:
@@ -393,14 +461,19 @@ def _s3_refs(client: Any, bucket: str, prefix: str, filt: _Filter) -> Iterator[M
     """Every object under the prefix, one ListObjectsV2 page at a time (page size DEFAULT_S3_PAGE_SIZE)."""
     paginator = client.get_paginator("list_objects_v2")
     pages = paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": DEFAULT_S3_PAGE_SIZE})
+    left_out: Counter[str] = Counter()
     try:
         for page in pages:
             for obj in page.get("Contents", ()):
                 key: str = obj["Key"]
-                if key == prefix or (not key.endswith("/") and filt.accepts(key.rpartition("/")[2], key)):
+                name = key.rpartition("/")[2]
+                if key == prefix or (not key.endswith("/") and filt.accepts(name, key)):
                     yield _s3_ref(bucket, obj)
+                elif not key.endswith("/") and filt.left_out_by_extension(name, key):
+                    left_out[_extension(name)] += 1
     except Exception as exc:
         raise _s3_error(exc, bucket) from None
+    _report_left_out(f"s3://{bucket}/{prefix}", left_out)
 
 
 def _s3_ref(bucket: str, obj: dict[str, Any]) -> MediaRef:

@@ -99,7 +99,12 @@ def plot_timeline(
     times, scores = zip(*samples, strict=True)
     half = _half_step(samples)
     for start, end in flagged_ranges(samples, threshold, strategy=strategy):
-        ax.axvspan(max(start - half, 0.0), end + half, color="tab:red", alpha=0.18, linewidth=0)
+        # Exactly the range `show` prints beside the plot (first to last flagged sample), so the two agree;
+        # a single flagged sample is a line.
+        if end > start:
+            ax.axvspan(start, end, color="tab:red", alpha=0.18, linewidth=0)
+        else:
+            ax.axvline(start, color="tab:red", alpha=0.35, linewidth=2)
     ax.plot(times, scores, color="tab:blue", marker="o", markersize=3, linewidth=1.5, label="score (max over faces)")
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3f}")
     handles, _ = ax.get_legend_handles_labels()

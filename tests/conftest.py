@@ -12,6 +12,22 @@ from scanner import migrate
 from scanner.db import make_engine
 from scanner.models import Base
 from tests import services
+from tests.servers import TEST_AWS_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_only_aws() -> Iterator[None]:
+    """Test credentials and no instance-metadata lookups, for this process and every process it starts.
+
+    Without credentials botocore walks its whole chain, which ends by asking 169.254.169.254; the
+    socket guard (pytest-socket, pyproject's addopts) only watches this process, so worker and server
+    subprocesses must not need to look. Set before any session fixture starts a subprocess.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**TEST_AWS_ENV, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -66,16 +82,21 @@ def empty_tables(url: str) -> None:
     eng.dispose()
 
 
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Redis: DEEPSCAN_TEST_REDIS_URL if set, else a throwaway redis-server (tests/services.py)."""
+    with services.redis_for_run(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A dedicated Redis database, flushed before and after the test."""
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """The session's Redis database, flushed before and after the test."""
     import redis
 
-    url = services.redis_url()
-    services.require(url, "Redis")
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(redis_server_url)
     client.flushdb()
-    yield url
+    yield redis_server_url
     client.flushdb()
     client.close()
 

@@ -246,6 +246,44 @@ def write_html(path: Path) -> Path:
     return path
 
 
+def _ebml(element_id: int, payload: bytes) -> bytes:
+    """One Matroska (EBML) element, its size in the shortest form muxers write."""
+    size = (
+        (0x80 | len(payload)).to_bytes(1, "big") if len(payload) < 0x7F else (1 << 56 | len(payload)).to_bytes(8, "big")
+    )
+    return element_id.to_bytes((element_id.bit_length() + 7) // 8, "big") + size + payload
+
+
+def _ebml_uint(element_id: int, value: int) -> bytes:
+    return _ebml(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def write_audio_only_mkv(path: Path, *, seconds: int = 1, rate: int = 8000) -> Path:
+    """A Matroska file with one 16-bit PCM sound track and no picture (an audio-only .mkv/.webm)."""
+    header = _ebml(0x1A45DFA3, _ebml(0x4282, b"matroska") + _ebml_uint(0x4287, 4) + _ebml_uint(0x4285, 2))
+    info = _ebml(0x1549A966, _ebml_uint(0x2AD7B1, 1_000_000) + _ebml(0x4489, struct.pack(">d", seconds * 1000.0)))
+    audio = _ebml(0xE1, _ebml(0xB5, struct.pack(">d", float(rate))) + _ebml_uint(0x9F, 1) + _ebml_uint(0x6264, 16))
+    codec = _ebml(0x86, b"A_PCM/INT/LIT")
+    track = _ebml(0xAE, _ebml_uint(0xD7, 1) + _ebml_uint(0x73C5, 1) + _ebml_uint(0x83, 2) + codec + audio)
+    tone = struct.pack(f"<{rate // 10}h", *(((n % 64) - 32) * 500 for n in range(rate // 10)))
+    blocks = b"".join(_ebml(0xA3, b"\x81" + struct.pack(">h", i * 100) + b"\x80" + tone) for i in range(seconds * 10))
+    cluster = _ebml(0x1F43B675, _ebml_uint(0xE7, 0) + blocks)
+    path.write_bytes(header + _ebml(0x18538067, info + _ebml(0x1654AE6B, track) + cluster))
+    return path
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def write_audio_only_mp4(path: Path) -> Path:
+    """An MP4 (.m4a) whose only track is sound: its handler box says `soun`, and no `vide` anywhere."""
+    handler = _box(b"hdlr", bytes(4) + bytes(4) + b"soun" + bytes(12) + b"SoundHandler\x00")
+    moov = _box(b"moov", _box(b"trak", _box(b"mdia", handler)))
+    path.write_bytes(_box(b"ftyp", b"M4A " + bytes(4) + b"M4A isom") + moov + _box(b"mdat", bytes(4096)))
+    return path
+
+
 def write_garbage_mp4(path: Path, *, garbage_bytes: int = 8192) -> Path:
     """A real MP4 header ('ftyp' box) followed by random bytes: sniffs as video, no frame decodes."""
     header = b"\x00\x00\x00\x1cftypisom\x00\x00\x02\x00isomiso2mp41"

@@ -19,13 +19,17 @@ from sqlalchemy.orm import Session
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
 from scanner.db import make_engine
 from scanner.detector import Preprocessing, build_model
+from scanner.faces import FaceView
 from scanner.models import FrameResult, MediaItem, ScanJob
 
 TINY_IMAGE_SIZE_PX = 64
 
 
-def write_tiny_checkpoint(path: Path, *, seed: int = 0, threshold: float = 0.5) -> Path:
-    """A resnet18 checkpoint with seeded random weights at 64 px: fast on a CPU, deterministic."""
+def write_tiny_checkpoint(
+    path: Path, *, seed: int = 0, threshold: float = 0.5, face_view: FaceView | None = None
+) -> Path:
+    """A resnet18 checkpoint with seeded random weights at 64 px: fast on a CPU, deterministic
+    (whole images unless given a face view)."""
     torch.manual_seed(seed)
     model = build_model("resnet18", pretrained="none")
     meta = CheckpointMeta(
@@ -35,6 +39,8 @@ def write_tiny_checkpoint(path: Path, *, seed: int = 0, threshold: float = 0.5) 
         target_fpr=0.01,
         metrics={"note": "random weights for tests"},
     )
+    if face_view is not None:
+        meta.face_view = face_view
     save_checkpoint(path, model, meta)
     return path
 

@@ -7,6 +7,8 @@
     /_slow/<seconds>/<file>      waits <seconds> before answering with <file> (read timeouts)
     /_stall/<seconds>/<file>     sends the headers and half of <file>, then waits (timeouts mid-body)
     /_trickle/<seconds>/<file>   sends <file> one byte every <seconds> (no read timeout ever fires)
+    /_trickle10/<seconds>/<file> the same as an HTTP/1.0 response (the connection is not kept alive)
+    /_trickle-headers/<seconds>/<file>  sends the status line and headers one byte every <seconds>
     /_redirect-loop              redirects to itself forever
     /_redirect/<n>/<file>        <n> redirects in a row, then <file>
     /_redirect-to?url=<url>      one redirect to an arbitrary URL (another host, another scheme)
@@ -16,7 +18,9 @@
 Files are served with `ETag: "<md5 of the bytes>"`, like S3 does for single-part uploads.
 
 `s3_server()` runs moto's S3 on 127.0.0.1 with test credentials in the environment;
-`s3_client(endpoint)` and `upload_folder(...)` prepare buckets.
+`s3_client(endpoint)` and `upload_folder(...)` prepare buckets. `trickling_s3_server(objects, seconds)`
+speaks just enough S3 (ListObjectsV2, HeadObject, GetObject) to serve `objects` one byte every
+`seconds`, as a hostile or overloaded S3-compatible endpoint would.
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_stalled(float(parts[1]), parts[2])
         elif route == "_trickle":
             self._send_trickled(float(parts[1]), parts[2])
+        elif route == "_trickle10":
+            self.protocol_version = "HTTP/1.0"
+            self._send_trickled(float(parts[1]), parts[2])
+        elif route == "_trickle-headers":
+            self._send_headers_trickled(float(parts[1]), parts[2])
         elif route == "_redirect-loop":
             self._redirect("/_redirect-loop")
         elif route == "_redirect":
@@ -152,13 +161,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        try:
-            for i in range(len(body)):
-                self.wfile.write(body[i : i + 1])
-                self.wfile.flush()
-                time.sleep(seconds)
-        except OSError:  # the client gave up: that is what the tests expect
-            return
+        trickle(self.wfile, body, seconds)
+
+    def _send_headers_trickled(self, seconds: float, rel: str) -> None:
+        target = self._file(rel)
+        body = target.read_bytes() if target else b"x" * 4096
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nContent-Type: image/png\r\n\r\n".encode()
+        self.close_connection = True
+        trickle(self.wfile, head, seconds)
+
+
+def trickle(out: Any, data: bytes, seconds: float) -> None:
+    """Write `data` one byte every `seconds`, until done or the client hangs up."""
+    try:
+        for i in range(len(data)):
+            out.write(data[i : i + 1])
+            out.flush()
+            time.sleep(seconds)
+    except OSError:  # the client gave up: that is what the tests expect
+        return
 
 
 @contextmanager
@@ -232,3 +253,85 @@ def upload_folder(endpoint_url: str, bucket: str, folder: Path | None = None, *,
             client.upload_file(str(path), bucket, key)
             keys.append(key)
     return keys
+
+
+class _TricklingS3Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, objects: dict[str, bytes], seconds: float) -> None:
+        super().__init__(("127.0.0.1", 0), _TricklingS3Handler)
+        self.objects = objects
+        self.seconds = seconds
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up on the trickle are the point of the tests."""
+
+
+class _TricklingS3Handler(BaseHTTPRequestHandler):
+    """Path-style S3: GET /bucket?list-type=2 lists every object; HEAD and GET /bucket/key serve one."""
+
+    server: _TricklingS3Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_HEAD(self) -> None:
+        self._object(send_body=False)
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        if "/" not in parts.path.strip("/"):
+            self._list()
+        else:
+            self._object(send_body=True)
+
+    def _list(self) -> None:
+        entries = "".join(
+            f"<Contents><Key>{key}</Key><Size>{len(body)}</Size><ETag>&quot;{hashlib.md5(body).hexdigest()}&quot;</ETag>"
+            "<LastModified>2026-01-01T00:00:00.000Z</LastModified><StorageClass>STANDARD</StorageClass></Contents>"
+            for key, body in sorted(self.server.objects.items())
+        )
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>bucket</Name><Prefix></Prefix><KeyCount>{len(self.server.objects)}</KeyCount>"
+            f"<MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{entries}</ListBucketResult>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(xml)))
+        self.end_headers()
+        self.wfile.write(xml)
+
+    def _object(self, *, send_body: bool) -> None:
+        key = unquote(urlsplit(self.path).path).strip("/").split("/", 1)[1]
+        body = self.server.objects.get(key)
+        if body is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", f'"{hashlib.md5(body).hexdigest()}"')
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        if send_body:
+            self.close_connection = True
+            trickle(self.wfile, body, self.server.seconds)
+
+
+@contextmanager
+def trickling_s3_server(objects: dict[str, bytes], seconds: float) -> Iterator[str]:
+    """An S3-compatible endpoint on 127.0.0.1 that serves `objects` (key: bytes) of any bucket one byte
+    every `seconds`; test credentials are set while it runs. Yields the endpoint URL."""
+    server = _TricklingS3Server(objects, seconds)
+    thread = threading.Thread(target=server.serve_forever, name="test-s3-trickle", daemon=True)
+    thread.start()
+    try:
+        with aws_test_env():
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

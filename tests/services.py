@@ -1,5 +1,10 @@
 """Where the test suite finds PostgreSQL and Redis, and what it does when one is missing.
 
+PostgreSQL: a fresh database per run on the local server (DEEPSCAN_TEST_POSTGRES_URL names another).
+Redis: a throwaway `redis-server` on a free loopback port, started from the local binary for the
+session (nothing saved to disk) and stopped at its end, so no run flushes a database someone else
+uses; DEEPSCAN_TEST_REDIS_URL names a server to use instead (its database is flushed around each test).
+
 With CI=true a missing server fails the run; elsewhere the tests that need it skip with a
 message naming the server and how to start it (`make services`).
 """
@@ -22,15 +27,16 @@ import pytest
 from sqlalchemy import create_engine, text
 
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+DEFAULT_REDIS_START_S = 30.0  # a hang guard: redis-server answers within milliseconds
 
 
 def postgres_admin_url() -> str:
     return os.environ.get("DEEPSCAN_TEST_POSTGRES_URL", DEFAULT_POSTGRES_ADMIN_URL)
 
 
-def redis_url() -> str:
-    return os.environ.get("DEEPSCAN_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+def configured_redis_url() -> str | None:
+    """The Redis the developer asked the tests to use, if any (DEEPSCAN_TEST_REDIS_URL)."""
+    return os.environ.get("DEEPSCAN_TEST_REDIS_URL") or None
 
 
 def reachable(url: str) -> bool:
@@ -42,14 +48,48 @@ def reachable(url: str) -> bool:
         return False
 
 
-def require(url: str, what: str) -> None:
-    """Fail (CI) or skip (elsewhere) unless the server behind `url` accepts connections."""
-    if reachable(url):
-        return
-    message = f"{what} is not reachable at {urlsplit(url).netloc}; start it with `make services`"
+def missing(message: str) -> None:
+    """Fail (CI) or skip (elsewhere): a service the test needs is not there."""
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def require(url: str, what: str) -> None:
+    """Fail (CI) or skip (elsewhere) unless the server behind `url` accepts connections."""
+    if not reachable(url):
+        missing(f"{what} is not reachable at {urlsplit(url).netloc}; start it with `make services`")
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def throwaway_redis(directory: Path) -> Iterator[str]:
+    """A `redis-server` of our own on a free loopback port, persisting nothing; killed afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("redis-server is not installed (apt-get install redis-server), and DEEPSCAN_TEST_REDIS_URL is unset")
+    port = free_loopback_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(directory)]
+    with (directory / "redis.log").open("wb") as log:
+        proc = subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + DEFAULT_REDIS_START_S
+        while not reachable(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log_text = (directory / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server did not start on port {port}:\n{log_text}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -69,10 +109,16 @@ def fresh_postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@contextmanager
+def redis_for_run(directory: Path) -> Iterator[str]:
+    """The Redis a test session or benchmark uses: DEEPSCAN_TEST_REDIS_URL when set, else a throwaway one."""
+    configured = configured_redis_url()
+    if configured is not None:
+        require(configured, "Redis")
+        yield configured
+        return
+    with throwaway_redis(directory) as url:
+        yield url
 
 
 class ThrowawayPostgres:
@@ -141,7 +187,8 @@ class ThrowawayRedis:
 
 
 @contextmanager
-def throwaway_redis(folder: Path) -> Iterator[ThrowawayRedis]:
+def restartable_redis(folder: Path) -> Iterator[ThrowawayRedis]:
+    """A throwaway redis-server the test may kill and start again (empty) on the same port."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     server = ThrowawayRedis(folder, free_loopback_port())

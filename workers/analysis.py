@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +18,13 @@ import torch
 from sqlalchemy.orm import Session
 
 from scanner import reuse
-from scanner.deadline import Deadline
+from scanner.deadline import ItemBudget
 from scanner.errors import PermanentError, TransientError, is_transient
 from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
-from scanner.media import decode_image
+from scanner.media import decode_image, decoded_pixels
 from scanner.redaction import redact_url
-from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail
+from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail, encode_view
 from workers.fetch import Fetched, fetch, item_budget
 from workers.frames import sample_frames
 from workers.gpudecode import DeviceJpeg, EncodedJpeg, device_jpeg
@@ -78,6 +79,8 @@ class Outcome:
     height: int | None = None
     duration_s: float | None = None
     units: list[Unit] = field(default_factory=list)
+    # frame index -> the whole frame as a 640 px JPEG; the store keeps the top few (scanner/thumbnails.py)
+    views: dict[int, bytes] = field(default_factory=dict)
     reused: reuse.Earlier | None = None
     score: float | None = None
     verdict: str | None = None
@@ -87,16 +90,25 @@ class Outcome:
         return cls(item_id=item_id, url=url, status="error", error=reason, **known)
 
 
-def analyse_item(rt: WorkerRuntime, item_id: int, url: str, options: ScanOptions, model_version: str) -> Outcome:
+def analyse_item(
+    rt: WorkerRuntime,
+    item_id: int,
+    url: str,
+    options: ScanOptions,
+    model_version: str,
+    *,
+    budget: ItemBudget | None = None,
+) -> Outcome:
     """Fetch and decode one item into model-ready units (or an error, or a reusable earlier verdict).
 
-    The item's deadline starts here, when a fetch thread takes it up, and bounds fetch and decode.
+    The item's deadline starts when a fetch thread takes it up (`budget`, default now) and bounds
+    fetch and decode; the caller may watch the same budget.
     """
-    budget = item_budget(rt.settings)
+    budget = budget if budget is not None else item_budget(rt.settings)
     try:
         s3 = rt.s3() if url.startswith("s3://") else None
         fetched = fetch(url, rt.settings, s3_client=s3, http=rt.http(), budget=budget)
-    except PermanentError as exc:
+    except (PermanentError, TransientError) as exc:  # transient: it outlasted the fetch's own retries
         return Outcome.failed(item_id, url, str(exc))
     except Exception as exc:
         _raise_if_transient(exc, item_id)
@@ -106,8 +118,7 @@ def analyse_item(rt: WorkerRuntime, item_id: int, url: str, options: ScanOptions
     try:
         if not options.rescan and (earlier := find_earlier_result(rt, fetched.sha256, model_version, options)):
             return Outcome(item_id=item_id, url=url, reused=earlier, **known)
-        deadline = budget.deadline(fetched.kind, fetched.size)
-        return _decode(rt, Outcome(item_id=item_id, url=url, **known), fetched, options, deadline)
+        return _decode(rt, Outcome(item_id=item_id, url=url, **known), fetched, options, budget)
     except PermanentError as exc:
         return Outcome.failed(item_id, url, str(exc), **known)
     except Exception as exc:
@@ -118,19 +129,17 @@ def analyse_item(rt: WorkerRuntime, item_id: int, url: str, options: ScanOptions
         fetched.close()
 
 
-def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: ScanOptions, deadline: Deadline) -> Outcome:
+def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: ScanOptions, budget: ItemBudget) -> Outcome:
     if fetched.kind == "image":
         assert fetched.data is not None
         if (jpeg := _for_device_decoder(rt, fetched.data, options)) is not None:
             outcome.width, outcome.height = jpeg.width, jpeg.height
             outcome.units = [Unit(0, 0.0, None, None, None, encoded=jpeg.encoded)]
             return outcome
-        rgb = decode_image(fetched.data, min_side_px=rt.scorer.decode_min_side_px)
-        outcome.height, outcome.width = rgb.shape[:2]
-        deadline.check("decoding the image")
-        outcome.units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces, thumbnails=keeps_thumbnails(options))
+        outcome.units = _decode_image_units(rt, outcome, fetched.data, options, budget)
     elif fetched.kind == "video":
         assert fetched.path is not None
+        deadline = budget.current()
         video = sample_frames(fetched.path, fps=options.fps, max_frames=options.max_frames, deadline=deadline)
         outcome.width, outcome.height, outcome.duration_s = video.width, video.height, video.duration_s
         for frame in video.frames:
@@ -139,9 +148,30 @@ def _decode(rt: WorkerRuntime, outcome: Outcome, fetched: Fetched, options: Scan
                 rt, frame.rgb, frame.index, frame.timestamp_s, faces=options.faces, thumbnails=keeps_thumbnails(options)
             )
             outcome.units.extend(_in_video_pixels(units, video.frame_scale))
+            if keeps_thumbnails(options):
+                outcome.views[frame.index] = encode_view(frame.rgb)
     else:
         raise PermanentError("not an image or video")
     return outcome
+
+
+def _decode_image_units(
+    rt: WorkerRuntime, outcome: Outcome, data: bytes, options: ScanOptions, budget: ItemBudget
+) -> list[Unit]:
+    """Decode the image and make its model inputs while holding its pixels in the process's decode
+    budget (workers/decodebudget.py); time spent waiting for that budget is not the item's."""
+    min_side_px = rt.scorer.decode_min_side_px
+    with ExitStack() as held:
+        with budget.paused():
+            held.enter_context(rt.decode_budget.reserve(decoded_pixels(data, min_side_px=min_side_px)))
+        rgb = decode_image(data, min_side_px=min_side_px)
+        outcome.height, outcome.width = rgb.shape[:2]
+        budget.current().check("decoding the image")
+        units = units_for_frame(rt, rgb, 0, 0.0, faces=options.faces, thumbnails=keeps_thumbnails(options))
+        if keeps_thumbnails(options):
+            outcome.views[0] = encode_view(rgb)
+        del rgb  # the decoded pixels go before their reservation does
+    return units
 
 
 def _for_device_decoder(rt: WorkerRuntime, data: bytes, options: ScanOptions) -> DeviceJpeg | None:

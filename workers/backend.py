@@ -66,7 +66,7 @@ class PipelinedChunkSender:
         if self._producer is None:
             self._send_now(job_id, items)
             return
-        from workers.tasks import scan_chunk
+        from workers.tasks import chunk_argsrepr, scan_chunk
 
         self._held.append((job_id, items))
 
@@ -76,7 +76,7 @@ class PipelinedChunkSender:
             args=[job_id, [[i, u] for i, u in items]],
             queue=self._queue,
             producer=self._producer,
-            argsrepr=f"[{job_id}, <{len(items)} items from id {items[0][0]}>]",
+            argsrepr=chunk_argsrepr(job_id, items),
             kwargsrepr="{}",
         )
 

@@ -16,6 +16,11 @@ with the SSRF guard of `workers.ssrf` (private, loopback, link-local... addresse
 unless `settings.allow_private_urls`). Credentials and query strings never appear in log lines
 or reasons.
 
+Deadlines: an HTTP or S3 fetch runs under a `workers.cutoff.Cutoff`, so its connection is shut
+down when the item's deadline passes, whether the server is slow with its headers, its body or
+its first bytes; the fetch then fails with DeadlineExceededError (`image deadline of 30 s exceeded
+while fetching`). A video's deadline grows with the bytes it delivers.
+
 Thread use: call `fetch` from many threads; give each thread its own `requests.Session`
 (`make_http_session`); one boto3 client may be shared.
 """
@@ -45,6 +50,7 @@ from scanner.media import MediaKind, sniff_kind
 from scanner.redaction import redact_url
 from scanner.settings import Settings
 from scanner.sources import file_url_path, is_allowed_local_path, make_s3_client, parse_s3_url, url_scheme
+from workers.cutoff import Cutoff, watch_s3_connections
 from workers.ssrf import check_host, make_http_session
 
 logger = logging.getLogger(__name__)
@@ -118,7 +124,8 @@ def fetch(
     """Fetch `url` (file://, http(s)://, s3://) under the settings' caps; PermanentError on failure.
 
     `budget` bounds the whole fetch, retries included (default: `settings.item_deadline_s`, more
-    for videos by size): a server that trickles bytes fails with DeadlineExceededError in bounded time.
+    for videos by size): whatever the server does, the fetch fails with DeadlineExceededError once
+    the deadline has passed, its connection cut off.
     """
     scheme = url_scheme(url)
     budget = budget if budget is not None else item_budget(settings)
@@ -127,13 +134,13 @@ def fetch(
     if scheme in ("http", "https"):
         session = http if http is not None else make_http_session(settings)
         try:
-            return _with_retries(url, budget, lambda: _fetch_http(url, settings, session, budget))
+            return _cut_off_at_deadline(url, budget, lambda: _fetch_http(url, settings, session, budget))
         finally:
             if http is None:
                 session.close()
     if scheme == "s3":
-        client = s3_client if s3_client is not None else make_s3_client(settings, attempts=1)
-        return _with_retries(url, budget, lambda: _fetch_s3(url, settings, client, budget))
+        client = watch_s3_connections(s3_client if s3_client is not None else make_s3_client(settings, attempts=1))
+        return _cut_off_at_deadline(url, budget, lambda: _fetch_s3(url, settings, client, budget))
     raise PermanentError(
         f"unsupported URL scheme {scheme!r}" if scheme else "not a URL (expected file://, http(s)://, s3://)"
     )
@@ -144,19 +151,41 @@ def item_budget(settings: Settings) -> ItemBudget:
     return ItemBudget(settings.item_deadline_s, settings.video_deadline_s_per_gb)
 
 
-def _with_retries(url: str, budget: ItemBudget, attempt: Callable[[], Fetched]) -> Fetched:
+def _cut_off_at_deadline(url: str, budget: ItemBudget, attempt: Callable[[], Fetched]) -> Fetched:
+    """Run the tries of a network fetch with their connections cut off at the item's deadline.
+
+    However the cut shows up (a dropped connection, a TLS error, an incomplete body), the item's
+    reason is the deadline. A cut made because the worker is stopping is no deadline: it fails as
+    a transient error, and the stopping worker hands the item back.
+    """
+    with Cutoff(lambda: budget.current().at) as cutoff:
+        try:
+            return _with_retries(url, budget, attempt, cutoff)
+        except DeadlineExceededError:
+            raise
+        except Exception as exc:
+            if budget.current().expired():
+                raise DeadlineExceededError(budget.current().reason("fetching")) from None
+            if cutoff.fired:
+                raise TransientError("fetch cut off: the worker is stopping") from exc
+            raise
+
+
+def _with_retries(url: str, budget: ItemBudget, attempt: Callable[[], Fetched], cutoff: Cutoff) -> Fetched:
     tries = DEFAULT_FETCH_TRIES
     for number in range(1, tries + 1):
         try:
             return attempt()
         except TransientError as exc:
-            budget.deadline().check("fetching")  # a timeout caused by the deadline is the deadline's
+            budget.current().check("fetching")  # a timeout caused by the deadline is the deadline's
+            if cutoff.fired:
+                raise
             if number == tries:
                 raise _give_up(exc, tries) from None
             delay_s = DEFAULT_RETRY_BACKOFF_S * 2 ** (number - 1)
-            if delay_s >= budget.deadline().remaining():
+            if delay_s >= budget.current().remaining():
                 raise DeadlineExceededError(
-                    budget.deadline().reason(f"fetching ({exc}, no time left to retry)")
+                    budget.current().reason(f"fetching ({exc}, no time left to retry)")
                 ) from None
             logger.info("fetch of %s failed (%s); retry %d in %.1f s", redact_url(url), exc, number, delay_s)
             time.sleep(delay_s)
@@ -246,6 +275,7 @@ def _receive(chunks: Iterable[bytes], origin: _Origin, settings: Settings, budge
         head += chunk
         if len(head) >= SNIFF_BYTES:
             break
+        budget.current().check("fetching")  # a server may dribble even the first bytes
     if not head:
         raise PermanentError("empty file (0 bytes)")
     kind = sniff_kind(head)
@@ -280,7 +310,8 @@ def _drain(chunks: Iterator[bytes], sink: _Sink, kind: MediaKind, limit: int, bu
         size += len(chunk)
         if size > limit:
             raise _too_big(kind, limit)
-        budget.deadline(kind, size).check("fetching")  # a video earns time by the bytes it delivers
+        budget.learn(kind, size)  # a video earns time by the bytes it delivers
+        budget.current().check("fetching")
         digest.update(chunk)
         sink.write(chunk)
     return size, digest.hexdigest()
@@ -325,12 +356,12 @@ def _fetch_local(url: str, settings: Settings, budget: ItemBudget) -> Fetched:
 def _fetch_http(url: str, settings: Settings, session: requests.Session, budget: ItemBudget) -> Fetched:
     host = urlsplit(url).hostname or "?"
     try:
-        response = _open_following_redirects(url, settings, session)
+        response = _open_following_redirects(url, settings, session, budget)
         with response:
             declared = response.headers.get("Content-Length")
             size = int(declared) if declared and declared.isdigit() else None
             origin = _Origin(url, response.headers.get("ETag"), size)
-            return _receive(_body_chunks(response, budget, settings), origin, settings, budget)
+            return _receive(_body_chunks(response.raw, budget, settings), origin, settings, budget)
     except (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
         raise TransientError(f"timed out after {settings.http_read_timeout_s:g} s") from None
     except urllib3.exceptions.ProtocolError:
@@ -353,16 +384,16 @@ def _fetch_http(url: str, settings: Settings, session: requests.Session, budget:
         raise PermanentError("invalid URL") from None
 
 
-def _body_chunks(response: requests.Response, budget: ItemBudget, settings: Settings) -> Iterator[bytes]:
-    """The body as it arrives: each read returns after at most one receive from the socket.
+def _body_chunks(raw: Any, budget: ItemBudget, settings: Settings) -> Iterator[bytes]:
+    """The body of a streaming urllib3 response (HTTP or S3) as it arrives: each read returns after
+    at most one receive from the socket.
 
-    `iter_content` would block inside one read until a whole 256 KB chunk came in, so a server
-    sending a byte every few seconds would never give the deadline a chance to be checked. The
-    socket's timeout is also cut to the time left, so a silent server cannot outlast the deadline.
+    `iter_content` or botocore's `iter_chunks` would block inside one read until a whole 256 KB chunk
+    came in, so a video would earn its time in 256 KB steps and the deadline would be checked that
+    rarely. The socket's timeout is also cut to the time left; the connection's cutoff is the backstop.
     """
-    raw = response.raw
     while True:
-        _limit_socket_wait(raw, min(settings.http_read_timeout_s, budget.deadline().remaining() + 0.05))
+        _limit_socket_wait(raw, min(settings.http_read_timeout_s, budget.current().remaining() + 0.05))
         chunk = raw.read1(DEFAULT_CHUNK_BYTES, decode_content=True)
         if not chunk:
             return
@@ -381,12 +412,17 @@ def _caused_by_read_timeout(exc: requests.ConnectionError) -> bool:
     return any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
 
 
-def _open_following_redirects(url: str, settings: Settings, session: requests.Session) -> requests.Response:
+def _open_following_redirects(
+    url: str, settings: Settings, session: requests.Session, budget: ItemBudget
+) -> requests.Response:
     """GET `url`, following up to DEFAULT_MAX_REDIRECTS redirects, each hop checked like the first."""
     for _hop in range(DEFAULT_MAX_REDIRECTS + 1):
         _check_http_url(url, settings)
-        timeout = (settings.http_connect_timeout_s, settings.http_read_timeout_s)
-        response = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+        # The connect is the one step no cutoff reaches (there is no socket to shut down yet).
+        connect_s = max(0.01, min(settings.http_connect_timeout_s, budget.current().remaining()))
+        response = session.get(
+            url, stream=True, allow_redirects=False, timeout=(connect_s, settings.http_read_timeout_s)
+        )
         location = response.headers.get("Location")
         if response.status_code in _REDIRECT_STATUSES and location:
             response.close()
@@ -429,7 +465,10 @@ def _check_http_url(url: str, settings: Settings) -> None:
 def _fetch_s3(url: str, settings: Settings, client: Any, budget: ItemBudget) -> Fetched:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, key = parse_s3_url(url)
+    try:
+        bucket, key = parse_s3_url(url)
+    except ValueError as exc:  # a malformed bucket name: no retry can fix it
+        raise PermanentError(str(exc)) from None
     if not key:
         raise PermanentError("s3 URL names no object key")
     try:
@@ -437,7 +476,7 @@ def _fetch_s3(url: str, settings: Settings, client: Any, budget: ItemBudget) -> 
         body = obj["Body"]
         try:
             origin = _Origin(url, obj.get("ETag"), obj.get("ContentLength"))
-            return _receive(body.iter_chunks(DEFAULT_CHUNK_BYTES), origin, settings, budget)
+            return _receive(_body_chunks(body._raw_stream, budget, settings), origin, settings, budget)
         finally:
             body.close()
     except ClientError as exc:
@@ -462,8 +501,10 @@ def _s3_client_error(exc: Any) -> Exception:
 
 
 def _s3_transport_error(exc: Exception, settings: Settings) -> Exception:
-    from botocore.exceptions import NoCredentialsError, ReadTimeoutError
+    from botocore.exceptions import NoCredentialsError, ParamValidationError, ReadTimeoutError
 
+    if isinstance(exc, ParamValidationError):  # botocore refused the request before sending it
+        return PermanentError(f"invalid s3 request: {str(exc).splitlines()[-1].strip()[:200]}")
     if isinstance(exc, NoCredentialsError):
         return PermanentError("no AWS credentials for s3 (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
     if isinstance(exc, ReadTimeoutError | urllib3.exceptions.ReadTimeoutError):

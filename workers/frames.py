@@ -39,8 +39,10 @@ Frames come out as HxWx3 uint8 RGB, at most `DEFAULT_MAX_FRAME_SIDE_PX` on their
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
+import os
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -52,9 +54,14 @@ import numpy as np
 
 from scanner.deadline import Deadline
 from scanner.errors import PermanentError
+from scanner.media import audio_only
 
 logger = logging.getLogger(__name__)
 
+FFMPEG_LOG_QUIET = -8  # FFmpeg's AV_LOG_QUIET
+NO_DECODABLE_FRAMES = "video has no decodable frames"
+AUDIO_ONLY = "audio only: no video stream"
+DEFAULT_TRACK_LIST_BYTES = 1 << 20  # read at each end of a file that gave no frame, to tell sound-only files apart
 DEFAULT_FPS = 1.0  # sampled frames per second of video
 DEFAULT_MAX_FRAME_SIDE_PX = 1920  # sampled frames are shrunk to at most this on their longer side
 DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320  # 8K UHD; videos with larger frames are refused
@@ -145,7 +152,8 @@ def sample_frames(
     """Sample about `fps` frames per second over the whole video, at most `max_frames`, spread evenly.
 
     Frames are shrunk to at most `max_side_px` on their longer side. Raises PermanentError with a
-    one-line reason when OpenCV cannot decode a single frame ("video has no decodable frames"), when
+    one-line reason when OpenCV cannot decode a single frame ("video has no decodable frames", or "audio
+    only: no video stream" when the container holds only sound), when
     frames are over `max_frame_pixels`, when sampling would decode more than the budget allows, and
     DeadlineExceededError (a PermanentError) once `deadline` passes; ValueError for a non-positive
     `fps`, `max_frames` or `max_side_px`.
@@ -156,12 +164,13 @@ def sample_frames(
             f"max_side_px={max_side_px})"
         )
     deadline = deadline or Deadline.never()
+    quiet_codec_logs()
     packets = _scan_packets(path, deadline, max_frame_pixels)
     with _open(path) as cap:
         _check_frame_size(*_header_size(cap), max_frame_pixels)
         layout = _choose_layout(_header_layout(cap), packets)
         if layout is None:
-            raise PermanentError("video has no decodable frames")
+            raise no_frames_error(path)
         wanted = _plan_indices(layout, fps=fps, max_frames=max_frames)
         max_side_px = min(max_side_px, _side_within(DEFAULT_MAX_HELD_PIXELS // len(wanted), _header_size(cap)))
         budget = DEFAULT_DECODE_BUDGET_FRAMES_PER_SAMPLE * len(wanted)
@@ -172,8 +181,39 @@ def sample_frames(
         with _open(path) as cap:
             frames = reader.restart(cap).read(wanted, None)
     if not frames or reader.source_size is None:
-        raise PermanentError("video has no decodable frames")
+        raise no_frames_error(path)
     return SampledVideo(frames, layout.duration_s, *reader.source_size, layout.fps)
+
+
+def no_frames_error(path: Path) -> PermanentError:
+    """Why no frame came out of `path`: a file whose tracks are all sound says so; otherwise the decoding failed."""
+    return PermanentError(AUDIO_ONLY if _declares_audio_only(path) else NO_DECODABLE_FRAMES)
+
+
+def _declares_audio_only(path: Path) -> bool:
+    """Read the container's track list (from the first and last DEFAULT_TRACK_LIST_BYTES) for `audio_only`."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(DEFAULT_TRACK_LIST_BYTES)
+            end = fh.seek(0, os.SEEK_END)
+            fh.seek(max(len(head), end - DEFAULT_TRACK_LIST_BYTES))
+            return audio_only(head, fh.read())
+    except OSError:
+        return False
+
+
+@functools.cache
+def quiet_codec_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own messages off the user's terminal, before the first capture opens.
+
+    Both write straight to stderr ("[mpeg4 @ 0x…] header damaged", "[ WARN:0] … can't be used to
+    capture by name") around a `deepscan scan` progress bar; a broken video already ends its item
+    with a one-line reason. OPENCV_FFMPEG_LOGLEVEL is read when the FFmpeg backend first loads; an
+    operator who sets it, or OPENCV_LOG_LEVEL, to debug a codec keeps their value.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_LOG_QUIET))
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _keyframes(packets: _Packets | None, layout: _Layout) -> Sequence[int]:
@@ -342,7 +382,7 @@ def _open(path: Path) -> Iterator[cv2.VideoCapture]:
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
         if not cap.isOpened():
-            raise PermanentError("video has no decodable frames")
+            raise no_frames_error(path)
         yield cap
     finally:
         cap.release()

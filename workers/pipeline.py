@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from scanner import leases, reuse
 from scanner.aggregation import verdict_for
-from scanner.errors import PermanentError
+from scanner.deadline import ItemBudget
+from scanner.errors import PermanentError, WorkerStoppingError
 from scanner.jobs import ScanOptions, finish_job_if_complete
 from scanner.models import FrameResult, MediaItem, ScanJob, utcnow
 from scanner.settings import Settings
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BUDGET_S = 1500.0  # items not started by then are handed back; below the broker's visibility timeout
 DEFAULT_HAND_BACK_PAUSES_S = (1.0, 3.0)  # between tries of handing items back after a failure
-DEFAULT_ABANDON_GRACE_S = 5.0  # past an item's longest deadline, stop waiting for a thread stuck in native code
+DEFAULT_ABANDON_GRACE_S = 5.0  # past an item's deadline, stop waiting for a thread stuck in native code
 _POLL_S = 1.0
 
 
@@ -81,6 +82,8 @@ def process_chunk(
     `skipped` counts items this delivery could not claim (finished, cancelled or held by another
     delivery); `lost` counts items it scored but whose lease was taken over before it could store.
     """
+    if rt.stopping.is_set():  # a chunk received while the worker stops is left for another worker
+        raise WorkerStoppingError(f"worker stopping: chunk of {len(items)} items not started")
     report = ChunkReport()
     owner = leases.new_owner()
     context = claim(rt, job_id, [item_id for item_id, _ in items], owner)
@@ -95,14 +98,26 @@ def process_chunk(
     try:
         with leases.kept_alive(rt.engine, owner, claimed.items, rt.settings.lease_s):
             with rt.floor.shared():
-                outcomes, stored = _analyse_and_store(rt, ordinary, ctx, owner, report, chunk_budget_s=chunk_budget_s)
+                outcomes, stored, unstarted = _analyse_and_store(
+                    rt, ordinary, ctx, owner, report, chunk_budget_s=chunk_budget_s
+                )
             for pair in lone:  # their delivery died: each is tried alone, so that a death blames one item
-                more, more_stored = _try_alone(rt, pair, ctx, owner, report, chunk_budget_s=chunk_budget_s)
-                outcomes, stored = outcomes + more, stored | more_stored
+                if rt.stopping.is_set():  # not taken up: handed back uncounted, the retry tries it alone
+                    leases.hand_back(rt.engine, owner, {pair[0]})
+                    report.skipped += 1
+                    unstarted.add(pair[0])
+                    continue
+                more, more_stored, more_unstarted = _try_alone(
+                    rt, pair, ctx, owner, report, chunk_budget_s=chunk_budget_s
+                )
+                outcomes, stored, unstarted = outcomes + more, stored | more_stored, unstarted | more_unstarted
     except Exception:
         _hand_back_quietly(rt, owner, claimed.items)  # so a retry of this chunk can claim them at once
         raise
     report.lost = len(outcomes) - len(stored)
+    if unstarted and rt.stopping.is_set():
+        # Raised once what was finished is stored: the task retries, and the retry claims the rest.
+        raise WorkerStoppingError(f"worker stopping: {len(unstarted)} items of the chunk handed back")
     stored_outcomes = [o for o in outcomes if o.item_id in stored]
     _count(report, job_id, stored_outcomes)
     metrics.record_chunk(rt.engine, report, stored)
@@ -133,25 +148,25 @@ def _analyse_and_store(
     *,
     chunk_budget_s: float,
     alone: bool = False,
-) -> tuple[list[Outcome], set[int]]:
-    """Score `items` and store what `owner` still holds: (outcomes, ids stored). Items the chunk's
-    budget left unstarted are handed back."""
+) -> tuple[list[Outcome], set[int], set[int]]:
+    """Score `items` and store what `owner` still holds: (outcomes, ids stored, ids handed back).
+    Items left unstarted (the chunk's budget ran out, or the worker is stopping) are handed back."""
     if not items:
-        return [], set()
+        return [], set(), set()
     outcomes, unstarted = analyse_and_score(rt, items, ctx, report, chunk_budget_s=chunk_budget_s)
     leases.hand_back(rt.engine, owner, unstarted, alone=alone)
     report.skipped += len(unstarted)
-    return outcomes, store(rt, outcomes, ctx, owner)
+    return outcomes, store(rt, outcomes, ctx, owner), unstarted
 
 
 def _try_alone(
     rt: WorkerRuntime, pair: tuple[int, str], ctx: JobContext, owner: str, report: ChunkReport, *, chunk_budget_s: float
-) -> tuple[list[Outcome], set[int]]:
+) -> tuple[list[Outcome], set[int], set[int]]:
     """One lone try of an interrupted item: nothing else in hand in this process, counted before it
     starts (scanner/leases.py). A transient failure hands it back uncounted."""
     with rt.floor.alone():
         if not leases.take_up_alone(rt.engine, owner, pair[0]):
-            return [], set()  # another delivery took it over meanwhile
+            return [], set(), set()  # another delivery took it over meanwhile
         try:
             return _analyse_and_store(rt, [pair], ctx, owner, report, chunk_budget_s=chunk_budget_s, alone=True)
         except Exception:
@@ -221,16 +236,16 @@ def analyse_and_score(
 
     Returns the outcomes, every unit scored, and the ids of items no thread had started when the
     chunk's budget ran out (the caller hands those back). Each item bounds its own fetch and
-    decode by its deadline; should a thread still be stuck past the longest deadline plus a grace
+    decode by its deadline; should a thread still be stuck past that deadline plus a grace
     period (native code that never returns), the item ends `error` and the chunk goes on without
-    waiting for that thread.
+    waiting for that thread. When the worker is told to stop (`rt.stopping`), the chunk stops
+    waiting at once: the items not finished by then are handed back with the unstarted ones.
     """
     outcomes: list[Outcome] = []
     started: set[int] = set()
-    decoding: dict[int, float] = {}  # items being fetched and decoded, since when
+    decoding: dict[int, ItemBudget] = {}  # items being fetched and decoded, with their deadlines
     unstarted: set[int] = set()
     chunk_ends = time.monotonic() + chunk_budget_s
-    longest = item_budget(rt.settings).longest(rt.settings.max_video_bytes)
     batcher = rt.batcher()
 
     def run(item_id: int, url: str) -> Outcome:
@@ -238,8 +253,8 @@ def analyse_and_score(
             started.add(item_id)
             if len(started) == len(items):
                 turn.give_back()  # the last item is taken up: the next chunk may start on the free threads
-            decoding[item_id] = time.monotonic()
-            outcome = analyse_item(rt, item_id, url, ctx.options, ctx.model_version)
+            decoding[item_id] = budget = item_budget(rt.settings)
+            outcome = analyse_item(rt, item_id, url, ctx.options, ctx.model_version, budget=budget)
             # Waiting for room in the batcher's queue is not the item's fetch or decode running late.
             del decoding[item_id]
             submit(batcher, outcome)  # blocks while the model is behind: this thread then decodes no further
@@ -257,16 +272,22 @@ def analyse_and_score(
             while waiting:
                 finished, waiting = wait(waiting, timeout=_POLL_S, return_when=FIRST_COMPLETED)
                 outcomes.extend(future.result() for future in finished)
+                if rt.stopping.is_set():
+                    # An error now may be the stop's own cut-off, not the item's: those are done again.
+                    unstarted.update(futures[future][0] for future in waiting)
+                    unstarted.update(outcome.item_id for outcome in outcomes if outcome.status == "error")
+                    outcomes = [outcome for outcome in outcomes if outcome.item_id not in unstarted]
+                    break
                 now = time.monotonic()
                 for future in list(waiting):
                     item_id, url = futures[future]
-                    began = decoding.get(item_id)
+                    budget = decoding.get(item_id)
                     if item_id not in started and now >= chunk_ends and future.cancel():
                         unstarted.add(item_id)
                         waiting.discard(future)
-                    elif began is not None and now - began > longest.seconds + DEFAULT_ABANDON_GRACE_S:
+                    elif budget is not None and now > budget.current().at + DEFAULT_ABANDON_GRACE_S:
                         log.error("item %s: thread still busy past its deadline; the item ends error", item_id)
-                        outcomes.append(Outcome.failed(item_id, url, longest.reason("fetching or decoding")))
+                        outcomes.append(Outcome.failed(item_id, url, budget.current().reason("fetching or decoding")))
                         waiting.discard(future)
         expected.close()  # items handed back or abandoned will not come
         outcomes = [collect(outcome, report) for outcome in outcomes]

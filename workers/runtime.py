@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session
 from scanner.db import make_engine
 from scanner.errors import ConfigError
 from scanner.faces import detector_for
+from scanner.media import release_decoded_memory_promptly
 from scanner.models import ModelRecord
 from scanner.settings import Settings, usable_cores
 from scanner.sources import make_s3_client
-from workers import metrics
+from workers import cutoff, metrics
 from workers.batching import Batcher
+from workers.decodebudget import DecodeBudget
 from workers.inference import ModelInput, Scored, Scorer
 from workers.isolation import Floor
 from workers.ssrf import make_http_session
@@ -40,9 +42,20 @@ class WorkerRuntime:
     decode_turns: threading.BoundedSemaphore = field(init=False)
     # Shared by the chunks in hand, held alone by the lone try of an interrupted item (workers.isolation).
     floor: Floor = field(default_factory=Floor)
+    # Decoded image pixels in flight, shared by every fetch thread of every chunk (DEEPSCAN_DECODE_BUDGET_MPIX).
+    decode_budget: DecodeBudget = field(init=False)
+    # Set when the worker is told to stop: chunks stop waiting and hand their unfinished items back.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.decode_turns = threading.BoundedSemaphore(local_decode_turns(self.settings))
+        self.decode_budget = DecodeBudget(round(self.settings.decode_budget_mpix * 1_000_000))
+
+    def stop(self) -> None:
+        """Stop soon: running fetches are cut off now, and chunks hand back what they have not finished."""
+        self.stopping.set()
+        cut = cutoff.cut_all()
+        log.info("stopping: %d fetches cut off; unfinished items are handed back", cut)
 
     def batcher(self) -> Batcher[ModelInput, Scored]:
         """The process's one dynamic batcher: every chunk this process holds feeds the model through it."""
@@ -88,6 +101,7 @@ def load_runtime(settings: Settings, engine: Engine | None = None) -> WorkerRunt
         detector_for(scorer.meta.face_view.detector)
     engine = engine if engine is not None else make_engine(settings.database_url)
     register_model(engine, scorer)
+    release_decoded_memory_promptly()
     return WorkerRuntime(settings=settings, engine=engine, scorer=scorer)
 
 
@@ -128,6 +142,12 @@ def set_runtime(runtime: WorkerRuntime) -> None:
     global _runtime
     with _runtime_lock:
         _runtime = runtime
+
+
+def loaded_runtime() -> WorkerRuntime | None:
+    """The process's runtime if it has been loaded (a stopping worker must not start loading one)."""
+    with _runtime_lock:
+        return _runtime
 
 
 def get_runtime() -> WorkerRuntime:

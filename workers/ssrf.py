@@ -21,16 +21,25 @@ import socket
 from typing import Any
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from scanner.errors import PermanentError, TransientError
 from scanner.settings import Settings
+from workers.cutoff import WatchedHTTPConnection, WatchedHTTPSConnection
 
 USER_AGENT = "deepscan/0.1 (+media scanner)"
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix: the IPv4 address in the last 32 bits
 NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215 local-use translation: never public
+IPV4_TRANSLATED_PREFIX = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 SIIT ::ffff:0:a.b.c.d
+# Never a media server, yet "global" in the tables of the Python versions we run on (they lag the IANA
+# registries): judged here, not left to `is_global`.
+NOT_PUBLIC_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments (192.0.0.8: the dummy address)
+    ipaddress.IPv6Network("fec0::/10"),  # site-local: deprecated, still routed inside some networks
+    ipaddress.IPv6Network("3fff::/20"),  # documentation (RFC 9637)
+    ipaddress.IPv6Network("5f00::/16"),  # SRv6 segment identifiers (RFC 9602)
+)
 
 
 def check_host(host: str, port: int) -> None:
@@ -53,11 +62,14 @@ def _resolve(host: str, port: int) -> list[str]:
 def is_public_address(address: str) -> bool:
     """True for globally routable unicast addresses; False for private, loopback, link-local, reserved...
 
-    An IPv6 address that carries an IPv4 address (IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible
+    An IPv6 address that carries an IPv4 address (IPv4-mapped ::ffff:a.b.c.d, IPv4-translated
+    ::ffff:0:a.b.c.d, IPv4-compatible
     ::a.b.c.d, NAT64 64:ff9b::a.b.c.d, 6to4 2002:aabb:ccdd::, Teredo's client) can reach that
     IPv4 host through a translator or tunnel, so it is public only if the IPv4 address is too.
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if any(ip in network for network in NOT_PUBLIC_NETWORKS if network.version == ip.version):
+        return False
     if isinstance(ip, ipaddress.IPv6Address):
         if ip in NAT64_LOCAL_PREFIX:
             return False
@@ -73,6 +85,8 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for, if it is one of the forms that embed one."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip in IPV4_TRANSLATED_PREFIX:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.sixtofour is not None:
         return ip.sixtofour
     if ip.teredo is not None:
@@ -100,12 +114,12 @@ def _guard_socket(sock: socket.socket) -> socket.socket:
     return sock
 
 
-class _GuardedHTTPConnection(urllib3.connection.HTTPConnection):
+class _GuardedHTTPConnection(WatchedHTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _guard_socket(super()._new_conn())
 
 
-class _GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
+class _GuardedHTTPSConnection(WatchedHTTPSConnection):
     def _new_conn(self) -> socket.socket:
         return _guard_socket(super()._new_conn())
 
@@ -118,21 +132,40 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = WatchedHTTPSConnection
+
+
 class _GuardedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections refuse non-public peers (PermanentError passes through requests)."""
+    """An HTTPAdapter whose connections refuse non-public peers (PermanentError passes through requests)
+    and are cut off at their item's deadline (workers/cutoff.py)."""
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
 
+class _WatchedAdapter(HTTPAdapter):
+    """Connections to any address (DEEPSCAN_ALLOW_PRIVATE_URLS), still cut off at their item's deadline."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 def make_http_session(settings: Settings) -> requests.Session:
-    """A session for `fetch`: connection pooling, and the SSRF guard on every connection it opens."""
+    """A session for `fetch`: connection pooling, the SSRF guard on every connection it opens, and
+    connections a fetch's deadline can cut off."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
+    adapter: HTTPAdapter = _WatchedAdapter(pool_maxsize=max(10, settings.fetch_threads))
     if not settings.allow_private_urls:
         session.trust_env = False  # no proxies from the environment: the guard must see the real peer
         adapter = _GuardedAdapter(pool_maxsize=max(10, settings.fetch_threads))
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     return session

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_shutting_down
 from kombu.exceptions import OperationalError
 
 from scanner.errors import TRANSIENT_DATABASE_ERRORS, PermanentError, TransientError
 from scanner.jobs import EnqueueFn
+from scanner.redaction import redact_url
 from scanner.settings import Settings
 from workers import broker
 from workers.app import LAUNCH_DUE, RECONCILE, SCAN_CHUNK, app, configure
@@ -37,6 +39,17 @@ def get_runtime() -> WorkerRuntime:
 def _load_model_at_start(**_: Any) -> None:
     """Load the checkpoint before taking work: a worker without a usable model refuses to start."""
     get_runtime()
+
+
+@worker_shutting_down.connect
+def _stop_chunks(**_: Any) -> None:
+    """SIGTERM (or Ctrl-C) on a worker: cut running fetches off and have chunks hand back their unfinished
+    items, so the worker exits within seconds instead of waiting for its chunks to finish."""
+    from workers.runtime import loaded_runtime
+
+    runtime = loaded_runtime()
+    if runtime is not None:
+        runtime.stop()
 
 
 @app.task(
@@ -82,7 +95,18 @@ def send_webhook(url: str, payload: dict[str, Any]) -> None:
 
 def send_webhook_later(url: str, payload: dict[str, Any]) -> None:
     """Queue a webhook delivery so a slow receiver never holds up scanning."""
-    send_webhook.apply_async(args=[url, payload])
+    shown = f"[{redact_url(url)!r}, <{payload.get('event')} event of job {payload.get('job_id')}>]"
+    send_webhook.apply_async(args=[url, payload], argsrepr=shown, kwargsrepr="{}")  # no token in monitoring
+
+
+def chunk_argsrepr(job_id: int, items: Sequence[tuple[int, str]]) -> str:
+    """What monitoring (Flower, `celery inspect`, task events) shows of a chunk: ids, never URLs.
+
+    The message itself carries the URLs whole (the worker fetches them); its `argsrepr` header is
+    what people read, and Celery's default repr would print every URL with its tokens.
+    """
+    first = f" from id {items[0][0]}" if items else ""
+    return f"[{job_id}, <{len(items)} items{first}>]"
 
 
 def chunk_sender(settings: Settings) -> EnqueueFn:
@@ -95,7 +119,13 @@ def chunk_sender(settings: Settings) -> EnqueueFn:
 
     def send(job_id: int, items: list[tuple[int, str]]) -> None:
         try:
-            scan_chunk.apply_async(args=[job_id, [[i, u] for i, u in items]], queue=settings.queue, retry=True)
+            scan_chunk.apply_async(
+                args=[job_id, [[i, u] for i, u in items]],
+                queue=settings.queue,
+                retry=True,
+                argsrepr=chunk_argsrepr(job_id, items),
+                kwargsrepr="{}",
+            )
         except OperationalError as exc:  # kombu's: the broker is unreachable
             raise TransientError(
                 f"broker unreachable ({exc}); the items are recorded: run `deepscan jobs reconcile` once it is back"

@@ -1,7 +1,7 @@
 """`deepscan results|show|review|export-training-set|stats|jobs`: what moderators query and decide.
 
 Machine-readable output (`--format json|jsonl|csv`) has stable field names: the ones of
-`scanner.queries.ResultRow`, `ItemDetail`, `JobSummary` and `StatsRow`, timestamps in ISO 8601
+`scanner.queries.ResultRow`, `ItemDetail`, `JobSummary` and `StatsRow`, timestamps in RFC 3339
 UTC, absent values as null (JSON) or empty (CSV). Lists print as `{"items": [...], "next": …}`
 (scanner/cli/output.py).
 """
@@ -27,6 +27,7 @@ from scanner.cli.output import (
     LIST_FORMATS,
     RECORD_FORMATS,
     cell,
+    counted,
     dump_json,
     emit_list,
     format_option,
@@ -156,7 +157,7 @@ def show(app: AppContext, item: str, plot_path: Path | None, output_format: str)
         click.echo(dump_json(payload))
         return
     click.echo(_describe_item(detail))
-    if frames:
+    if frames and detail.kind == "video":  # an image's one "frame" is its score, already printed above
         click.echo(_describe_timeline(frames, threshold, ranges))
     if plot_path is not None:
         click.echo(f"timeline plot written to {plot_path}", err=True)
@@ -185,8 +186,12 @@ def _plot(
     timeline.plot_timeline(samples, detail.threshold, path, title=title[:120], strategy=strategy, faces=faces)
 
 
+def _undone(r: queries.ReviewView) -> str:
+    return r.label if r.undone_at is None else f"{r.label} (undone by {r.undone_by})"
+
+
 def _describe_item(d: queries.ItemDetail) -> str:
-    human = d.reviews[-1] if d.reviews else None
+    human = d.human_label
     lines = [
         ("item", d.id),
         ("job", d.job_id),
@@ -209,7 +214,7 @@ def _describe_item(d: queries.ItemDetail) -> str:
         lines.append(("error", d.error))
     text = render_key_values(lines)
     if d.reviews:
-        rows = ([r.created_at, r.label, r.reviewer, r.note] for r in d.reviews)
+        rows = ([r.created_at, _undone(r), r.reviewer, r.note] for r in d.reviews)
         text += "\n\nreviews:\n" + render_table(("when", "label", "reviewer", "note"), rows)
     return text
 
@@ -235,23 +240,25 @@ def _default_reviewer() -> str:
 
 
 @click.command("review")
-@click.argument("item_id", type=int)
+@click.argument("item")
 @click.option("--label", type=click.Choice(REVIEW_LABELS), required=True, help="Your decision.")
 @click.option("--note", help="Why, for the next reviewer.")
 @click.option("--reviewer", default=_default_reviewer, show_default="$USER", help="Who decided.")
 @pass_app
-def review_command(app: AppContext, item_id: int, label: str, note: str | None, reviewer: str) -> None:
-    """Record a human decision on item ITEM_ID; the newest review is the item's human label.
+def review_command(app: AppContext, item: str, label: str, note: str | None, reviewer: str) -> None:
+    """Record a human decision on ITEM (an item id, a URL as scanned, or a local path, as `show` takes it);
+    the newest review is the item's human label.
 
-    Results show it beside the model's verdict, and export-training-set prefers it.
+    Results show it beside the model's verdict, and export-training-set prefers it. An item without a
+    verdict (it ended `error`, or is not scanned yet) cannot be labelled: exit 1, with the reason.
     """
     if not reviewer.strip():
         raise click.BadParameter("must not be empty", param_hint="--reviewer")
     with Session(app.engine) as session, session.begin():
-        recorded = review.add_review(session, item_id, label, reviewer, note)
-        detail = queries.find_item(session, str(item_id))
-    model = f"{detail.verdict} {cell(detail.score)}" if detail.verdict else detail.status
-    click.echo(f"review {recorded.id}: item {item_id} labelled {label} by {recorded.reviewer} (model: {model})")
+        found = queries.find_item(session, item_key(item))
+        recorded = review.add_review(session, found.id, label, reviewer, note)
+    model = f"{found.verdict} {cell(found.score)}" if found.verdict else found.status
+    click.echo(f"review {recorded.id}: item {found.id} labelled {label} by {recorded.reviewer} (model: {model})")
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -310,18 +317,21 @@ def export_training_set(app: AppContext, out: Path, reviewed_only: bool, job_id:
                 session, out, reviewed_only=reviewed_only, fetch_bytes=fetch_bytes, job_id=job_id
             )
     written = report.written
-    click.echo(f"wrote {written['fake']} fake and {written['real']} real images to {out} (manifest {report.manifest})")
+    wrote = f"{counted(written['fake'], 'fake image')} and {counted(written['real'], 'real image')}"
+    click.echo(f"wrote {wrote} to {out} (manifest {report.manifest})")
     if report.skipped_unsure or report.skipped_not_image:
-        click.echo(f"left out: {report.skipped_unsure} unsure, {report.skipped_not_image} not images")
+        not_images = counted(report.skipped_not_image, "item that is not an image", "items that are not images")
+        click.echo(f"left out: {counted(report.skipped_unsure, 'unsure item')}, {not_images}")
     if report.unverified:
         reasons = "; ".join(f"{count} {why}" for why, count in report.unverified_by_reason.most_common())
-        click.echo(f"left out {len(report.unverified)} images that are not the content scanned: {reasons}")
+        unverified = counted(len(report.unverified), "image that is", "images that are")
+        click.echo(f"left out {unverified} not the content scanned: {reasons}")
         for item_id, reason in report.unverified[:20]:
             click.echo(f"item {item_id}: left out: {reason}", err=True)
     for item_id, reason in report.failed[:20]:
         click.echo(f"item {item_id}: {reason}", err=True)
     if report.failed:
-        click.echo(f"{len(report.failed)} images could not be fetched and were not exported", err=True)
+        click.echo(f"{counted(len(report.failed), 'image')} could not be fetched: not exported", err=True)
         raise SystemExit(EXIT_ITEM_ERRORS)
 
 
@@ -414,10 +424,19 @@ def show_job(app: AppContext, job_id: int, output_format: str) -> None:
     if output_format == "json":
         click.echo(dump_json(asdict(summary)))
         return
-    pairs = [(name, getattr(summary, name)) for name in (*JOB_TABLE, "threshold", "model_version")]
+    pairs = [(name, getattr(summary, name)) for name in JOB_TABLE]
+    pairs += [("threshold", _applied_threshold(summary)), ("model_version", summary.model_version)]
     pairs += [("created", summary.created_at), ("started", summary.started_at), ("finished", summary.finished_at)]
     pairs += [("duration", _duration(summary.duration_s)), ("items/s", summary.items_per_s)]
     click.echo(render_key_values(pairs))
+
+
+def _applied_threshold(summary: queries.JobSummary) -> str | None:
+    """`0.731 (the checkpoint's)`: the threshold verdicts used, and where it came from."""
+    if summary.threshold is None:
+        return None
+    source = "given with the scan" if summary.threshold_source == "job" else "the checkpoint's"
+    return f"{cell(summary.threshold)} ({source})"
 
 
 COMMANDS: list[click.Command] = [results, show, review_command, export_training_set, stats, jobs]

@@ -12,10 +12,10 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scanner.cli.context import EXIT_FAILURE, AppContext, pass_app
+from scanner.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
 from scanner.cli.moderation import jobs
 from scanner.cli.options import DURATION, webhook_option
-from scanner.cli.output import LIST_FORMATS, RECORD_FORMATS, emit_list, format_option, render_table
+from scanner.cli.output import LIST_FORMATS, RECORD_FORMATS, counted, emit_list, format_option, render_table
 from scanner.cli.scan import scan_option_decorators, scan_options_from
 from scanner.errors import ConfigError
 from scanner.models import Schedule
@@ -44,7 +44,7 @@ def cancel(app: AppContext, job_id: int) -> None:
     if outcome.was_finished:
         click.echo(f"job {job_id} is already {outcome.status}: nothing to cancel")
     else:
-        click.echo(f"job {job_id} cancelled: {outcome.cancelled} queued items will not be scanned")
+        click.echo(f"job {job_id} cancelled: {counted(outcome.cancelled, 'queued item')} will not be scanned")
 
 
 @jobs.command()
@@ -80,7 +80,7 @@ def reconcile(app: AppContext, older_than: dt.timedelta, output_format: str) -> 
         )
     else:
         click.echo(
-            f"re-enqueued {report.items} items of {report.jobs} jobs "
+            f"re-enqueued {counted(report.items, 'item')} of {counted(report.jobs, 'job')} "
             f"({report.expired} with expired leases, {report.lost} lost from the queue)"
         )
 
@@ -134,14 +134,26 @@ def schedule_add(
     retry_errors: bool,
     **opts: Any,
 ) -> None:
-    """Scan SOURCES on a schedule; each run scans only objects new or changed since the last."""
-    from scanner.schedules import add_schedule
+    """Scan SOURCES on a schedule; each run scans only objects new or changed since the last.
 
+    Relative paths are stored as absolute ones (beat runs from its own directory). Without a broker
+    runs are scanned in-process, so a checkpoint is needed now: --checkpoint or DEEPSCAN_CHECKPOINT.
+    """
+    from scanner.cli.options import require_checkpoint
+    from scanner.schedules import add_schedule
+    from scanner.sources import absolute_source
+
+    try:
+        anchored = [absolute_source(source) for source in sources]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="SOURCES") from None
+    if app.settings.embedded:
+        require_checkpoint(checkpoint or app.settings.checkpoint)
     with Session(app.engine) as session, session.begin():
         add_schedule(
             session,
             name=name,
-            sources=list(sources),
+            sources=anchored,
             when=when,
             options=scan_options_from(opts),
             webhook_url=webhook,
@@ -176,14 +188,19 @@ def schedule_edit(
 ) -> None:
     """Change schedule NAME; only the options given change, its history stays."""
     from scanner.schedules import ScheduleChanges, edit_schedule
+    from scanner.sources import absolute_source
 
     if webhook and no_webhook:
         raise click.UsageError("give --webhook or --no-webhook, not both")
     if checkpoint and no_checkpoint:
         raise click.UsageError("give --checkpoint or --no-checkpoint, not both")
+    try:
+        anchored = [absolute_source(source) for source in sources]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--source") from None
     changes = ScheduleChanges(
         when=when,
-        sources=list(sources) or None,
+        sources=anchored or None,
         webhook_url=webhook,
         clear_webhook=no_webhook,
         checkpoint=str(checkpoint.resolve()) if checkpoint else None,
@@ -291,7 +308,8 @@ def schedule_run_now(app: AppContext, name: str, checkpoint: Path | None) -> Non
     """Launch schedule NAME once now (an ordinary, incremental scan job), enabled or not.
 
     With a broker the workers scan it; without one it is scanned here, before this returns.
-    Exit codes: 0 launched (or done), 1 the run failed, 2 no checkpoint for an in-process run.
+    Exit codes: 0 launched (or done), 1 the run failed, 2 no checkpoint for an in-process run,
+    3 an in-process run finished with item errors.
     """
     from scanner.cli.options import require_checkpoint
     from scanner.schedules import get_schedule
@@ -306,12 +324,15 @@ def schedule_run_now(app: AppContext, name: str, checkpoint: Path | None) -> Non
     if result is None:  # forced, so only a schedule removed in the meantime gives none
         raise ConfigError(f"schedule {name!r} was removed before it could run")
     reason = f": {result.error}" if result.error else ""
+    errored = f", {counted(result.counts.error, 'error')}" if result.counts.error else ""
     click.echo(
         f"schedule {name!r} launched job {result.job_id} ({result.status}{reason}): "
-        f"{result.counts.total} new or changed items"
+        f"{counted(result.counts.total, 'new or changed item')}{errored}"
     )
     if result.status == "failed":
         sys.exit(EXIT_FAILURE)
+    if result.counts.error:
+        sys.exit(EXIT_ITEM_ERRORS)
 
 
 @click.command()

@@ -5,7 +5,8 @@ Every command that lists things takes `--format table|json|jsonl|csv`:
 - jsonl: one item per line; csv: a header row, then one row per item (nested values as JSON);
 - table: aligned columns for people.
 With jsonl, csv and table a next-page cursor goes to stderr, so stdout stays parseable.
-Timestamps are ISO 8601 UTC in machine formats and `YYYY-MM-DD HH:MM:SSZ` (no fractions) in tables.
+Timestamps are RFC 3339 in UTC ending in `Z` in machine formats (as the API writes them) and
+`YYYY-MM-DD HH:MM:SSZ` (no fractions) in tables.
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[...,
     )
 
 
+def rfc3339(value: dt.datetime) -> str:
+    """`2026-03-01T12:00:00.5Z`: UTC with `Z`, as pydantic writes the API's times (naive means UTC)."""
+    utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return utc.isoformat().removesuffix("+00:00") + "Z"
+
+
 def jsonable(value: Any) -> Any:
-    """`value` with datetimes as ISO 8601 strings, recursively."""
+    """`value` with datetimes as RFC 3339 strings, recursively."""
     if isinstance(value, dt.datetime):
-        return value.isoformat()
+        return rfc3339(value)
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -50,6 +57,11 @@ def jsonable(value: Any) -> Any:
 
 def dump_json(value: Any) -> str:
     return json.dumps(jsonable(value), indent=2)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 item`, `2 items`: a count with its noun in the right number (the last word takes the `s`)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def cell(value: Any) -> str:

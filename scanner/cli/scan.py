@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from scanner.cli.options import (
     require_checkpoint,
     webhook_option,
 )
-from scanner.cli.output import RECORD_FORMATS, format_option
+from scanner.cli.output import RECORD_FORMATS, counted, format_option
 from scanner.errors import ConfigError
 from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
 from scanner.settings import Settings
+from workers.metrics import DEFAULT_METRICS_HOST
 
 NOTHING_TO_SCAN = (
     "nothing to scan: no images or videos in the sources (listings keep media extensions such as jpg, png, "
@@ -76,8 +78,9 @@ _SCAN_OPTIONS = (
         "--thumbnails/--no-thumbnails",
         default=True,
         show_default=True,
-        help="Keep a small JPEG (at most 160 px) of each item's top-scoring face, and one per flagged video "
-        "segment, for the review console (`deepscan serve`), which never fetches a source itself.",
+        help="Keep a small JPEG (at most 160 px) of each item's top-scoring face, one per flagged video "
+        "segment, and the evidence (the whole image, or a video's top frames, at most 640 px) for the review "
+        "console (`deepscan serve`), which never fetches a source itself.",
     ),
     click.option(
         "--strategy",
@@ -285,8 +288,9 @@ def _print_summary(
     if error:
         click.echo(f"  error: {error}")
     click.echo(
-        f"  {counts.total} items: {counts.done} done ({counts.flagged} flagged fake, {counts.reused} reused earlier "
-        f"verdicts), {counts.error} errors, {counts.queued + counts.processing} pending; "
+        f"  {counted(counts.total, 'item')}: {counts.done} done ({counts.flagged} flagged fake, "
+        f"{counted(counts.reused, 'reused earlier verdict')}), {counted(counts.error, 'error')}, "
+        f"{counts.queued + counts.processing} pending; "
         f"{elapsed_s:.1f} s, {rate:.1f} items/s"
     )
     if counts.finished:
@@ -328,6 +332,20 @@ def _print_summary(
     help="Serve Prometheus metrics (items by outcome, errors by reason, batch sizes, inference latency, "
     "time from enqueue to verdict) on this port at /metrics [default: off].",
 )
+@click.option(
+    "--node-name",
+    envvar="DEEPSCAN_WORKER_NAME",
+    metavar="NAME@%h",
+    help="This worker's Celery node name (%h: this host's name) [env DEEPSCAN_WORKER_NAME; "
+    "default deepscan-QUEUE-PID@%h: one node per process, so `celery inspect ping` sees every worker].",
+)
+@click.option(
+    "--metrics-host",
+    envvar="DEEPSCAN_METRICS_HOST",
+    default=DEFAULT_METRICS_HOST,
+    show_default=True,
+    help="Address the metrics port listens on; 0.0.0.0 for a scraper on another host [env DEEPSCAN_METRICS_HOST].",
+)
 @pass_app
 def worker(
     app: AppContext,
@@ -340,6 +358,8 @@ def worker(
     queue: str | None,
     loglevel: str,
     metrics_port: int | None,
+    node_name: str | None,
+    metrics_host: str,
 ) -> None:
     """Run a Celery worker that scans chunks from the queue (one process per GPU).
 
@@ -370,14 +390,23 @@ def worker(
     if metrics_port is not None:
         from workers.metrics import start_metrics_server
 
-        start_metrics_server(metrics_port)
+        start_metrics_server(metrics_port, metrics_host)
     celery_app.Worker(
         pool="solo" if settings.worker_concurrency == 1 else "threads",
         concurrency=settings.worker_concurrency,
         queues=[settings.queue],
         loglevel=loglevel,
-        hostname=f"deepscan-{settings.queue}@%h",
+        hostname=worker_node_name(settings.queue, node_name),
     ).start()
+
+
+def worker_node_name(queue: str, pattern: str | None = None) -> str:
+    """This worker's Celery node name: `pattern` (e.g. `deepscan-worker@%h`, one worker per container),
+    else `deepscan-QUEUE-PID@HOST`, one per process, so `celery inspect` sees every worker of a host.
+    `celery worker -n` expands `%h`; a Worker built in code does not, so it is expanded here."""
+    from celery.utils.nodenames import host_format
+
+    return str(host_format(pattern or f"deepscan-{queue}-{os.getpid()}@%h"))
 
 
 COMMANDS: list[click.Command] = [scan, worker]

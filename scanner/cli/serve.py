@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import json
+import copy
 import os
+import socket
+from typing import Any
 
 import click
 from sqlalchemy.orm import Session
 
 from scanner.cli.context import AppContext, pass_app
+from scanner.cli.output import LIST_FORMATS, cell, emit_list, format_option, render_table
+from scanner.errors import DeepscanError
 from scanner.models import TOKEN_ROLES
+from scanner.redaction import redact_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -48,6 +53,11 @@ def serve(app: AppContext, host: str, port: int, workers: int, proxy_headers: bo
 
     _ = app.engine  # fail now, with one line, when the database is unreachable or not migrated
     settings = app.settings
+    require_free_port(host, port)
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    click.echo(
+        f"deepscan serve: console {base}/console, API {base}/api/v1, database {redact_url(settings.database_url)}"
+    )
     # Each uvicorn worker builds its app from the environment: pass on what the command line changed.
     os.environ["DEEPSCAN_DATABASE_URL"] = settings.database_url
     if settings.broker_url:
@@ -62,8 +72,39 @@ def serve(app: AppContext, host: str, port: int, workers: int, proxy_headers: bo
         proxy_headers=proxy_headers,
         forwarded_allow_ips="*" if proxy_headers else None,
         log_level=log_level,
+        log_config=redacting_log_config(),
         server_header=False,
     )
+
+
+def redacting_log_config() -> dict[str, Any]:
+    """uvicorn's own logging setup with the redaction filter on both of its handlers.
+
+    Its access logger writes through its own handler (not the root's), and request lines carry query
+    strings: `?access_token=…` of a console link, `?token=…&X-Amz-Signature=…` pasted by a user.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "scanner.redaction.RedactingFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    return config
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Bind HOST:PORT once, as uvicorn will (SO_REUSEADDR), so a busy port is one line and exit 1,
+    not uvicorn's multi-line error and exit 3 (which scripts read as "finished with item errors")."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise DeepscanError(
+                f"cannot listen on {host}:{port}: {why} (another server there? choose --port)"
+            ) from None
 
 
 @click.group()
@@ -90,34 +131,34 @@ def tokens_create(app: AppContext, name: str, role: str) -> None:
     )
 
 
+TOKEN_FIELDS = ("name", "role", "created_at", "last_used_at", "revoked_at")
+
+
 @tokens.command("list")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(*LIST_FORMATS)
 @pass_app
 def tokens_list(app: AppContext, output_format: str) -> None:
     """Tokens by name, with role, creation, last use and revocation (never the secrets)."""
     from scanner.tokens import list_tokens
 
     with Session(app.engine) as session:
-        infos = list_tokens(session)
-    records = [
-        {
-            "name": t.name,
-            "role": t.role,
-            "created_at": t.created_at.isoformat(),
-            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
-        }
-        for t in infos
-    ]
-    if output_format == "json":
-        click.echo(json.dumps(records, indent=2))
-        return
-    if not records:
-        click.echo("no tokens: create one with `deepscan tokens create NAME --role reviewer`", err=True)
-    for r in records:
-        state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
-        used = r["last_used_at"][:19] if r["last_used_at"] else "never"
-        click.echo(f"{r['name']:<24} {r['role']:<9} {state:<28} last used {used}")
+        records = [{name: getattr(t, name) for name in TOKEN_FIELDS} for t in list_tokens(session)]
+
+    def table() -> str:
+        rows = (
+            [r["name"], r["role"], f"revoked {cell(r['revoked_at'])}" if r["revoked_at"] else "active",
+             r["created_at"], r["last_used_at"] or "never"]
+            for r in records
+        )  # fmt: skip
+        return render_table(("name", "role", "state", "created", "last used"), rows)
+
+    emit_list(
+        output_format,
+        records,
+        fields=TOKEN_FIELDS,
+        table=table,
+        empty="no tokens: create one with `deepscan tokens create NAME --role reviewer`",
+    )
 
 
 @tokens.command("revoke")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,13 +35,16 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
         401: "No valid API token",
         403: "The token's role is too weak",
         404: "Not found",
-        422: "Invalid parameters",
+        422: "Invalid parameters: `errors` lists each of them",
         503: "A needed service is unavailable",
     }.items()
 }
 router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
 _REMOTE_SCHEMES = ("http", "https", "s3")
 
+ItemId = Annotated[int, Path(description="the item's id (`id` in a list of items)")]
+JobId = Annotated[int, Path(description="the job's id")]
+ScheduleName = Annotated[str, Path(description="the schedule's name")]
 Verdict = Literal["fake", "real"]
 Kind = Literal["image", "video", "unknown"]
 Status = Literal["queued", "processing", "done", "error", "cancelled"]
@@ -96,17 +99,23 @@ def result_filter(
 def list_items(
     request: Request,
     _who: Viewer,
-    job: int | None = None,
-    verdict: Verdict | None = None,
-    min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
-    max_score: Annotated[float | None, Query(ge=0, le=1)] = None,
-    kind: Kind | None = None,
-    status: Status | None = None,
+    job: Annotated[int | None, Query(description="only items of this job")] = None,
+    verdict: Annotated[Verdict | None, Query(description="only items the model judged fake (or real)")] = None,
+    min_score: Annotated[float | None, Query(ge=0, le=1, description="only items scoring at least this")] = None,
+    max_score: Annotated[float | None, Query(ge=0, le=1, description="only items scoring at most this")] = None,
+    kind: Annotated[Kind | None, Query(description="only images (or videos, or items of unknown kind)")] = None,
+    status: Annotated[Status | None, Query(description="only items in this state")] = None,
     since: Annotated[dt.datetime | None, Query(description="finished at or after (ISO 8601; naive = UTC)")] = None,
     until: Annotated[dt.datetime | None, Query(description="finished before (ISO 8601; naive = UTC)")] = None,
-    reviewed: bool | None = None,
-    order: queries.Order = "score",
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = queries.DEFAULT_PAGE_SIZE,
+    reviewed: Annotated[
+        bool | None, Query(description="only items a human has (true) or has not (false) labelled")
+    ] = None,
+    order: Annotated[
+        queries.Order, Query(description="score: highest first; time: most recently finished first (ties by id)")
+    ] = "score",
+    limit: Annotated[
+        int, Query(ge=1, le=queries.MAX_PAGE_SIZE, description="items per page")
+    ] = queries.DEFAULT_PAGE_SIZE,
     after: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
     model: Annotated[str | None, Query(description="a model version or a prefix of it")] = None,
 ) -> Response:
@@ -143,7 +152,7 @@ def load_item(session: Session, item_id: int) -> ItemView:
 
 
 @router.get("/items/{item_id}", response_model=schemas.ItemOut, summary="One item, its frame scores and flagged ranges")
-def get_item(request: Request, _who: Viewer, item_id: int) -> Response:
+def get_item(request: Request, _who: Viewer, item_id: ItemId) -> Response:
     with Session(engine_of(request)) as session, session.begin():
         view = load_item(session, item_id)
     thumbs = [
@@ -172,13 +181,27 @@ def thumbnail_response(request: Request, item_id: int, position: int) -> Respons
     responses={200: {"content": {"image/jpeg": {}}}},
     summary="A thumbnail JPEG stored at scan time",
 )
-def get_thumbnail(request: Request, _who: Viewer, item_id: int, position: int) -> Response:
+def get_thumbnail(
+    request: Request,
+    _who: Viewer,
+    item_id: ItemId,
+    position: Annotated[int, Path(description="0: the top-scoring face; 1..: one per flagged video segment")],
+) -> Response:
     return thumbnail_response(request, item_id, position)
 
 
-@router.post("/items/{item_id}/review", status_code=201, response_model=schemas.ReviewView, summary="Label an item")
-def post_review(request: Request, who: Reviewer, item_id: int, body: schemas.ReviewIn) -> queries.ReviewView:
-    """Record a label; the token's name is recorded as the reviewer. The newest review is the item's label."""
+@router.post(
+    "/items/{item_id}/review",
+    status_code=201,
+    response_model=schemas.ReviewView,
+    responses={
+        409: {"model": schemas.Problem, "description": "The item has no verdict (it errored or is not scanned yet)"}
+    },
+    summary="Label an item",
+)
+def post_review(request: Request, who: Reviewer, item_id: ItemId, body: schemas.ReviewIn) -> queries.ReviewView:
+    """Record a label; the token's name is recorded as the reviewer. The newest review is the item's label.
+    An item without a verdict (it ended `error`, or is not scanned yet) cannot be labelled: 409, with the reason."""
     with Session(engine_of(request)) as session, session.begin():
         return review.add_review(session, item_id, body.label, who.name, body.note)
 
@@ -186,20 +209,25 @@ def post_review(request: Request, who: Reviewer, item_id: int, body: schemas.Rev
 # --- jobs and scans ------------------------------------------------------------------------------
 
 
-@router.get("/jobs", response_model=schemas.JobsOut, summary="The newest jobs with their progress")
-def list_jobs(request: Request, _who: Viewer, limit: Annotated[int, Query(ge=1, le=10_000)] = 20) -> schemas.JobsOut:
+@router.get("/jobs", response_model=schemas.JobsPage, summary="The newest jobs with their progress")
+def list_jobs(
+    request: Request,
+    _who: Viewer,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="how many of the newest jobs")] = 20,
+) -> schemas.JobsPage:
+    """The `limit` newest jobs, newest first; one page (`next` is null)."""
     with Session(engine_of(request)) as session, session.begin():
-        return schemas.JobsOut(jobs=queries.list_jobs(session, limit))
+        return schemas.JobsPage(items=queries.list_jobs(session, limit), next=None)
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobSummary, summary="One job's progress")
-def get_job(request: Request, _who: Viewer, job_id: int) -> queries.JobSummary:
+def get_job(request: Request, _who: Viewer, job_id: JobId) -> queries.JobSummary:
     with Session(engine_of(request)) as session, session.begin():
         return queries.job_summary(session, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.CancelOut, summary="Cancel a job's queued items")
-def post_cancel(request: Request, _who: Admin, job_id: int) -> schemas.CancelOut:
+def post_cancel(request: Request, _who: Admin, job_id: JobId) -> schemas.CancelOut:
     try:
         outcome = cancel_job(engine_of(request), job_id)
     except ConfigError as exc:  # the only one it raises: no such job
@@ -267,10 +295,18 @@ def post_scan(request: Request, response: Response, _who: Admin, body: schemas.S
 # --- stats ---------------------------------------------------------------------------------------
 
 
-@router.get("/stats", response_model=schemas.StatsOut, summary="Items, fake rate, errors by reason, latency")
-def get_stats(request: Request, _who: Viewer, job: int | None = None, by: queries.StatsBy = "day") -> schemas.StatsOut:
+@router.get("/stats", response_model=schemas.StatsPage, summary="Items, fake rate, errors by reason, latency")
+def get_stats(
+    request: Request,
+    _who: Viewer,
+    job: Annotated[int | None, Query(description="only items of this job")] = None,
+    by: Annotated[
+        queries.StatsBy, Query(description="one row per UTC day (of finishing), job or model version")
+    ] = "day",
+) -> schemas.StatsPage:
+    """One row per group (`key`), in key order; one page (`next` is null)."""
     with Session(engine_of(request)) as session, session.begin():
-        return schemas.StatsOut(by=by, stats=queries.stats(session, job_id=job, by=by))
+        return schemas.StatsPage(items=queries.stats(session, job_id=job, by=by), next=None)
 
 
 # --- schedules -----------------------------------------------------------------------------------
@@ -299,14 +335,21 @@ def _schedule(session: Session, name: str) -> Schedule:
         raise ProblemError(404, str(exc)) from None
 
 
-@router.get("/schedules", response_model=schemas.SchedulesOut, summary="Scheduled, incremental scans")
-def list_schedules(request: Request, _who: Viewer) -> schemas.SchedulesOut:
+@router.get("/schedules", response_model=schemas.SchedulesPage, summary="Scheduled, incremental scans")
+def list_schedules(request: Request, _who: Viewer) -> schemas.SchedulesPage:
+    """Every schedule, by name; one page (`next` is null)."""
     with Session(engine_of(request)) as session:
         rows = session.scalars(select(Schedule).order_by(Schedule.name)).all()
-        return schemas.SchedulesOut(schedules=[schedule_out(s) for s in rows])
+        return schemas.SchedulesPage(items=[schedule_out(s) for s in rows], next=None)
 
 
-@router.post("/schedules", status_code=201, response_model=schemas.ScheduleOut, summary="Add a schedule (admin)")
+@router.post(
+    "/schedules",
+    status_code=201,
+    response_model=schemas.ScheduleOut,
+    responses={409: {"model": schemas.Problem, "description": "A schedule of that name exists"}},
+    summary="Add a schedule (admin)",
+)
 def post_schedule(request: Request, response: Response, _who: Admin, body: schemas.ScheduleIn) -> schemas.ScheduleOut:
     state = state_of(request)
     refuse_unsafe_sources(state, body.sources)
@@ -327,13 +370,15 @@ def post_schedule(request: Request, response: Response, _who: Admin, body: schem
 
 
 @router.get("/schedules/{name}", response_model=schemas.ScheduleOut, summary="One schedule")
-def get_schedule(request: Request, _who: Viewer, name: str) -> schemas.ScheduleOut:
+def get_schedule(request: Request, _who: Viewer, name: ScheduleName) -> schemas.ScheduleOut:
     with Session(engine_of(request)) as session:
         return schedule_out(_schedule(session, name))
 
 
 @router.patch("/schedules/{name}", response_model=schemas.ScheduleOut, summary="Pause or resume a schedule (admin)")
-def patch_schedule(request: Request, _who: Admin, name: str, body: schemas.ScheduleUpdate) -> schemas.ScheduleOut:
+def patch_schedule(
+    request: Request, _who: Admin, name: ScheduleName, body: schemas.ScheduleUpdate
+) -> schemas.ScheduleOut:
     with Session(engine_of(request)) as session, session.begin():
         found = _schedule(session, name)
         found.enabled = body.enabled
@@ -342,7 +387,7 @@ def patch_schedule(request: Request, _who: Admin, name: str, body: schemas.Sched
 
 
 @router.delete("/schedules/{name}", status_code=204, response_class=Response, summary="Remove a schedule (admin)")
-def delete_schedule(request: Request, _who: Admin, name: str) -> Response:
+def delete_schedule(request: Request, _who: Admin, name: ScheduleName) -> Response:
     """Its past jobs and verdicts stay."""
     with Session(engine_of(request)) as session, session.begin():
         session.delete(_schedule(session, name))

@@ -16,7 +16,7 @@ from scanner import __version__
 from scanner.db import make_engine
 from scanner.redaction import install_log_redaction
 from scanner.settings import Settings
-from scanner.web import api, docs, health, pages, problems
+from scanner.web import api, docs, health, openapi, pages, problems
 from scanner.web.auth import SignInRequiredError
 from scanner.web.middleware import HttpMetrics, WebMiddleware
 from scanner.web.state import WebState
@@ -27,7 +27,9 @@ DEFAULT_DB_POOL_SIZE = 20
 DEFAULT_DB_MAX_OVERFLOW = 20
 
 DESCRIPTION = """Submit scans and read verdicts. Authenticate with `Authorization: Bearer TOKEN`
-(`deepscan tokens create NAME --role viewer|reviewer|admin`). Errors are RFC 9457 problem details."""
+(`deepscan tokens create NAME --role viewer|reviewer|admin`). Errors are RFC 9457 problem details
+(`application/problem+json`). Every list is `{"items": [...], "next": CURSOR_OR_NULL}`; every time is
+RFC 3339 in UTC (`2026-03-01T12:00:00Z`)."""
 
 
 def web_engine(settings: Settings) -> Engine:
@@ -71,6 +73,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     for router in (health.router, api.router, pages.router, docs.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    openapi.install(app)
     return app
 
 

@@ -11,6 +11,7 @@ from scanner.queries import FramePoint
 
 DEFAULT_CHART_WIDTH_PX = 760
 DEFAULT_CHART_HEIGHT_PX = 200
+MIN_BAND_WIDTH_PX = 3.0
 _PAD_LEFT_PX, _PAD_RIGHT_PX, _PAD_TOP_PX, _PAD_BOTTOM_PX = 40, 12, 10, 28
 
 
@@ -19,6 +20,18 @@ class Band:
     x: float
     width: float
     label: str
+
+
+@dataclass(frozen=True)
+class Dot:
+    """One sampled frame on the chart: where it is drawn, whether it lies in a flagged range, and what it says."""
+
+    x: float
+    y: float
+    flagged: bool
+    frame_index: int
+    timestamp_s: float
+    score: float
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class TimelineChart:
     top: float
     bottom: float
     points: str  # the polyline's "x,y x,y …"
-    dots: list[tuple[float, float, bool]]  # (x, y, flagged)
+    dots: list[Dot]
     threshold_y: float | None
     bands: list[Band]
     x_ticks: list[Tick]
@@ -56,8 +69,8 @@ def timeline_chart(
     width: int = DEFAULT_CHART_WIDTH_PX,
     height: int = DEFAULT_CHART_HEIGHT_PX,
 ) -> TimelineChart | None:
-    """Score over time, the threshold, and each flagged range shaded half a sampling step either side
-    (as `deepscan show --plot` draws it); None when there are no frames."""
+    """Score over time, the threshold, and each flagged range shaded from its first to its last flagged
+    sample (as its caption and `deepscan show --plot` give it); None when there are no frames."""
     if not frames:
         return None
     times = [f.timestamp_s for f in frames]
@@ -71,10 +84,7 @@ def timeline_chart(
     def y(score: float) -> float:
         return round(bottom - (bottom - top) * min(max(score, 0.0), 1.0), 1)
 
-    bands = [
-        Band(x(max(a - half, 0.0)), round(x(b + half) - x(max(a - half, 0.0)), 1), f"{a:.2f}s-{b:.2f}s")
-        for a, b in ranges
-    ]
+    bands = [_band(x(a), x(b), f"{a:.2f}s-{b:.2f}s") for a, b in ranges]
     flagged = [any(a <= f.timestamp_s <= b for a, b in ranges) for f in frames]
     step = _tick_step(span)
     return TimelineChart(
@@ -85,12 +95,24 @@ def timeline_chart(
         top=top,
         bottom=bottom,
         points=" ".join(f"{x(f.timestamp_s)},{y(f.score)}" for f in frames),
-        dots=[(x(f.timestamp_s), y(f.score), hit) for f, hit in zip(frames, flagged, strict=True)],
+        dots=[
+            Dot(x(f.timestamp_s), y(f.score), hit, f.frame_index, f.timestamp_s, f.score)
+            for f, hit in zip(frames, flagged, strict=True)
+        ],
         threshold_y=y(threshold) if threshold is not None else None,
         bands=bands,
         x_ticks=[Tick(x(i * step), f"{i * step:g}s") for i in range(int(span / step) + 1)],
         y_ticks=[Tick(y(v), f"{v:.1f}") for v in (0.0, 0.5, 1.0)],
     )
+
+
+def _band(start_x: float, end_x: float, label: str) -> Band:
+    """Shading from the first to the last flagged sample, exactly the range the caption prints (a single
+    sample gets a thin band centred on it, so it stays visible)."""
+    if end_x - start_x >= MIN_BAND_WIDTH_PX:
+        return Band(start_x, round(end_x - start_x, 1), label)
+    middle = (start_x + end_x) / 2
+    return Band(round(middle - MIN_BAND_WIDTH_PX / 2, 1), MIN_BAND_WIDTH_PX, label)
 
 
 def _tick_step(span: float) -> float:

@@ -14,10 +14,11 @@ from sqlalchemy.exc import DBAPIError
 from scanner import migrate
 from scanner.db import unavailable_message
 from scanner.redaction import redact_text
+from scanner.web import schemas
 from scanner.web.problems import problem_body
 from scanner.web.state import state_of
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["operations"])
 DEFAULT_BROKER_TIMEOUT_S = 3.0
 
 
@@ -26,10 +27,10 @@ def _head() -> str:
     return migrate.head_revision()
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up and answering."""
-    return {"status": "ok"}
+@router.get("/healthz", response_model=schemas.Liveness, summary="Liveness: the process answers (no token)")
+def healthz() -> schemas.Liveness:
+    """The process is up and answering; it checks nothing else."""
+    return schemas.Liveness(status="ok")
 
 
 def _broker_problem(url: str) -> str | None:
@@ -44,7 +45,12 @@ def _broker_problem(url: str) -> str | None:
     return None
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=schemas.Readiness,
+    responses={503: {"model": schemas.Problem, "description": "Not ready: `detail` says why, `checks` what was found"}},
+    summary="Readiness: database, migrations and broker (no token)",
+)
 def readyz(request: Request) -> Response:
     """Ready: the database answers, its schema is at the newest migration, the broker (if any) answers."""
     state = state_of(request)
@@ -73,7 +79,12 @@ def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", **checks})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics of this process (no token)",
+)
 def metrics(request: Request) -> Response:
     """Prometheus text format: requests by route and status, and latency."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

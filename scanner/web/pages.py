@@ -12,17 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from scanner import queries, review, thumbnails, tokens
+from scanner import claims, content, labels, queries, review, thumbnails, tokens
 from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
+from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
+from scanner.tokens import ConsoleSession
 from scanner.web.api import load_item, thumbnail_response
 from scanner.web.auth import (
     CSRF_FIELD,
@@ -51,6 +52,7 @@ def make_templates() -> Jinja2Templates:
     templates.env.filters["when"] = _when
     templates.env.filters["score"] = lambda v: "—" if v is None else f"{v:.3f}"
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}%"
+    templates.env.filters["filename"] = lambda url: urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or url
     return templates
 
 
@@ -77,6 +79,38 @@ def _safe_next(target: str | None, fallback: str) -> str:
     if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
         return target
     return fallback
+
+
+def _with_param(target: str, key: str, value: str | int) -> str:
+    """`target` with `key=value` set in its query (before any #fragment)."""
+    parts = urlsplit(target)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != key] + [(key, str(value))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _without_flash(request: Request) -> str:
+    """This page's path and query without the one-time confirmation parameters."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("done", "undone")]
+    return f"{request.url.path}?{urlencode(query)}" if query else request.url.path
+
+
+@dataclass(frozen=True)
+class Flash:
+    """The confirmation shown once after a label or an undo: which review, of which item, and what now."""
+
+    review: queries.ReviewView
+    undone: bool
+    back: str  # where the undo button returns to: the page showing the confirmation
+
+
+def _just_done(session: Session, request: Request, found: ConsoleSession) -> Flash | None:
+    """The review named by `?done=` (just given) or `?undone=` (just undone), if it is this reviewer's."""
+    for key, undone in (("done", False), ("undone", True)):
+        raw = request.query_params.get(key, "")
+        row = session.get(Review, int(raw)) if raw.isdigit() else None
+        if row is not None and row.reviewer == found.identity.name:
+            return Flash(queries.ReviewView.of(row), undone, _without_flash(request))
+    return None
 
 
 # --- sign-in -------------------------------------------------------------------------------------
@@ -153,8 +187,9 @@ def _choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str | None:
 class QueueQuery:
     """The queue's filters, as they travel in the URL from the queue to item pages and back.
 
-    By default the queue is what needs a human: flagged items (verdict fake) nobody has reviewed,
-    highest score first; `verdict=any` adds the rest after them (also by score).
+    By default the queue is what needs a human: flagged content (verdict fake) nobody has labelled,
+    one row per content (sha256) however often it was scanned, highest score first; `verdict=any`
+    adds the rest after them; `order=time` puts the newest first; `q` searches URLs and file names.
     """
 
     job: int | None = None
@@ -164,6 +199,8 @@ class QueueQuery:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     reviewed: str = "no"  # no (the default: still to review), yes, any
+    search: str | None = None
+    order: queries.Order = "score"
 
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> QueueQuery:
@@ -180,13 +217,16 @@ class QueueQuery:
             since=_parse_time("since", params.get("since")),
             until=_parse_time("until", params.get("until")),
             reviewed=_choice("reviewed", params.get("reviewed"), ("no", "yes", "any")) or "no",
+            search=(params.get("q") or "").strip() or None,
+            order="time" if _choice("order", params.get("order"), queries.ORDERS) == "time" else "score",
         )
 
     def result_filter(self, *, limit: int, after: str | None = None) -> queries.ResultFilter:
         reviewed = {"no": False, "yes": True}.get(self.reviewed)
         return queries.ResultFilter(
             job_id=self.job, verdict=self.verdict, kind=self.kind, status=self.status, since=self.since,
-            until=self.until, reviewed=reviewed, order="score", limit=limit, after=after,
+            until=self.until, reviewed=reviewed, order=self.order, limit=limit, after=after,
+            one_per_content=True, search=self.search,
         )  # fmt: skip
 
     def params(self) -> dict[str, str]:
@@ -198,8 +238,10 @@ class QueueQuery:
             "since": self.since.strftime("%Y-%m-%dT%H:%M") if self.since else "",
             "until": self.until.strftime("%Y-%m-%dT%H:%M") if self.until else "",
             "reviewed": self.reviewed,
+            "q": self.search or "",
+            "order": self.order,
         }
-        defaults = {"verdict": "fake", "status": "any", "reviewed": "no"}
+        defaults = {"verdict": "fake", "status": "any", "reviewed": "no", "order": "score"}
         return {k: v for k, v in values.items() if v and defaults.get(k) != v}
 
     def url(self, path: str, **extra: str | int | None) -> str:
@@ -220,11 +262,23 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
     with Session(engine_of(request)) as session, session.begin():
         page = queries.list_results(session, query.result_filter(limit=DEFAULT_QUEUE_PAGE, after=after))
         with_thumbs = thumbnails.first_thumbnails(session, [r.id for r in page.rows])
+        sightings = content.content_sightings(session, [r.id for r in page.rows])
+        now, me = utcnow(), found.identity.name
+        live = claims.live_claims(session, [r.id for r in page.rows], now=now)
+        held = {i: c for i, c in live.items() if c.held_by_other(me, now)}
+        counts = _queue_counts(session, me, now)
+        done = _just_done(session, request, found)
     here = query.url("/console/queue", after=after)
     context = {
         "query": query,
         "rows": page.rows,
         "with_thumbs": with_thumbs,
+        "sightings": sightings,
+        "held": held,
+        "counts": counts,
+        "bulk": _bulk_flash(request),
+        "done": done,
+        "selected": request.query_params.get("selected", ""),
         "next_url": query.url("/console/queue", after=page.next_cursor) if page.next_cursor else None,
         "here": here,
         "csrf": found.csrf_token,
@@ -233,20 +287,147 @@ def queue_page(request: Request, found: ConsoleViewer) -> Response:
         "kinds": ITEM_KINDS,
         "statuses": ITEM_STATUSES,
         "item_url": lambda item_id: query.url(f"/console/items/{item_id}"),
+        "then_select": lambda item_id: query.url("/console/queue", after=after, selected=item_id) + f"#item-{item_id}",
         "job_url": lambda job_id: replace(query, job=job_id).url("/console/queue"),
     }
     return render(request, "queue.html", context)
 
 
+@dataclass(frozen=True)
+class QueueCounts:
+    """The numbers at the top of the queue: flagged content, how much of it nobody labelled, my labels today."""
+
+    flagged: int
+    unreviewed: int
+    mine_today: int
+
+
+def _queue_counts(session: Session, me: str, now: dt.datetime) -> QueueCounts:
+    flagged = queries.ResultFilter(verdict="fake", status="done", one_per_content=True)
+    return QueueCounts(
+        flagged=queries.count_results(session, flagged),
+        unreviewed=queries.count_results(session, replace(flagged, reviewed=False)),
+        mine_today=labels.labels_given(session, me, since=labels.start_of_day(now)),
+    )
+
+
+def _bulk_flash(request: Request) -> tuple[int, str] | None:
+    """(how many, label) after a bulk label, from `?bulk=N&bulk_label=L`."""
+    count, label = request.query_params.get("bulk", ""), request.query_params.get("bulk_label", "")
+    return (int(count), label) if count.isdigit() and label in REVIEW_LABELS else None
+
+
+DEFAULT_BULK_MAX = 200  # rows one bulk label may cover: a queue page and then some
+
+
+def _bulk_ids(raw: list[str]) -> list[int]:
+    ids = list(dict.fromkeys(int(v) for v in raw if v.isdigit()))
+    if not ids:
+        raise ProblemError(422, "select at least one row to label")
+    if len(ids) > DEFAULT_BULK_MAX:
+        raise ProblemError(422, f"at most {DEFAULT_BULK_MAX} rows at once")
+    return ids
+
+
+@router.post("/reviews/bulk")
+def bulk_review(
+    request: Request,
+    found: ConsoleReviewer,
+    label: FormText = None,
+    item: Annotated[list[str] | None, Form()] = None,
+    confirm: FormText = None,
+    csrf: FormText = None,
+    next: FormText = None,
+) -> Response:
+    """Label the selected rows: first a page naming every item and the label, then (confirmed) the labels."""
+    check_csrf(request, found.csrf_token, csrf)
+    if label not in REVIEW_LABELS:
+        raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
+    ids = _bulk_ids(item or [])
+    back = _safe_next(next, "/console/queue")
+    if confirm != "yes":
+        with Session(engine_of(request)) as session:
+            rows = [queries.find_item(session, str(i)) for i in ids]
+        context = {"rows": rows, "label": label, "back": back, "csrf": found.csrf_token}
+        return render(request, "bulk.html", context)
+    with Session(engine_of(request)) as session, session.begin():
+        for item_id in ids:
+            review.add_review(session, item_id, label, found.identity.name, None)
+        claims.release(session, ids)
+    return RedirectResponse(_with_param(_with_param(back, "bulk", len(ids)), "bulk_label", label), status_code=303)
+
+
 # --- items ---------------------------------------------------------------------------------------
 
 
-def _next_in_queue(session: Session, query: QueueQuery, detail: queries.ItemDetail) -> int | None:
-    """The item after this one in the queue's order: the queue's own query, continued after this item."""
-    flt = query.result_filter(limit=1)
-    after = queries.encode_cursor(flt, detail.score, detail.id)
-    rows = queries.list_results(session, replace(flt, after=after)).rows
-    return rows[0].id if rows else None
+DEFAULT_NEXT_LOOKAHEAD = 25  # rows looked at past the current one for an item nobody else holds
+
+
+def _following(session: Session, query: QueueQuery, detail: queries.ItemDetail) -> list[int]:
+    """The items after this one in the queue's order: the queue's own query, continued after this item."""
+    flt = query.result_filter(limit=DEFAULT_NEXT_LOOKAHEAD)
+    key = detail.finished_at if flt.order == "time" else detail.score
+    after = queries.encode_cursor(flt, key, detail.id)
+    return [row.id for row in queries.list_results(session, replace(flt, after=after)).rows]
+
+
+def _next_in_queue(session: Session, query: QueueQuery, detail: queries.ItemDetail, me: str) -> int | None:
+    """The next item in the queue that no one else has claimed (what `j` leads to; nothing is claimed here)."""
+    following = _following(session, query, detail)
+    taken = claims.live_claims(session, following)
+    return next((i for i in following if i not in taken or not taken[i].held_by_other(me, utcnow())), None)
+
+
+def _claim_next(session: Session, query: QueueQuery, detail: queries.ItemDetail, me: str) -> int | None:
+    """Claim the next item in the queue that no one else holds, and return it: of two moderators racing for
+    one item, one gets it and the other the one after."""
+    for item_id in _following(session, query, detail):
+        if claims.claim(session, item_id, me).reviewer == me:
+            return item_id
+    return None
+
+
+@router.get("/next")
+def next_item(request: Request, found: ConsoleViewer) -> Response:
+    """Go on from item `from` to the next one nobody else is reviewing (claiming it for a reviewer),
+    carrying the confirmation of a label just given; back to the queue at its end."""
+    query = QueueQuery.parse(request.query_params)
+    start = request.query_params.get("from", "")
+    me = found.identity.name
+    with Session(engine_of(request)) as session, session.begin():
+        detail = queries.find_item(session, start) if start.isdigit() else None
+        if detail is None:
+            target = None
+        elif found.identity.may("reviewer"):
+            target = _claim_next(session, query, detail, me)
+        else:
+            target = _next_in_queue(session, query, detail, me)
+    url = query.url(f"/console/items/{target}", prev=start) if target else query.url("/console/queue")
+    for key in ("done", "undone"):
+        if (value := request.query_params.get(key, "")).isdigit():
+            url = _with_param(url, key, value)
+    return RedirectResponse(url, status_code=303)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: dt.datetime
+    action: str  # "label" or "undo"
+    label: str
+    who: str
+    item_id: int
+    note: str | None
+
+
+def review_history(reviews: list[queries.ReviewView]) -> list[HistoryEntry]:
+    """Every label and every undo of an item's content, newest first."""
+    entries = [HistoryEntry(r.created_at, "label", r.label, r.reviewer, r.item_id, r.note) for r in reviews]
+    entries += [
+        HistoryEntry(r.undone_at, "undo", r.label, r.undone_by or "", r.item_id, None)
+        for r in reviews
+        if r.undone_at is not None
+    ]
+    return sorted(entries, key=lambda e: e.at, reverse=True)
 
 
 @router.get("/items/{item_id}")
@@ -255,22 +436,29 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
     prev_id = request.query_params.get("prev")
     with Session(engine_of(request)) as session, session.begin():
         view = load_item(session, item_id)
-        next_id = _next_in_queue(session, query, view.detail)
+        me = found.identity.name
+        holder = claims.claim(session, item_id, me) if found.identity.may("reviewer") else None
+        next_id = _next_in_queue(session, query, view.detail, me)
+        done = _just_done(session, request, found)
+        evidence = thumbnails.list_views(session, item_id) if view.detail.width and view.detail.height else []
     detail = view.detail
     context = {
         "view": view,
+        "evidence": evidence,
+        "viewed_frames": {v.frame_index for v in evidence},
         "item": detail,
-        "human": detail.reviews[-1] if detail.reviews else None,
+        "human": detail.human_label,
+        "done": done,
+        "history": review_history(detail.reviews),
         "chart": timeline_chart(view.frames, detail.threshold, view.ranges) if detail.kind == "video" else None,
         "csrf": found.csrf_token,
         "can_review": found.identity.may("reviewer"),
         "labels": REVIEW_LABELS,
         "queue_url": query.url("/console/queue"),
-        "next_url": query.url(f"/console/items/{next_id}", prev=item_id) if next_id else None,
+        "claimed_by": holder if holder is not None and holder.reviewer != me else None,
+        "next_url": query.url("/console/next", **{"from": item_id}) if next_id else None,
         "prev_url": query.url(f"/console/items/{prev_id}") if prev_id and prev_id.isdigit() else None,
-        "after_review": query.url(f"/console/items/{next_id}", prev=item_id)
-        if next_id
-        else query.url("/console/queue"),
+        "after_review": query.url("/console/next", **{"from": item_id}),
     }
     return render(request, "item.html", context)
 
@@ -278,6 +466,16 @@ def item_page(request: Request, found: ConsoleViewer, item_id: int) -> Response:
 @router.get("/items/{item_id}/thumbnails/{position}.jpg")
 def item_thumbnail(request: Request, _found: ConsoleViewer, item_id: int, position: int) -> Response:
     return thumbnail_response(request, item_id, position)
+
+
+@router.get("/items/{item_id}/views/{frame_index}.jpg")
+def item_view(request: Request, _found: ConsoleViewer, item_id: int, frame_index: int) -> Response:
+    """The whole image, or one top frame of a video, as stored at scan time (at most 640 px)."""
+    with Session(engine_of(request)) as session:
+        data = thumbnails.view_jpeg(session, item_id, frame_index)
+    if data is None:
+        raise ProblemError(404, f"item {item_id} has no stored view of frame {frame_index}")
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.post("/items/{item_id}/review")
@@ -290,12 +488,31 @@ def review_item(
     csrf: Annotated[str | None, Form(alias=CSRF_FIELD)] = None,
     next: FormText = None,
 ) -> Response:
+    """Label an item (and its content), then go on to `next` with a confirmation offering an undo."""
     check_csrf(request, found.csrf_token, csrf)
     if label not in REVIEW_LABELS:
         raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
     with Session(engine_of(request)) as session, session.begin():
-        review.add_review(session, item_id, label, found.identity.name, (note or "").strip() or None)
-    return RedirectResponse(_safe_next(next, f"/console/items/{item_id}"), status_code=303)
+        given = review.add_review(session, item_id, label, found.identity.name, (note or "").strip() or None)
+        claims.release(session, [item_id])
+    target = _safe_next(next, f"/console/items/{item_id}")
+    return RedirectResponse(_with_param(target, "done", given.id), status_code=303)
+
+
+@router.post("/reviews/{review_id}/undo")
+def undo_review(
+    request: Request, found: ConsoleReviewer, review_id: int, csrf: FormText = None, next: FormText = None
+) -> Response:
+    """Undo a label: the review stays in the history, marked undone, and the label before it (or none) is back."""
+    check_csrf(request, found.csrf_token, csrf)
+    with Session(engine_of(request)) as session, session.begin():
+        try:
+            undone = labels.undo_review(session, review_id, found.identity.name)
+        except labels.NoSuchReviewError as exc:
+            raise ProblemError(404, str(exc)) from None
+        item_id = undone.item_id
+    target = _safe_next(next, f"/console/items/{item_id}")
+    return RedirectResponse(_with_param(target, "undone", review_id), status_code=303)
 
 
 # --- jobs and stats ------------------------------------------------------------------------------
@@ -331,4 +548,7 @@ def stats_page(request: Request, _found: ConsoleViewer, by: str = "day", job: in
         raise ProblemError(400, f"by: choose one of {', '.join(queries.STATS_BY)}")
     with Session(engine_of(request)) as session, session.begin():
         rows = queries.stats(session, job_id=job, by=by)
-    return render(request, "stats.html", {"rows": rows, "by": by, "job": job, "choices": queries.STATS_BY})
+        today = labels.reviewer_stats(session, since=labels.start_of_day())
+        ever = labels.reviewer_stats(session)
+    context = {"rows": rows, "by": by, "job": job, "choices": queries.STATS_BY, "reviewers": ever, "today": today}
+    return render(request, "stats.html", context | {"labels": REVIEW_LABELS})

@@ -12,10 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scanner.errors import ConfigError, DatabaseUnavailableError
+from scanner.errors import ConfigError, ConflictError, DatabaseUnavailableError
 from scanner.queries import InvalidCursorError, NotFoundError
 from scanner.redaction import redact_text
 from scanner.tokens import TokenNotFoundError
@@ -100,6 +100,10 @@ def install(app: FastAPI) -> None:
     async def _bad_cursor(request: Request, exc: InvalidCursorError) -> Response:
         return problem_response(request, 400, f"after: {exc}")
 
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError) -> Response:
+        return problem_response(request, 409, str(exc))
+
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> Response:
         return problem_response(request, 400, str(exc))
@@ -109,6 +113,15 @@ def install(app: FastAPI) -> None:
     async def _database_down(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable: %s", one_line(str(exc)))
         return problem_response(request, 503, "the database is unavailable; try again shortly")
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def _out_of_range(request: Request, exc: Exception) -> Response:
+        # Every value a request reaches the database with came from the client: an id past bigint, a NUL
+        # byte PostgreSQL text cannot hold, a date whose UTC instant is past year 9999 (OverflowError,
+        # also what SQLite raises for an integer over 64 bits). The client's mistake, so a 4xx.
+        reason = one_line(str(exc.orig if isinstance(exc, DataError) else exc)) or type(exc).__name__
+        return problem_response(request, 422, f"a value in the request is out of range or not allowed: {reason}")
 
     @app.exception_handler(DBAPIError)
     async def _database_refused(request: Request, exc: DBAPIError) -> Response:

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scanner import migrate
 from scanner.cli import cli
-from scanner.models import Base, MediaItem, ScanJob
+from scanner.db import make_engine
+from scanner.models import Base, MediaItem, Review, ScanJob
 from tests import services
 
 TABLES = {"scan_jobs", "media_items", "frame_results", "reviews", "schedules", "models"}
@@ -122,3 +123,34 @@ def _tables(url: str) -> list[str]:
         return inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_reviews_given_before_0007_follow_their_items_content(empty_url: str) -> None:
+    migrate.upgrade(empty_url, "0006")
+    tables = Base.metadata.tables
+    now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    engine = make_engine(empty_url)
+    with engine.begin() as conn:  # only the columns revision 0006 has
+        conn.execute(
+            insert(tables["scan_jobs"]).values(
+                id=1, name="old", source_spec=["/m"], options={}, status="done", created_at=now
+            )
+        )
+        items = [
+            {"id": 1, "url": "file:///m/a.jpg", "content_sha256": "ab" * 32},
+            {"id": 2, "url": "file:///m/b.jpg", "content_sha256": None},
+        ]
+        conn.execute(
+            insert(tables["media_items"]),
+            [{**i, "job_id": 1, "kind": "image", "status": "done", "attempts": 0} for i in items],
+        )
+        rows = [{"id": 1, "item_id": 1}, {"id": 2, "item_id": 2}]
+        conn.execute(
+            insert(tables["reviews"]), [{**r, "label": "real", "reviewer": "ann", "created_at": now} for r in rows]
+        )
+    migrate.upgrade(empty_url)
+    with Session(engine) as session:
+        backfilled = dict(session.execute(select(Review.id, Review.content_sha256)).all())
+        assert backfilled == {1: "ab" * 32, 2: None}
+        assert all(r.undone_at is None for r in session.scalars(select(Review)))
+    engine.dispose()

@@ -161,3 +161,28 @@ def test_add_items_through_the_broker_sends_each_recorded_item_once(
     sent = [(item_id, url) for _, (job, chunk) in tasks if job == job_id for item_id, url in chunk]
     assert report.enqueued == len(items) == 40
     assert sorted(sent) == sorted((i.id, i.url) for i in items)
+
+
+def test_task_headers_show_ids_never_urls(postgresql_url: str, redis_url: str, tmp_path: Path) -> None:
+    """Monitoring (Flower, `celery inspect`, `jobs reconcile`'s re-sends) reads `argsrepr`: no secret there."""
+    from workers.tasks import chunk_sender, send_webhook_later
+
+    secret = "https://user:S3cretPass@media.example/a.jpg?X-Amz-Signature=abc&token=xyz"
+    settings = Settings(home=tmp_path, database_url=postgresql_url, broker_url=redis_url, queue="enqueue-headers")
+    chunk_sender(settings)(4, [(11, secret)])  # the path `jobs reconcile` and single sends take
+    pipelined = PipelinedChunkSender(settings)
+    with pipelined.batch():
+        pipelined(4, [(12, secret)])
+    send_webhook_later("https://hooks.example/in?token=xyz", {"event": "job.finished", "job_id": 4})
+
+    client = redis.Redis.from_url(redis_url)
+    messages = [json.loads(raw) for queue in ("enqueue-headers", "celery") for raw in client.lrange(queue, 0, -1)]
+    headers = [m["headers"] for m in messages]
+    assert len(headers) == 3
+    assert sorted(h["argsrepr"] for h in headers if h["task"] == "deepscan.scan_chunk") == [
+        "[4, <1 items from id 11>]",
+        "[4, <1 items from id 12>]",
+    ]
+    for h in headers:
+        assert all(s not in json.dumps(h) for s in ("S3cretPass", "X-Amz-Signature", "xyz")), h
+    assert _queued_tasks(client, "enqueue-headers")[0][1] == [4, [[11, secret]]]  # the worker still gets the URL

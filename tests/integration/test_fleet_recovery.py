@@ -145,9 +145,10 @@ def assert_each_done_once(frames: Counter[tuple[int, int, int | None]], healthy:
     assert {item_id for item_id, _, _ in frames} == {i.id for i in healthy}, "one scored image each"
 
 
-def test_workers_killed_at_random_blame_only_the_item_that_kills_them(fleet: Fleet, postgresql_url: str) -> None:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+def test_workers_killed_at_random_blame_only_the_item_that_kills_them(
+    fleet: Fleet, postgresql_url: str, redis_url: str
+) -> None:
+    broker_url = redis_url
     env = stack_env(fleet, database_url=postgresql_url, broker_url=broker_url)
     # A killed worker's prefetched, unstarted message is gone until the broker's visibility timeout:
     # re-sent once DEEPSCAN_REQUEUE_AFTER_S older than the oldest chunk waiting (production: 120 s).
@@ -269,7 +270,7 @@ def test_a_database_restart_mid_chunk_leaves_no_item_in_error(fleet: Fleet, redi
 def test_a_broker_restarted_empty_mid_job_heals_without_an_operator(
     fleet: Fleet, postgresql_url: str, tmp_path: Path
 ) -> None:
-    with services.throwaway_redis(tmp_path) as broker:
+    with services.restartable_redis(tmp_path) as broker:
         env = stack_env(fleet, database_url=postgresql_url, broker_url=broker.url)
         engine = make_engine(postgresql_url)
         try:

@@ -251,9 +251,14 @@ def test_show_unknown_item_fails_in_one_line_and_plotting_an_image_is_a_usage_er
     assert missing.stderr.strip() == "Error: no item 999999: give an item id or a URL exactly as it was scanned"
     with Session(engine) as session, session.begin():
         image = item(add_job(session), 1)
+        image.frames = [FrameResult(frame_index=0, timestamp_s=0.0, face_index=0, score=0.1)]  # as scans store it
         session.add(image)
         session.flush()
         image_id = image.id
+    shown = runner.invoke(cli, ["--database-url", db_url, "show", str(image_id)])
+    assert shown.exit_code == 0, shown.output
+    assert "timeline" not in shown.stdout  # an image's one score is its score: no one-row timeline
+    assert "flagged" not in shown.stdout
     plotted = runner.invoke(cli, ["--database-url", db_url, "show", str(image_id), "--plot", str(tmp_path / "x.png")])
     assert plotted.exit_code == 2
     assert "no per-frame timeline" in plotted.stderr
@@ -280,6 +285,32 @@ def test_review_records_a_label_that_results_show_beside_the_verdict(
     assert unknown.exit_code == 1
     assert "no item 424242" in unknown.stderr
     assert runner.invoke(cli, ["--database-url", db_url, "review", str(item_id), "--label", "maybe"]).exit_code == 2
+
+
+def test_review_takes_an_id_a_url_or_a_path_like_show(
+    runner: CliRunner, db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"scanned")
+    with Session(engine) as session, session.begin():
+        job = add_job(session)
+        local = item(job, 1, url=photo.as_uri(), score=0.8)
+        remote = item(job, 2, url="https://cdn.example/a.jpg", score=0.2)
+        errored = item(job, 3, url="https://cdn.example/gone.jpg", score=None, status="error", error="http 404")
+        session.add_all([local, remote, errored])
+        session.flush()
+        ids = {"local": local.id, "remote": remote.id, "errored": errored.id}
+    monkeypatch.chdir(tmp_path)
+    by_path = invoke(runner, db_url, "review", "photo.jpg", "--label", "real", "--reviewer", "ann")
+    assert by_path.exit_code == 0, by_path.output
+    assert f"item {ids['local']} labelled real by ann" in by_path.stdout
+    by_url = invoke(runner, db_url, "review", "https://cdn.example/a.jpg", "--label", "fake", "--reviewer", "ann")
+    assert f"item {ids['remote']} labelled fake" in by_url.stdout
+    refused = runner.invoke(cli, ["--database-url", db_url, "review", str(ids["errored"]), "--label", "fake"])
+    assert refused.exit_code == 1
+    assert f"item {ids['errored']} has no verdict to review: it ended error (http 404)" in refused.stderr
+    rows = json.loads(invoke(runner, db_url, "results", "--reviewed", "--format", "json").stdout)["items"]
+    assert sorted((r["id"], r["review_label"]) for r in rows) == [(ids["local"], "real"), (ids["remote"], "fake")]
 
 
 def _scanned(path: Path) -> dict[str, Any]:
@@ -316,8 +347,8 @@ def test_export_training_set_prefers_human_labels_and_reads_back_from_the_manife
     out = tmp_path / "train"
     result = invoke(runner, db_url, "export-training-set", str(out))
     assert result.exit_code == 0, result.output
-    assert "wrote 2 fake and 2 real images" in result.stdout
-    assert "left out: 1 unsure, 1 not images" in result.stdout
+    assert "wrote 2 fake images and 2 real images" in result.stdout
+    assert "left out: 1 unsure item, 1 item that is not an image" in result.stdout
     assert sorted(p.name for p in (out / "fake").iterdir()) == sorted([f"{ids['fake']}.jpg", f"{ids['gif']}.png"])
     with Image.open(out / "fake" / f"{ids['gif']}.png") as png:
         assert (png.format, png.size) == ("PNG", (6, 4))
@@ -332,7 +363,7 @@ def test_export_training_set_prefers_human_labels_and_reads_back_from_the_manife
     assert manifest[ids["fake"]]["label_source"] == "model"
 
     reviewed_only = invoke(runner, db_url, "export-training-set", str(tmp_path / "reviewed"), "--reviewed-only")
-    assert "wrote 0 fake and 1 real images" in reviewed_only.stdout
+    assert "wrote 0 fake images and 1 real image" in reviewed_only.stdout
     assert [p.name for p in (tmp_path / "reviewed" / "real").iterdir()] == [f"{ids['overruled']}.jpg"]
 
     # A relabel moves the file on the next export; a vanished file is reported, exit 3.
@@ -365,8 +396,8 @@ def test_export_skips_images_changed_since_they_were_scanned_and_counts_why(
     first = invoke(runner, db_url, "export-training-set", str(out))
     assert first.exit_code == 0, first.output
     assert (out / "fake" / f"{ids['swapped']}.jpg").is_file()
-    assert "wrote 2 fake and 1 real images" in first.stdout
-    assert "left out 1 images that are not the content scanned: 1 no content hash recorded" in first.stdout
+    assert "wrote 2 fake images and 1 real image" in first.stdout
+    assert "left out 1 image that is not the content scanned: 1 no content hash recorded" in first.stdout
 
     _jpeg(media / "swapped.jpg", 200)  # another picture at the same URL, after the review
     with (media / "edited.jpg").open("ab") as fh:
@@ -374,7 +405,7 @@ def test_export_skips_images_changed_since_they_were_scanned_and_counts_why(
     again = invoke(runner, db_url, "export-training-set", str(out))
 
     assert again.exit_code == 0, again.output
-    assert "wrote 1 fake and 0 real images" in again.stdout
+    assert "wrote 1 fake image and 0 real images" in again.stdout
     assert (
         "left out 3 images that are not the content scanned: "
         "2 content changed since it was scanned; 1 no content hash recorded (scan it again)"
@@ -430,6 +461,55 @@ def test_stats_by_day_job_and_model_parse_back(runner: CliRunner, db_url: str, e
     assert "http 404 (2)" in table.stdout
 
 
+def test_export_removes_the_copy_of_an_item_whose_source_vanished(
+    runner: CliRunner, db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    with Session(engine) as session, session.begin():
+        job = add_job(session)
+        kept = item(job, 1, **_jpeg(media / "kept.jpg", 10), score=0.9)
+        gone = item(job, 2, **_jpeg(media / "gone.jpg", 20), score=0.9)
+        session.add_all([kept, gone])
+        session.flush()
+        kept_id, gone_id = kept.id, gone.id
+    out = tmp_path / "train"
+    assert invoke(runner, db_url, "export-training-set", str(out)).exit_code == 0
+    assert sorted(p.name for p in (out / "fake").iterdir()) == [f"{kept_id}.jpg", f"{gone_id}.jpg"]
+
+    (media / "gone.jpg").unlink()
+    again = invoke(runner, db_url, "export-training-set", str(out))
+    assert again.exit_code == 3
+    assert "1 image could not be fetched: not exported" in again.stderr
+    assert [p.name for p in (out / "fake").iterdir()] == [f"{kept_id}.jpg"]  # training reads the folder
+
+
+def test_jobs_show_prints_the_threshold_applied(runner: CliRunner, db_url: str, engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        session.add(ModelRecord(model_version="c" * 64, path="/ckpt.safetensors", arch="resnet50", threshold=0.73))
+        calibrated = add_job(session, "calibrated", threshold=None, model_version="c" * 64)
+        given = add_job(session, "given", threshold=0.4, model_version="c" * 64)
+        session.flush()
+        ids = calibrated.id, given.id
+    shown = [invoke(runner, db_url, "jobs", "show", str(job_id)).stdout for job_id in ids]
+    assert "threshold:     0.730 (the checkpoint's)" in shown[0]
+    assert "threshold:     0.400 (given with the scan)" in shown[1]
+    record = json.loads(invoke(runner, db_url, "jobs", "show", str(ids[0]), "--format", "json").stdout)
+    assert (record["threshold"], record["threshold_source"]) == (0.73, "checkpoint")
+
+
+def test_tokens_list_takes_every_list_format(runner: CliRunner, db_url: str) -> None:
+    for name, role in (("ann", "reviewer"), ("bob", "viewer")):
+        assert invoke(runner, db_url, "tokens", "create", name, "--role", role).exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(invoke(runner, db_url, "tokens", "list", "--format", "csv").stdout)))
+    assert [(r["name"], r["role"], r["revoked_at"]) for r in rows] == [("ann", "reviewer", ""), ("bob", "viewer", "")]
+    assert rows[0]["created_at"].endswith("Z")
+    lines = invoke(runner, db_url, "tokens", "list", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["name"] for line in lines] == ["ann", "bob"]
+    listed = json.loads(invoke(runner, db_url, "tokens", "list", "--format", "json").stdout)
+    assert (len(listed["items"]), listed["next"]) == (2, None)
+
+
 def test_jobs_list_and_show_report_counts_duration_and_speed(runner: CliRunner, db_url: str, engine: Engine) -> None:
     with Session(engine) as session, session.begin():
         job = add_job(session, "bucket", started_at=T0, finished_at=T0 + dt.timedelta(seconds=40))
@@ -474,3 +554,32 @@ def test_results_filter_by_model_version_or_its_prefix(runner: CliRunner, db_url
     assert listed("--model", "b" * 12) == [ids["new"]]
     assert listed("--model", "a" * 64) == [ids["old"]]
     assert listed("--model", "%") == []  # a LIKE wildcard is a plain character here
+
+
+def test_a_label_follows_the_content_and_the_export_writes_each_content_once(
+    runner: CliRunner, db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    photo = _jpeg(media / "a.jpg", 10)
+    (media / "copy.jpg").write_bytes((media / "a.jpg").read_bytes())
+    with Session(engine) as session, session.begin():
+        first, second = add_job(session, "first"), add_job(session, "again")
+        items = [item(first, 1, **photo, score=0.9), item(second, 2, **photo, score=0.9)]
+        items.append(item(second, 3, **_scanned(media / "copy.jpg"), score=0.9))
+        other = item(second, 4, **_jpeg(media / "b.jpg", 200), score=0.9)
+        session.add_all([*items, other])
+        session.flush()
+        ids, other_id = [i.id for i in items], other.id
+    assert invoke(runner, db_url, "review", str(ids[0]), "--label", "real", "--reviewer", "ann").exit_code == 0
+
+    rows = json.loads(invoke(runner, db_url, "results", "--format", "json").stdout)["items"]
+    labelled = {r["id"]: (r["review_label"], r["reviewed_by"]) for r in rows}
+    assert [labelled[i] for i in ids] == [("real", "ann")] * 3  # the copy and the rescan too
+    unreviewed = json.loads(invoke(runner, db_url, "results", "--unreviewed", "--format", "json").stdout)["items"]
+    assert [r["id"] for r in unreviewed] == [other_id]
+
+    out = tmp_path / "train"
+    result = invoke(runner, db_url, "export-training-set", str(out), "--reviewed-only")
+    assert "wrote 0 fake and 1 real images" in result.stdout  # one content, written once
+    assert [p.name for p in (out / "real").iterdir()] == [f"{ids[0]}.jpg"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,13 +13,21 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 from click.testing import CliRunner
 
 from scanner.cli import cli
 from scanner.models import MediaItem
-from tests import media_factory, services
+from tests import media_factory
 from tests.conftest import empty_tables
-from tests.pipeline_helpers import deepscan_env, frames_of, items_of, worker_process, write_tiny_checkpoint
+from tests.pipeline_helpers import (
+    deepscan_env,
+    deepscan_process,
+    frames_of,
+    items_of,
+    worker_process,
+    write_tiny_checkpoint,
+)
 from tests.servers import TEST_AWS_ENV, http_server, s3_server, upload_folder
 
 pytestmark = pytest.mark.slow
@@ -38,9 +47,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgresql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+def stack(postgresql_url: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    broker_url = redis_server_url
     tmp = tmp_path_factory.mktemp("stack")
     folder = tmp / "media"
     folder.mkdir()
@@ -164,3 +172,28 @@ def _wait_for(condition, *, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.2)
+
+
+def test_two_workers_are_two_nodes_and_serve_metrics_on_loopback(stack: Stack, producer_env: None) -> None:
+    """`celery inspect ping` (Flower, operators) must see each worker; a shared name hid all but one."""
+    from scanner.settings import Settings
+    from workers.app import configure
+
+    app = configure(Settings.from_env())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = ["worker", "--concurrency", "1"]
+    with (  # started together: each loads its model while the other does
+        deepscan_process([*worker, "--metrics-port", str(port)], stack.env, stack.tmp / "node-1.log"),
+        deepscan_process(worker, stack.env, stack.tmp / "node-2.log"),
+    ):
+        nodes: set[str] = set()
+        deadline = time.monotonic() + 120  # a hang guard only
+        while len(nodes) < 2 and time.monotonic() < deadline:
+            replies = app.control.ping(timeout=1.0)
+            nodes |= {name for reply in replies for name in reply if name.startswith(f"deepscan-{stack.queue}-")}
+        assert len(nodes) == 2, nodes
+        assert not any("%h" in name for name in nodes), nodes
+        scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+        assert "deepscan_worker_items_total" in scraped.text

@@ -28,7 +28,7 @@ from scanner.models import MediaItem, ScanJob, Schedule
 from scanner.schedules import add_schedule, claim_run, due_schedules, next_run, only_new_or_changed, parse_when
 from scanner.settings import Settings
 from scanner.sources import MediaRef
-from tests import media_factory, services
+from tests import media_factory
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import deepscan_env, deepscan_process, items_of, worker_process, write_tiny_checkpoint
 from tests.servers import TEST_AWS_ENV, s3_server, upload_folder
@@ -40,6 +40,12 @@ DEFAULT_WAIT_S = 60.0
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def _checkpoint_configured(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a broker `schedule add` needs a checkpoint (runs are scanned in-process): one is configured."""
+    monkeypatch.setenv("DEEPSCAN_CHECKPOINT", str(checkpoint))
 
 
 def invoke(runner: CliRunner, url: str, *args: str) -> Result:
@@ -104,6 +110,22 @@ def test_invalid_schedules_are_refused_with_one_line(expr: str) -> None:
         next_run(expr, JAN_1)
     assert "\n" not in str(raised.value)
     assert repr(" ".join(expr.split())) in str(raised.value)
+    assert "acceptable" not in str(raised.value)  # croniter's own words, which quote its internals
+
+
+@pytest.mark.parametrize(
+    ("expr", "says"),
+    [
+        ("61 * * * *", "the minute field '61' is not valid (use 0-59"),
+        ("* 24 * * *", "the hour field '24' is not valid (use 0-23"),
+        ("* * 0 * *", "the day of month field '0' is not valid (use 1-31"),
+        ("* * * 13 *", "the month field '13' is not valid (use 1-12 or jan-dec"),
+        ("* * * * fri-xyz", "the day of week field 'fri-xyz' is not valid"),
+    ],
+)
+def test_a_bad_cron_field_is_named_in_our_words(expr: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"invalid cron expression {expr!r}: {says}")):
+        parse_when(expr)
 
 
 # --- which objects a run scans -----------------------------------------------------------------
@@ -294,6 +316,7 @@ def test_schedule_add_refuses_a_bad_cron_in_one_line(runner: CliRunner, db_url: 
     assert result.exit_code == 2
     assert "--cron" in result.stderr
     assert "Traceback" not in result.output
+    assert "acceptable" not in result.stderr  # croniter's own words
     assert _schedules(runner, db_url) == []
 
 
@@ -451,12 +474,13 @@ def test_schedule_disable_enable_and_edit(runner: CliRunner, db_url: str, engine
 
 
 def test_run_now_uses_the_schedules_own_checkpoint_and_says_when_there_is_none(
-    runner: CliRunner, db_url: str, tmp_path: Path, checkpoint: Path
+    runner: CliRunner, db_url: str, tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "media"
     media_factory.write_image(folder / "one.png")
     bare = invoke(runner, db_url, "schedule", "add", "bare", str(folder), "--cron", "@daily", "--no-faces")
-    assert bare.exit_code == 0, bare.output
+    assert bare.exit_code == 0, bare.output  # DEEPSCAN_CHECKPOINT is set: runs will use it
+    monkeypatch.delenv("DEEPSCAN_CHECKPOINT")
     refused = invoke(runner, db_url, "schedule", "run-now", "bare")
     assert refused.exit_code == 2
     assert "no checkpoint configured" in refused.stderr
@@ -465,9 +489,64 @@ def test_run_now_uses_the_schedules_own_checkpoint_and_says_when_there_is_none(
     assert invoke(runner, db_url, *own).exit_code == 0
     ran = invoke(runner, db_url, "schedule", "run-now", "own")
     assert ran.exit_code == 0, ran.output
-    assert "(done)" in ran.output
+    assert "(done): 1 new or changed item\n" in ran.output  # one item, not "1 items"
     given = invoke(runner, db_url, "schedule", "run-now", "bare", "--checkpoint", str(checkpoint))
     assert given.exit_code == 0, given.output
+
+
+def test_schedule_add_without_a_broker_needs_a_checkpoint_now(
+    runner: CliRunner, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DEEPSCAN_CHECKPOINT")
+    refused = invoke(runner, db_url, "schedule", "add", "bare", str(tmp_path), "--cron", "@daily")
+    assert refused.exit_code == 2
+    assert "no checkpoint configured" in refused.stderr
+    assert _schedules(runner, db_url) == []
+    # With a broker the workers score with their own checkpoint: nothing to ask for here.
+    distributed = [
+        "--broker-url",
+        "redis://127.0.0.1:1/0",
+        "schedule",
+        "add",
+        "bare",
+        str(tmp_path),
+        "--cron",
+        "@daily",
+    ]
+    assert invoke(runner, db_url, *distributed).exit_code == 0
+
+
+def test_schedule_sources_are_stored_absolute_and_a_missing_relative_one_is_refused(
+    runner: CliRunner, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / "urls.txt").write_text("https://example.org/a.jpg\n")
+    monkeypatch.chdir(tmp_path)
+    added = invoke(
+        runner, db_url, "schedule", "add", "nightly", "./media", "@urls.txt", "s3://b/new/", "--cron", "@daily"
+    )
+    assert added.exit_code == 0, added.output
+    (record,) = _schedules(runner, db_url)
+    assert record["sources"] == [str(tmp_path / "media"), f"@{tmp_path / 'urls.txt'}", "s3://b/new/"]
+
+    missing = invoke(runner, db_url, "schedule", "add", "typo", "./meda", "--cron", "@daily")
+    assert missing.exit_code == 2
+    assert "no such file or directory: ./meda" in missing.stderr
+    edited = invoke(runner, db_url, "schedule", "edit", "nightly", "--source", "./meda")
+    assert edited.exit_code == 2
+    assert [r["name"] for r in _schedules(runner, db_url)] == ["nightly"]
+
+
+def test_run_now_exits_3_when_items_errored(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "media"
+    media_factory.write_image(folder / "good.png")
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    assert (
+        invoke(runner, db_url, "schedule", "add", "mixed", str(folder), "--cron", "@daily", "--no-faces").exit_code == 0
+    )
+    ran = invoke(runner, db_url, "schedule", "run-now", "mixed")
+    assert ran.exit_code == 3, ran.output
+    assert "2 new or changed items, 1 error" in ran.output
 
 
 # --- a schedule under a real beat process ------------------------------------------------------
@@ -507,10 +586,9 @@ def _schedule(url: str, name: str) -> Schedule:
 
 @pytest.mark.slow
 def test_beat_fires_a_schedule_whose_second_run_scans_only_new_objects(
-    postgresql_url: str, tmp_path: Path, checkpoint: Path
+    postgresql_url: str, redis_server_url: str, tmp_path: Path, checkpoint: Path
 ) -> None:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+    broker_url = redis_server_url
     queue = f"deepscan-test-{uuid.uuid4().hex[:8]}"
     first_batch, second_batch = tmp_path / "first", tmp_path / "second"
     for n in range(3):

@@ -19,7 +19,6 @@ from scanner.cli import cli
 from scanner.detector import build_model, preprocess, score_batch
 from scanner.errors import ConfigError
 from scanner.media import read_image_file
-from tests import services
 from tests.pipeline_helpers import deepscan_env, frames_of, items_of, worker_process
 from tests.training_helpers import tiny_meta
 from training import train as training
@@ -279,11 +278,15 @@ def test_scoring_whole_images_against_a_face_trained_checkpoint_warns(
 
 
 def test_a_real_worker_stores_the_scores_evaluate_reports(
-    demo_data: Path, trained: TrainResult, postgresql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_data: Path,
+    trained: TrainResult,
+    postgresql_url: str,
+    redis_server_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same parity through a `deepscan worker` process, Redis and PostgreSQL, faces on."""
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+    broker_url = redis_server_url
     report = evaluate(demo_data, trained.checkpoint, device="cpu", workers=0)
     queue = f"deepscan-test-{uuid.uuid4().hex[:8]}"
     env = deepscan_env(

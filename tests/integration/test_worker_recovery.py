@@ -23,7 +23,7 @@ from scanner.jobs import ScanOptions, add_items, create_job
 from scanner.models import MediaItem, ScanJob
 from scanner.settings import Settings
 from scanner.sources import MediaRef
-from tests import media_factory, services
+from tests import media_factory
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import deepscan_env, deepscan_process, frame_keys, worker_process, write_tiny_checkpoint
 from tests.servers import http_server
@@ -43,9 +43,8 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgresql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+def stack(postgresql_url: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    broker_url = redis_server_url
     tmp = tmp_path_factory.mktemp("recovery")
     folder = tmp / "media"
     for i in range(6):

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from scanner import __version__
@@ -59,3 +60,18 @@ def test_no_faces_against_a_face_trained_checkpoint_warns_from_its_header_withou
     assert done.stdout.strip() == "[]"
     assert done.stderr.count("warning: --no-faces scores whole images") == 1, done.stderr
     assert "faces.safetensors was trained on" in done.stderr
+
+
+def test_each_worker_process_is_its_own_celery_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`celery inspect ping` tells workers apart by node name: one per process, the host name expanded."""
+    import os
+    import socket
+
+    from scanner.cli.scan import worker_node_name
+
+    names = set()
+    for pid in (101, 102):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        names.add(worker_node_name("deepscan"))
+    assert names == {f"deepscan-deepscan-{pid}@{socket.gethostname()}" for pid in (101, 102)}
+    assert worker_node_name("deepscan", "deepscan-worker@%h") == f"deepscan-worker@{socket.gethostname()}"

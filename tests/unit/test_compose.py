@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -208,10 +209,12 @@ def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -
 def test_the_worker_healthcheck_pings_the_worker_by_its_own_name(compose: dict[str, Any]) -> None:
     test = " ".join(compose["services"]["worker"]["healthcheck"]["test"])
     assert "inspect ping" in test
-    assert "deepscan-$${DEEPSCAN_QUEUE:-deepscan}@$${HOSTNAME}" in test  # the name `deepscan worker` gives itself
-    from scanner.cli import scan
+    assert '"deepscan-worker@$${HOSTNAME}"' in test
+    pattern = compose["services"]["worker"]["environment"]["DEEPSCAN_WORKER_NAME"]
+    from scanner.cli.scan import worker_node_name
 
-    assert 'hostname=f"deepscan-{settings.queue}@%h"' in Path(scan.__file__).read_text()
+    # `deepscan worker` expands the container's host name into the name the healthcheck asks for.
+    assert worker_node_name("deepscan", pattern) == f"deepscan-worker@{socket.gethostname()}"
 
 
 def test_flower_asks_for_the_login_from_the_env_file(compose: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import workers.ssrf
 from scanner.errors import PermanentError
 from scanner.media import decode_image
 from scanner.settings import Settings
+from scanner.sources import make_s3_client
 from tests import media_factory as mf
 from tests.servers import http_server, s3_client, s3_server, upload_folder
 from workers.fetch import Fetched, fetch, format_bytes
@@ -315,6 +316,14 @@ def test_dns_rebinding_is_caught_at_connect_time(
         ("::127.0.0.1", False),  # IPv4-compatible
         ("::c0a8:101", False),  # IPv4-compatible 192.168.1.1
         ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo, client 127.0.0.1
+        ("::ffff:0:7f00:1", False),  # IPv4-translated (SIIT) 127.0.0.1
+        ("::ffff:0:a9fe:a9fe", False),  # IPv4-translated 169.254.169.254
+        ("::ffff:0:808:808", True),  # IPv4-translated 8.8.8.8
+        # Ranges that Python 3.11's `is_global` still calls global.
+        ("fec0::1", False),  # site-local
+        ("192.0.0.8", False),  # IPv4 dummy address
+        ("192.0.0.170", False),  # NAT64 discovery
+        ("3fff::1", False),  # documentation
     ],
 )
 def test_which_addresses_count_as_public(address: str, public: bool) -> None:
@@ -330,7 +339,11 @@ def test_a_host_resolving_to_nat64_loopback_is_refused(settings: Settings, monke
     assert message.startswith("refused: host resolves to private address 64:ff9b::7f00:1")
 
 
-def test_an_unknown_host_is_reported(settings: Settings) -> None:
+def test_an_unknown_host_is_reported(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_such_name(host: str, *_: object, **__: object) -> list[object]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)  # the resolver's answer, without asking a DNS server
     assert reason("http://no-such-host.invalid/a.jpg", settings.with_overrides(allow_private_urls=False)) == (
         "unknown host no-such-host.invalid"
     )
@@ -382,6 +395,18 @@ def test_bad_s3_objects_fail_like_bad_files(s3_settings: Settings) -> None:
     assert reason("s3://scan-bucket/bad/page.jpg", s3_settings) == "not an image or video"
     capped = s3_settings.with_overrides(max_image_bytes=100)
     assert reason("s3://scan-bucket/photo.jpg", capped) == "image exceeds 100 bytes limit (DEEPSCAN_MAX_IMAGE_BYTES)"
+
+
+def test_a_malformed_bucket_name_is_one_permanent_line_naming_it(s3_settings: Settings) -> None:
+    client = make_s3_client(s3_settings, attempts=1)
+    calls: list[object] = []
+    client.meta.events.register("before-parameter-build.s3.*", lambda **kw: calls.append(kw))
+
+    message = reason("s3://bad bucket!/a.jpg", s3_settings, s3_client=client)
+
+    assert message.startswith("invalid s3 bucket name 'bad bucket!'")
+    assert "tries" not in message
+    assert calls == []  # refused before any request: nothing to retry
 
 
 def test_an_unreachable_s3_endpoint_is_retried_then_reported(settings: Settings) -> None:

@@ -295,3 +295,39 @@ def test_nonsense_sampling_parameters_are_rejected(
 ) -> None:
     with pytest.raises(ValueError, match="fps must be > 0"):
         sample_frames(videos["3s"], fps=fps, max_frames=max_frames, max_side_px=max_side_px)
+
+
+def test_codec_warnings_stay_off_the_users_terminal(tmp_path: Path) -> None:
+    """FFmpeg and OpenCV write to the process's stderr themselves; only our one-line reasons may appear."""
+    import os
+    import subprocess
+    import sys
+
+    broken = [mf.write_garbage_mp4(tmp_path / "garbage.mp4"), mf.write_corrupt_frames_mp4(tmp_path / "corrupt.mp4")]
+    script = (
+        "import sys; from pathlib import Path; from workers.frames import sample_frames\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: sample_frames(Path(name))\n"
+        "    except Exception as exc: print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, broken)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["video has no decodable frames"] * 2
+    for noise in ("@ 0x", "WARN", "moov atom", "header damaged"):
+        assert noise not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("write", [mf.write_audio_only_mp4, mf.write_audio_only_mkv])
+def test_a_sound_only_file_says_it_has_no_video_stream(tmp_path: Path, write: Callable[[Path], Path]) -> None:
+    path = write(tmp_path / "podcast.mp4")
+
+    with pytest.raises(PermanentError, match=r"^audio only: no video stream$"):
+        sample_frames(path)
+
+
+def test_a_broken_video_still_blames_its_frames(tmp_path: Path) -> None:
+    with pytest.raises(PermanentError, match=r"^video has no decodable frames$"):
+        sample_frames(mf.write_garbage_mp4(tmp_path / "garbage.mp4"))

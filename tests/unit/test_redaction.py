@@ -126,3 +126,14 @@ def test_the_database_url_is_never_echoed_with_its_password() -> None:
 def test_item_flagged_events_carry_no_credentials() -> None:
     payload = item_flagged_payload(1, 2, "https://u:s3cr3t@h/a.jpg?X-Amz-Signature=sig123", 0.9, 0.5)
     assert payload["url"] == "https://h/a.jpg"
+
+
+def test_access_log_arguments_keep_their_shape_and_lose_their_query() -> None:
+    """uvicorn's access formatter unpacks (client, method, path, version, status) from the record's args."""
+    args = ("127.0.0.1:5000", "GET", "/api/v1/items?access_token=tok&X-Amz-Signature=abc", "1.1", 200)
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None)
+
+    RedactingFilter().filter(record)
+
+    assert record.args == ("127.0.0.1:5000", "GET", "/api/v1/items", "1.1", 200)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /api/v1/items HTTP/1.1" 200'

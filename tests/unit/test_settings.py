@@ -63,9 +63,14 @@ def test_worker_data_path_settings_default_to_the_deployed_worker_and_read_their
     settings = Settings.from_env(env)
     assert (settings.worker_concurrency, settings.gpu_decode, settings.compile_model) == (1, False, True)
     assert settings.batch_wait_ms == 0.0
+    assert defaults.decode_budget_mpix == 128.0
+    assert Settings.from_env({"DEEPSCAN_DECODE_BUDGET_MPIX": "32.5"}).decode_budget_mpix == 32.5
 
 
-@pytest.mark.parametrize(("name", "value"), [("DEEPSCAN_WORKER_CONCURRENCY", "0"), ("DEEPSCAN_BATCH_WAIT_MS", "-5")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DEEPSCAN_WORKER_CONCURRENCY", "0"), ("DEEPSCAN_BATCH_WAIT_MS", "-5"), ("DEEPSCAN_DECODE_BUDGET_MPIX", "0")],
+)
 def test_worker_data_path_settings_refuse_impossible_values(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import scanner.sources
 from scanner.errors import ConfigError
 from scanner.settings import Settings
-from scanner.sources import MediaRef, expand_sources, read_url_list
+from scanner.sources import MediaRef, absolute_source, expand_sources, read_url_list
 from tests import media_factory as mf
 from tests.servers import s3_client, s3_server, upload_folder
 
@@ -54,6 +55,25 @@ def test_a_directory_expands_recursively_in_name_order_keeping_only_media(tree: 
     assert isinstance(first.last_modified, datetime)
     assert first.last_modified.timestamp() == pytest.approx((tree / "a.PNG").stat().st_mtime)
     assert first.etag is None
+
+
+def test_files_left_out_by_their_extension_are_reported(
+    tree: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tree / "sub" / "logo.svg").write_bytes(b"<svg/>")
+
+    with caplog.at_level(logging.WARNING, logger="scanner.sources"):
+        refs = list(expand_sources([str(tree)], settings))
+
+    assert len(refs) == 5  # 8 files: 5 media, notes.txt, logo.svg, and the hidden .DS_Store
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{tree}: left out 2 files that are not an image or video by their extension")
+    assert "(1 .svg, 1 .txt)" in warning or "(1 .txt, 1 .svg)" in warning
+    assert "--include '*'" in warning
+    caplog.clear()
+    list(expand_sources([str(tree)], settings, exclude=["*.txt", "*.svg"]))  # left out on purpose: no word
+    list(expand_sources([str(tree)], settings, include=["*.jpg"]))
+    assert not caplog.records
 
 
 def test_the_same_tree_expands_identically_every_time(tree: Path, settings: Settings) -> None:
@@ -284,6 +304,15 @@ def test_s3_uses_the_configured_endpoint_and_filters(s3_endpoint: str, bucket: s
     assert urls(refs) == [f"s3://{bucket}/2024/readme.txt", f"s3://{bucket}/2025/f.jpg"]
 
 
+def test_s3_keys_left_out_by_their_extension_are_reported(
+    s3_endpoint: str, bucket: str, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="scanner.sources"):
+        list(expand_sources([f"s3://{bucket}/2024/"], s3_settings(settings, s3_endpoint)))
+
+    assert any(f"s3://{bucket}/2024/: left out" in r.getMessage() and ".txt" in r.getMessage() for r in caplog.records)
+
+
 def test_an_s3_key_named_exactly_is_taken_whatever_its_extension(
     s3_endpoint: str, bucket: str, settings: Settings
 ) -> None:
@@ -299,3 +328,25 @@ def test_a_missing_bucket_is_a_config_error(s3_endpoint: str, bucket: str, setti
 
     with pytest.raises(ConfigError, match="s3 bucket 'no-such-bucket' does not exist"):
         next(refs)
+
+
+def test_a_malformed_bucket_name_is_a_config_error_naming_it(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"^invalid s3 bucket name 'my bucket!'"):
+        list(expand_sources(["s3://my bucket!/photos/"], settings))
+
+
+# --- sources stored for later (schedules) -------------------------------------------------------
+
+
+def test_absolute_source_anchors_relative_paths_and_refuses_missing_ones(tmp_path: Path) -> None:
+    (tmp_path / "media" / "2026").mkdir(parents=True)
+    (tmp_path / "urls.txt").write_text("")
+    assert absolute_source("media", tmp_path) == str(tmp_path / "media")
+    assert absolute_source("./media/../media/2026", tmp_path) == str(tmp_path / "media" / "2026")
+    assert absolute_source("@urls.txt", tmp_path) == f"@{tmp_path / 'urls.txt'}"
+    assert absolute_source("media/**/*.jpg", tmp_path) == str(tmp_path / "media" / "**" / "*.jpg")
+    for kept in ("/srv/not-yet-mounted", "s3://b/new/", "https://example.org/a.jpg", "file:///srv/a.jpg"):
+        assert absolute_source(kept, tmp_path) == kept
+    for refused in ("nope", "@nope.txt", "nope/*.jpg", "-"):
+        with pytest.raises(ConfigError):
+            absolute_source(refused, tmp_path)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from scanner.queries import FramePoint
 from scanner.timeline import flagged_ranges, per_timestamp, plot_timeline
+from scanner.web.charts import timeline_chart
 
 
 def test_runs_at_or_above_the_threshold_become_ranges() -> None:
@@ -78,3 +80,27 @@ def _x_pixel(seconds: float, rgb: Image.Image) -> int:
 def _reddish_pixels(rgb: Image.Image, *, x: int) -> int:
     column = [rgb.getpixel((x, y)) for y in range(rgb.height)]
     return sum(1 for r, g, b in column if r > g + 20 and r > b + 20)  # type: ignore[misc]
+
+
+def test_plot_shading_is_the_range_show_prints(tmp_path: Path) -> None:
+    # A sample every 4 s, flagged at 12 s and 16 s: shading from 12 s to 16 s, not half a step (2 s) beyond.
+    frames = [(float(t), 0.9 if t in (12, 16) else 0.1) for t in range(0, 29, 4)]
+    assert flagged_ranges(frames, 0.5) == [(12.0, 16.0)]
+    with Image.open(plot_timeline(frames, 0.5, tmp_path / "t.png", title="item 9")) as png:
+        rgb = png.convert("RGB")
+    assert _reddish_pixels(rgb, x=_x_pixel(14.0, rgb)) > 150
+    assert _reddish_pixels(rgb, x=_x_pixel(17.2, rgb)) < 10
+    assert _reddish_pixels(rgb, x=_x_pixel(10.8, rgb)) < 10
+
+
+def test_console_chart_shades_exactly_its_caption() -> None:
+    frames = [FramePoint(i, 0.25 * i, 0.9 if 2 <= i <= 5 else 0.1, 1) for i in range(12)]
+    ranges = flagged_ranges([(f.timestamp_s, f.score) for f in frames], 0.5)
+    assert ranges == [(0.5, 1.25)]
+    chart = timeline_chart(frames, 0.5, ranges)
+    assert chart is not None
+    (band,) = chart.bands
+    starts = {dot.x for dot in chart.dots if dot.flagged}
+    assert band.x == min(starts)  # from the first flagged point...
+    assert band.x + band.width == pytest.approx(max(starts), abs=0.11)  # ...to the last, not beyond
+    assert band.label == "0.50s-1.25s"

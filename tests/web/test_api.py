@@ -4,10 +4,14 @@ boundary, problem details, and cursor paging that returns every item exactly onc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
+from openapi_core import Config, OpenAPI
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -84,7 +88,7 @@ def test_revoked_token_is_refused_at_once(server: Server) -> None:
     assert result.exit_code == 0, result.output
     assert_problem(server.get("/api/v1/jobs", secret=secret), 401)
     listed = CliRunner().invoke(cli, ["--database-url", server.database_url, "tokens", "list", "--format", "json"])
-    entry = next(t for t in json.loads(listed.stdout) if t["name"] == "short-lived")
+    entry = next(t for t in json.loads(listed.stdout)["items"] if t["name"] == "short-lived")
     assert entry["revoked_at"] is not None
     assert entry["last_used_at"] is not None
     assert secret not in listed.output
@@ -188,6 +192,32 @@ def test_review_records_the_token_name(server: Server) -> None:
     assert_problem(server.post("/api/v1/items/999999/review", "reviewer", json={"label": "fake"}), 404)
 
 
+def test_an_item_without_a_verdict_cannot_be_labelled(server: Server) -> None:
+    job = seed_job(server.database_url)
+    errored, queued = seed_items(
+        server.database_url,
+        job,
+        [
+            {"status": "error", "score": None, "error": "http 404", "kind": "unknown"},
+            {"status": "queued", "score": None},
+        ],
+    )
+    refused = assert_problem(server.post(f"/api/v1/items/{errored}/review", "reviewer", json={"label": "fake"}), 409)
+    assert f"item {errored} has no verdict to review: it ended error (http 404)" in refused["detail"]
+    assert (
+        "is queued"
+        in assert_problem(server.post(f"/api/v1/items/{queued}/review", "reviewer", json={"label": "real"}), 409)[
+            "detail"
+        ]
+    )
+    cli_refused = CliRunner().invoke(
+        cli, ["--database-url", server.database_url, "review", str(errored), "--label", "real", "--reviewer", "ann"]
+    )
+    assert cli_refused.exit_code == 1
+    assert "has no verdict to review" in cli_refused.stderr
+    assert server.get(f"/api/v1/items/{errored}", "viewer").json()["item"]["reviews"] == []
+
+
 def test_jobs_progress_and_cancel(server: Server) -> None:
     job = seed_job(server.database_url, status="running")
     seed_items(
@@ -195,7 +225,7 @@ def test_jobs_progress_and_cancel(server: Server) -> None:
         job,
         [{"score": 0.9}, {"status": "queued", "score": None}, {"status": "queued", "score": None}],
     )
-    listed = server.get("/api/v1/jobs", "viewer").json()["jobs"]
+    listed = server.get("/api/v1/jobs", "viewer").json()["items"]
     assert [(j["id"], j["total"], j["done"], j["queued"], j["flagged"]) for j in listed] == [(job, 3, 1, 2, 1)]
     assert server.get(f"/api/v1/jobs/{job}", "viewer").json()["status"] == "running"
     cancelled = server.post(f"/api/v1/jobs/{job}/cancel", "admin")
@@ -215,8 +245,8 @@ def test_stats(server: Server) -> None:
         [{"score": 0.9}, {"score": 0.1}, {"status": "error", "score": None, "error": "http 404", "kind": "unknown"}],
     )
     by_job = server.get("/api/v1/stats", "viewer", params={"by": "job"}).json()
-    assert by_job["by"] == "job"
-    (row,) = by_job["stats"]
+    assert by_job["next"] is None
+    (row,) = by_job["items"]
     assert (row["items"], row["done"], row["errors"], row["fakes"]) == (3, 2, 1, 1)
     assert row["errors_by_reason"] == {"http 404": 1}
     assert_problem(server.get("/api/v1/stats", "viewer", params={"by": "week"}), 422)
@@ -229,7 +259,7 @@ def test_schedules_crud(server: Server) -> None:
     assert created.headers["location"] == "/api/v1/schedules/nightly"
     assert created.json()["options"]["fps"] == 2.0
     assert "exists" in assert_problem(server.post("/api/v1/schedules", "admin", json=body), 409)["detail"]
-    assert [s["name"] for s in server.get("/api/v1/schedules", "viewer").json()["schedules"]] == ["nightly"]
+    assert [s["name"] for s in server.get("/api/v1/schedules", "viewer").json()["items"]] == ["nightly"]
     paused = server.request("PATCH", "/api/v1/schedules/nightly", "admin", json={"enabled": False})
     assert paused.json()["enabled"] is False
     assert server.get("/api/v1/schedules/nightly", "viewer").json()["enabled"] is False
@@ -263,6 +293,98 @@ def test_openapi_document_and_docs(server: Server) -> None:
     assert "cdn" not in docs.text.lower()
 
 
+def _live_responses(server: Server) -> list[requests.Response]:
+    """One answer of each kind a client meets: every list, every record, and each error shape."""
+    job = seed_job(server.database_url)
+    video, errored = seed_items(
+        server.database_url,
+        job,
+        [
+            {"score": 0.9, "kind": "video", "strategy": "segments", "frames": [(0.0, 0.2), (1.0, 0.9)]},
+            {"status": "error", "score": None, "error": "http 404", "kind": "unknown"},
+        ],
+    )
+    schedule = {"name": "nightly", "sources": ["s3://uploads/new/"], "cron": "@daily"}
+    return [
+        server.get("/healthz"),
+        server.get("/readyz"),
+        server.get("/metrics"),
+        server.get("/api/v1/items", "viewer", params={"limit": 1}),
+        server.get(f"/api/v1/items/{video}", "viewer"),
+        server.get("/api/v1/jobs", "viewer"),
+        server.get(f"/api/v1/jobs/{job}", "viewer"),
+        server.get("/api/v1/stats", "viewer", params={"by": "job"}),
+        server.post("/api/v1/schedules", "admin", json=schedule),
+        server.get("/api/v1/schedules", "viewer"),
+        server.post(f"/api/v1/items/{video}/review", "reviewer", json={"label": "fake", "note": "seen"}),
+        server.post(f"/api/v1/items/{errored}/review", "reviewer", json={"label": "fake"}),  # 409
+        server.get("/api/v1/items/999999", "viewer"),  # 404
+        server.get("/api/v1/items", "viewer", params={"verdict": "maybe", "limit": 0}),  # 422 with errors
+        server.get("/api/v1/jobs"),  # 401
+    ]
+
+
+def test_live_responses_match_the_openapi_document(server: Server) -> None:
+    # openapi-core reads plain application/json only: problem details are JSON too
+    problem_json: dict[str, Callable[[bytes], Any]] = {"application/problem+json": json.loads}
+    spec = OpenAPI.from_dict(
+        server.get("/api/v1/openapi.json").json(), config=Config(extra_media_type_deserializers=problem_json)
+    )
+    answers = _live_responses(server)
+    assert [r.status_code for r in answers] == [200] * 8 + [201, 200, 201, 409, 404, 422, 401]
+    for answer in answers:
+        request = RequestsOpenAPIRequest(answer.request)
+        spec.validate_response(request, RequestsOpenAPIResponse(answer))  # raises, naming the mismatch
+    assert len(answers[-2].json()["errors"]) == 2
+    for answer in (answers[3], answers[5], answers[7], answers[9]):  # items, jobs, stats, schedules
+        assert set(answer.json()) == {"items", "next"}, answer.request.url
+
+
+def test_the_openapi_document_describes_every_parameter_field_and_error(server: Server) -> None:
+    spec = server.get("/api/v1/openapi.json").json()
+    assert {"/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    undescribed: list[tuple[str, ...]] = [
+        (path, method, param["name"])
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        for param in operation.get("parameters", [])
+        if not param.get("description")
+    ]
+    undescribed += [
+        (name, field)
+        for name, schema in spec["components"]["schemas"].items()
+        for field, prop in schema.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert undescribed == []
+    error_types = {
+        media
+        for operations in spec["paths"].values()
+        for operation in operations.values()
+        for status, response in operation["responses"].items()
+        if status >= "400"
+        for media in response.get("content", {})
+    }
+    assert error_types == {"application/problem+json"}
+    assert "errors" in spec["components"]["schemas"]["Problem"]["properties"]
+    review = spec["paths"]["/api/v1/items/{item_id}/review"]["post"]["responses"]
+    assert "409" in review
+
+
+def test_api_and_cli_json_write_the_same_times(server: Server) -> None:
+    job = seed_job(server.database_url)
+    seed_items(server.database_url, job, [{"score": 0.7}])
+    api_row = server.get("/api/v1/items", "viewer").json()["items"][0]
+    cli_page = CliRunner().invoke(cli, ["--database-url", server.database_url, "results", "--format", "json"])
+    (cli_row,) = json.loads(cli_page.stdout)["items"]
+    assert api_row["finished_at"] == cli_row["finished_at"] == "2026-03-01T12:00:00Z"
+    cli_job = CliRunner().invoke(
+        cli, ["--database-url", server.database_url, "jobs", "show", str(job), "--format", "json"]
+    )
+    assert json.loads(cli_job.stdout)["created_at"] == server.get(f"/api/v1/jobs/{job}", "viewer").json()["created_at"]
+    assert json.loads(cli_job.stdout)["created_at"].endswith("Z")
+
+
 def test_metrics_count_requests_by_route_and_status(server: Server) -> None:
     server.get("/api/v1/items/424242", "viewer")
     text = server.get("/metrics").text
@@ -279,12 +401,29 @@ def test_tokens_never_reach_the_log(server: Server) -> None:
         assert secret not in log
 
 
+def test_serve_on_a_busy_port_says_so_in_one_line(server: Server) -> None:
+    port = server.base.rsplit(":", 1)[1]  # the running server holds it
+    busy = CliRunner().invoke(cli, ["--database-url", server.database_url, "serve", "--port", port])
+    assert busy.exit_code == 1
+    assert (
+        busy.stderr
+        == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use (another server there? choose --port)\n"
+    )
+    assert busy.stdout == ""
+
+
 def test_an_unreachable_broker_makes_the_server_unready_and_scans_fail_clearly(
     server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     log = tmp_path_factory.mktemp("serve-no-broker") / "serve.log"
-    with running_server(server.database_url, log, DEEPSCAN_BROKER_URL=closed) as down:
+    user, rest = server.database_url.split("@", 1)
+    with_password = f"{user}:hunter2@{rest}"  # the local server trusts loopback: the password is not checked
+    with running_server(with_password, log, DEEPSCAN_BROKER_URL=closed) as down:
+        base = down.base
+        started = f"deepscan serve: console {base}/console, API {base}/api/v1, database {user}:***@{rest}"
+        assert started in log.read_text()
+        assert "hunter2" not in log.read_text()
         down.tokens = server.tokens
         assert "cannot reach the broker" in assert_problem(down.get("/readyz"), 503)["detail"]
         failed = down.post("/api/v1/scans", "admin", json={"sources": ["https://example.invalid/a.jpg"]})

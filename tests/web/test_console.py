@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scanner import claims
 from scanner.db import make_engine
 from scanner.models import Review
-from tests.web.conftest import DEFAULT_REQUEST_TIMEOUT_S, Server, seed_items, seed_job
+from tests.web.conftest import DEFAULT_REQUEST_TIMEOUT_S, Server, create_token, seed_items, seed_job
 
 pytestmark = pytest.mark.postgres
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -128,7 +131,7 @@ def test_label_from_the_queue_records_the_token_name(server: Server) -> None:
         timeout=DEFAULT_REQUEST_TIMEOUT_S,
     )
     assert posted.status_code == 303
-    assert posted.headers["location"] == f"/console/queue?job={job}&verdict=any"
+    assert posted.headers["location"].startswith(f"/console/queue?job={job}&verdict=any&done=")  # + a confirmation
     assert reviews_of(server, first) == [("fake", "reviewer-token")]
     after = browser.get(f"{server.base}/console/queue?job={job}&verdict=any", timeout=DEFAULT_REQUEST_TIMEOUT_S).text
     assert f'data-item="{first}"' not in after  # reviewed: out of the queue
@@ -215,7 +218,11 @@ def test_next_item_follows_the_queue_order(server: Server) -> None:
     high, middle, low = seed_items(server.database_url, job, [{"score": 0.9}, {"score": 0.6}, {"score": 0.3}])
     browser = sign_in(server, "reviewer")
     page = browser.get(f"{server.base}/console/items/{high}?job={job}", timeout=DEFAULT_REQUEST_TIMEOUT_S).text
-    assert f'href="/console/items/{middle}?job={job}&amp;prev={high}" data-shortcut="j"' in page
+    assert f'href="/console/next?job={job}&amp;from={high}" data-shortcut="j"' in page
+    onward = browser.get(
+        f"{server.base}/console/next?job={job}&from={high}", allow_redirects=False, timeout=DEFAULT_REQUEST_TIMEOUT_S
+    )
+    assert onward.headers["location"] == f"/console/items/{middle}?job={job}&prev={high}"
     csrf = form_csrf(browser, f"{server.base}/console/queue")
     labelled = browser.post(
         f"{server.base}/console/items/{middle}/review",
@@ -223,14 +230,14 @@ def test_next_item_follows_the_queue_order(server: Server) -> None:
         allow_redirects=False,
         timeout=DEFAULT_REQUEST_TIMEOUT_S,
     )
-    assert labelled.headers["location"] == f"/console/items/{low}?job={job}&prev={middle}"
+    assert labelled.headers["location"].startswith(f"/console/items/{low}?job={job}&prev={middle}&done=")
     escaped = browser.post(
         f"{server.base}/console/items/{low}/review",
         data={"label": "real", "csrf": csrf, "next": "https://evil.example/"},
         allow_redirects=False,
         timeout=DEFAULT_REQUEST_TIMEOUT_S,
     )
-    assert escaped.headers["location"] == f"/console/items/{low}"  # never an open redirect
+    assert escaped.headers["location"].startswith(f"/console/items/{low}?done=")  # never an open redirect
 
 
 def test_sign_out_ends_the_session(server: Server) -> None:
@@ -242,3 +249,52 @@ def test_sign_out_ends_the_session(server: Server) -> None:
     assert out.status_code == 303
     again = browser.get(f"{server.base}/console/queue", allow_redirects=False, timeout=DEFAULT_REQUEST_TIMEOUT_S)
     assert again.headers["location"] == "/console/login"
+
+
+def test_two_moderators_racing_for_the_next_item_never_get_the_same_one(server: Server) -> None:
+    job = seed_job(server.database_url)
+    start, *rest = seed_items(server.database_url, job, [{"score": 0.99 - i / 100} for i in range(4)])
+    server.tokens.setdefault("second", create_token(server.database_url, "second-reviewer", "reviewer"))
+    first, second = sign_in(server, "reviewer"), sign_in(server, "second")
+
+    def onward(browser: requests.Session) -> int:
+        got = browser.get(
+            f"{server.base}/console/next?job={job}&from={start}",
+            allow_redirects=False,
+            timeout=DEFAULT_REQUEST_TIMEOUT_S,
+        )
+        return int(got.headers["location"].split("?")[0].rsplit("/", 1)[-1])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # both at once, twice each
+        taken = list(pool.map(onward, [first, second] * 2))
+    mine, theirs = set(taken[0::2]), set(taken[1::2])
+    assert len(mine) == 1  # asking again keeps one's own item
+    assert len(theirs) == 1
+    assert mine != theirs  # never the same item
+    assert mine | theirs == set(rest[:2])  # the next two in the queue's order
+    queue = first.get(f"{server.base}/console/queue?job={job}", timeout=DEFAULT_REQUEST_TIMEOUT_S).text
+    assert queue.count('data-claimed="other"') == 1  # the other moderator's, visible to this one
+    assert f'id="item-{theirs.pop()}" data-item' in queue
+
+
+def test_a_claim_lapses_and_a_label_releases_it(server: Server) -> None:
+    job = seed_job(server.database_url)
+    (item,) = seed_items(server.database_url, job, [{"score": 0.9}])
+    engine = make_engine(server.database_url)
+    now = dt.datetime.now(dt.UTC)
+    with Session(engine) as session, session.begin():
+        assert claims.claim(session, item, "ann", now=now).reviewer == "ann"
+        assert claims.claim(session, item, "bob", now=now + dt.timedelta(seconds=60)).reviewer == "ann"
+        later = now + dt.timedelta(seconds=claims.DEFAULT_CLAIM_S + 1)
+        assert claims.claim(session, item, "bob", now=later).reviewer == "bob"  # ann's claim lapsed
+    browser = sign_in(server, "reviewer")
+    browser.get(f"{server.base}/console/items/{item}", timeout=DEFAULT_REQUEST_TIMEOUT_S)  # bob holds it still
+    csrf = form_csrf(browser, f"{server.base}/console/queue")
+    browser.post(
+        f"{server.base}/console/items/{item}/review",
+        data={"label": "real", "csrf": csrf},
+        timeout=DEFAULT_REQUEST_TIMEOUT_S,
+    )
+    with Session(engine) as session:
+        assert claims.live_claims(session, [item], now=later) == {}  # labelled: released
+    engine.dispose()

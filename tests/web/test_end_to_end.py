@@ -5,10 +5,8 @@ Chromium signs in to the console, labels an item with the keyboard and leaves sc
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,17 +22,15 @@ from sqlalchemy.orm import Session
 
 from scanner.db import make_engine
 from scanner.models import Review
-from tests import media_factory, services
+from tests import media_factory
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import deepscan_env, worker_process, write_tiny_checkpoint
+from tests.web.browser import SCREENS_DIR, assert_accessible, chromium, press, visit, wait_until
 from tests.web.conftest import ROLES, Server, create_token, running_server, seed_items, seed_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
 DEFAULT_JOB_TIMEOUT_S = 300.0  # a hang guard only
-DEFAULT_BROWSER_WAIT_S = 30.0
-SCREENS_DIR = Path("/tmp/deepscan-screens")
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -71,9 +67,8 @@ def job_items(server: Server, job_id: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def scanned(postgresql_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
-    broker_url = services.redis_url()
-    services.require(broker_url, "Redis")
+def scanned(postgresql_url: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
+    broker_url = redis_server_url
     tmp = tmp_path_factory.mktemp("web-e2e")
     folder = tmp / "media"
     folder.mkdir()
@@ -170,65 +165,18 @@ def test_reused_verdicts_share_thumbnails(scanned: Scanned) -> None:
 # --- the console in a real browser ---------------------------------------------------------------
 
 
-def _require_chromium() -> tuple[str, str]:
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        subprocess.run(["bash", str(REPO / "scripts" / "ensure-chromium.sh")], check=False)
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser is None or driver is None:
-        message = "Chromium is not installed: run scripts/ensure-chromium.sh as root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return browser, driver
-
-
 @pytest.fixture
 def chrome(tmp_path: Path) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = _require_chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,1000",
-    ):
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download anything
-    session = webdriver.Chrome(
-        service=Service(executable_path=driver, log_output=str(tmp_path / "chromedriver.log")), options=options
-    )
-    session.set_page_load_timeout(DEFAULT_BROWSER_WAIT_S)
-    try:
+    with chromium(tmp_path) as session:
         yield session
-    finally:
-        session.quit()
 
 
 def screenshot(chrome: Any, tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}.png"
     chrome.save_screenshot(str(path))
     SCREENS_DIR.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SCREENS_DIR / path.name)
+    shutil.copy(path, SCREENS_DIR / f"e2e-{path.name}")
     return path
-
-
-def wait_until(chrome: Any, condition: Any) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(chrome, DEFAULT_BROWSER_WAIT_S).until(condition)
-
-
-def press(chrome: Any, key: str) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    ActionChains(chrome).send_keys(key).perform()
 
 
 def test_console_in_chromium_labels_with_the_keyboard(scanned: Scanned, chrome: Any, tmp_path: Path) -> None:
@@ -243,11 +191,12 @@ def test_console_in_chromium_labels_with_the_keyboard(scanned: Scanned, chrome: 
         [{"url": "https://x.example/<script>alert(1)</script>.jpg", "status": "error", "score": None,
           "error": "<img src=x onerror=alert(2)> not an image or video", "kind": "unknown"}],
     )[0]  # fmt: skip
-    chrome.get(f"{server.base}/console/login")
+    visit(chrome, f"{server.base}/console/login")
     chrome.find_element(By.ID, "token").send_keys(server.tokens["reviewer"])
     chrome.find_element(By.CSS_SELECTOR, "section.login button[type=submit]").click()
     wait_until(chrome, lambda c: c.current_url.endswith("/console/queue"))
-    chrome.get(f"{server.base}/console/queue?verdict=any")  # every verdict, flagged first
+    assert_accessible(chrome)
+    visit(chrome, f"{server.base}/console/queue?verdict=any")  # every verdict, flagged first
     rows = chrome.find_elements(By.CSS_SELECTOR, "tr[data-item]")
     assert len(rows) >= 8
     assert "selected" in (rows[0].get_attribute("class") or "")
@@ -267,6 +216,7 @@ def test_console_in_chromium_labels_with_the_keyboard(scanned: Scanned, chrome: 
         press(chrome, "j")
     press(chrome, Keys.ENTER)
     wait_until(chrome, lambda c: f"/console/items/{image_id}" in c.current_url)
+    assert_accessible(chrome)
     face = chrome.find_element(By.CSS_SELECTOR, "figure.face img")
     assert chrome.execute_script("return arguments[0].naturalWidth", face) > 0
     screenshot(chrome, tmp_path, "image-item")
@@ -280,16 +230,16 @@ def test_console_in_chromium_labels_with_the_keyboard(scanned: Scanned, chrome: 
     engine.dispose()
 
     (video,) = job_items(server, scanned.video_job["id"])
-    chrome.get(f"{server.base}/console/items/{video['id']}")
+    visit(chrome, f"{server.base}/console/items/{video['id']}")
     assert chrome.find_elements(By.CSS_SELECTOR, "svg.timeline rect.flagged")
     assert len(chrome.find_elements(By.CSS_SELECTOR, ".segments img")) >= 1
     screenshot(chrome, tmp_path, "video-item")
 
-    chrome.get(f"{server.base}/console/jobs")
+    visit(chrome, f"{server.base}/console/jobs")
     assert len(chrome.find_elements(By.CSS_SELECTOR, "table.jobs progress")) >= 2
     screenshot(chrome, tmp_path, "jobs")
 
-    chrome.get(f"{server.base}/console/items/{hostile}")
+    visit(chrome, f"{server.base}/console/items/{hostile}")
     with pytest.raises(NoAlertPresentException):
         chrome.switch_to.alert.text  # noqa: B018 (reading it is the check that no alert opened)
     assert "<script>alert(1)</script>" in chrome.find_element(By.CSS_SELECTOR, "dd.url").text

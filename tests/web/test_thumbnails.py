@@ -11,6 +11,7 @@ from PIL import Image
 
 from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail, pick, rows_for
 from tests import media_factory
+from tests.conftest import empty_tables
 
 
 @dataclass
@@ -66,12 +67,16 @@ def test_a_scan_keeps_thumbnails_unless_told_not_to(sqlite_url: str, tmp_path: P
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     media_factory.write_mixed_folder(tmp_path / "media", images=2, videos=0)
     counts = []
-    for flag in ("--thumbnails", "--no-thumbnails"):
-        args = ["--database-url", sqlite_url, "scan", str(tmp_path / "media"), "--checkpoint", str(checkpoint)]
-        result = CliRunner().invoke(cli, [*args, "--device", "cpu", "--rescan", flag])
-        assert result.exit_code == 0, result.output
-        with create_engine(sqlite_url).connect() as conn:
-            job = conn.scalar(select(func.max(MediaItem.job_id)))
-            items = select(MediaItem.id).where(MediaItem.job_id == job)
-            counts.append(conn.scalar(select(func.count()).select_from(Thumbnail).where(Thumbnail.item_id.in_(items))))
+    try:
+        for flag in ("--thumbnails", "--no-thumbnails"):
+            args = ["--database-url", sqlite_url, "scan", str(tmp_path / "media"), "--checkpoint", str(checkpoint)]
+            result = CliRunner().invoke(cli, [*args, "--device", "cpu", "--rescan", flag])
+            assert result.exit_code == 0, result.output
+            with create_engine(sqlite_url).connect() as conn:
+                job = conn.scalar(select(func.max(MediaItem.job_id)))
+                items = select(MediaItem.id).where(MediaItem.job_id == job)
+                found = select(func.count()).select_from(Thumbnail).where(Thumbnail.item_id.in_(items))
+                counts.append(conn.scalar(found))
+    finally:
+        empty_tables(sqlite_url)  # the session's shared SQLite: later tests count its rows
     assert counts == [2, 0]

@@ -22,9 +22,16 @@
 
   var LABELS = { f: "fake", r: "real", u: "unsure" };
 
+  // j/k pass by rows a teammate is reviewing (claimed): they stay visible, but out of the way.
+  function step(direction) {
+    for (var i = current + direction; i >= 0 && i < rows.length; i += direction) {
+      if (rows[i].getAttribute("data-claimed") !== "other") { select(i); return; }
+    }
+  }
+
   function onQueue(key) {
-    if (key === "j") { select(current + 1); return true; }
-    if (key === "k") { select(current - 1); return true; }
+    if (key === "j") { step(1); return true; }
+    if (key === "k") { step(-1); return true; }
     if (current < 0) return false;
     var row = rows[current];
     if (key === "Enter" || key === "o") {
@@ -51,5 +58,9 @@
     if (handled) event.preventDefault();
   });
 
-  if (rows.length) select(0);
+  // After a label the server names the row to carry on from (?selected=ID): the moderator keeps their place.
+  if (rows.length) {
+    var kept = rows.findIndex(function (row) { return row.classList.contains("selected"); });
+    if (kept >= 0) { select(kept); } else { step(1); if (current < 0) select(0); }
+  }
 })();

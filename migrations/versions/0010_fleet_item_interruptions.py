@@ -1,7 +1,7 @@
 """Count the deliveries that died holding an item, apart from the attempts counted against it.
 
-Revision ID: 0007_fleet
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-05
 
 `media_items.interruptions`: how many deliveries holding the item died or stalled before storing
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_fleet"
-down_revision: str | None = "0006"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
