@@ -21,11 +21,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Not a batch operation: on SQLite a batch re-creates media_items, and dropping the old table would
+# cascade to the reviews, frame rows and thumbnails that reference it. Both databases add (and drop)
+# a column in place.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("media_items") as batch:
-        batch.add_column(sa.Column("interruptions", sa.Integer(), server_default=sa.text("0"), nullable=False))
+    op.add_column("media_items", sa.Column("interruptions", sa.Integer(), server_default=sa.text("0"), nullable=False))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("media_items") as batch:
-        batch.drop_column("interruptions")
+    op.drop_column("media_items", "interruptions")
