@@ -3,8 +3,21 @@
 `PermanentError` means the input itself is bad (a corrupt file, a 404): the item ends `error`
 with the message as its reason and is never retried. `TransientError` means the world was
 briefly unavailable (network, database, broker): the work is retried with backoff.
-Every message is one line a moderator or operator can act on.
+Every message is one line a moderator or operator can act on. `is_transient` also knows the
+database driver's own errors for a lost or refused connection: a restart of the database during an
+item is the world being unavailable, never the item's verdict.
 """
+
+from sqlalchemy import exc as sa_exc
+
+# The database went away, refused us or timed out: retrying later can succeed. (An IntegrityError
+# or ProgrammingError is a bug or bad data, and is not among them.)
+TRANSIENT_DATABASE_ERRORS = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
 
 
 class DeepscanError(Exception):
@@ -42,3 +55,10 @@ class DeadlineExceededError(PermanentError):
 
 class WorkerStoppingError(TransientError):
     """The worker was told to stop mid-chunk: the unfinished items were handed back for a retry."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is the world briefly unavailable (retry the work later) rather than bad input."""
+    if isinstance(exc, (TransientError, *TRANSIENT_DATABASE_ERRORS)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated

@@ -367,6 +367,7 @@ def reconcile(
     *,
     enqueue: EnqueueFn,
     queued_older_than: dt.timedelta | None = None,
+    sent_before: dt.datetime | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     on_finished: Callable[[int], None] | None = None,
 ) -> ReconcileReport:
@@ -375,15 +376,18 @@ def reconcile(
     Always: items `processing` under an expired lease (their worker was killed or stalled); an item
     that was live-leased is never touched. With `queued_older_than`: items `queued` for longer than
     that (their message was lost, e.g. with a broker restarted empty); a producer that died while
-    recording leaves its job `pending`, and such jobs that old are opened too. Re-sending is safe:
-    a second delivery of an item finds it claimed and writes nothing. `on_finished` is called for
-    each job this pass closed (it sends `job.finished`).
+    recording leaves its job `pending`, and such jobs that old are opened too. With `sent_before`
+    (when the broker's current life began, workers/broker.py): items queued before it, whose messages
+    went with the broker's previous life. Re-sending is safe: a second delivery of an item finds it
+    claimed and writes nothing. Items whose delivery died are sent one per chunk, to be tried alone
+    (scanner/leases.py). `on_finished` is called for each job this pass closed (it sends `job.finished`).
     """
     now = utcnow()
-    cutoff = now - queued_older_than if queued_older_than is not None else None
+    aged = now - queued_older_than if queued_older_than is not None else None
+    cutoff = max((c for c in (aged, sent_before) if c is not None), default=None)
     is_open = ScanJob.status == "running"
-    if cutoff is not None:
-        is_open = is_open | ((ScanJob.status == "pending") & (ScanJob.created_at < cutoff))
+    if aged is not None:
+        is_open = is_open | ((ScanJob.status == "pending") & (ScanJob.created_at < aged))
     with Session(engine) as session:
         open_jobs = session.scalars(select(ScanJob.id).where(is_open).order_by(ScanJob.id)).all()
     report = ReconcileReport()
@@ -398,7 +402,7 @@ def reconcile(
             conn.execute(
                 update(ScanJob).where(ScanJob.id == job_id, ScanJob.status == "pending").values(status="running")
             )
-        send_chunks(enqueue, job_id, sorted(expired + lost), chunk_size)
+        _resend(enqueue, job_id, sorted(expired + lost), chunk_size)
         report.jobs += bool(expired or lost)
         report.expired += len(expired)
         report.lost += len(lost)
@@ -409,12 +413,29 @@ def reconcile(
     return report
 
 
-def _requeue(conn: Connection, job_id: int, condition: ColumnElement[bool], now: dt.datetime) -> ChunkItems:
-    """Put the job's items matching `condition` back to `queued` (no lease) and return them to be sent."""
+def _resend(enqueue: EnqueueFn, job_id: int, items: list[tuple[int, str, bool]], chunk_size: int) -> None:
+    """Send the items in chunks, but each interrupted one in a chunk of its own (it is tried alone)."""
+    ordinary = [(i, u) for i, u, interrupted in items if not interrupted]
+    alone = [(i, u) for i, u, interrupted in items if interrupted]
+    for group, size in ((ordinary, chunk_size), (alone, 1)):
+        if group:
+            send_chunks(enqueue, job_id, group, size)
+
+
+def _requeue(
+    conn: Connection, job_id: int, condition: ColumnElement[bool], now: dt.datetime
+) -> list[tuple[int, str, bool]]:
+    """Put the job's items matching `condition` back to `queued` (no lease); returns them to be sent,
+    each with whether a delivery died holding it (counted here when its lease still names one)."""
     rows = conn.execute(
         update(MediaItem)
         .where(MediaItem.job_id == job_id, condition)
-        .values(status="queued", enqueued_at=now, **leases.released_values())
-        .returning(MediaItem.id, MediaItem.url)
+        .values(
+            status="queued",
+            enqueued_at=now,
+            interruptions=MediaItem.interruptions + case((leases.died_holding(), 1), else_=0),
+            **leases.released_values(),
+        )
+        .returning(MediaItem.id, MediaItem.url, MediaItem.interruptions)
     ).all()
-    return [(row.id, row.url) for row in rows]
+    return [(row.id, row.url, row.interruptions > 0) for row in rows]

@@ -6,8 +6,18 @@ claims its items with a fresh owner token and an expiry (`lease_owner`, `lease_e
 the lease alive while it works, and writes the verdict and frame rows in one transaction only for
 items whose lease it still holds. A delivery that lost its lease writes nothing.
 
-Claimable: `queued`, or `processing` under an expired lease (its worker died or stalled). An item
-claimed `max_attempts` times without finishing ends `error` instead: it keeps killing workers.
+Claimable: `queued`, or `processing` under an expired lease (its worker died or stalled).
+
+Blame. A worker that dies holds a chunk of items, and usually only one of them (if any) killed it:
+an OOM, a deploy or a lost node kills a worker whatever it holds. So a death counts against no item
+of an ordinary chunk. It only marks the items the delivery held as *interrupted* (`interruptions`,
+counted when their expired lease is taken over). An interrupted item is tried again *alone*: sent
+in a chunk of its own, and worked on while nothing else is in hand in its worker process
+(workers/isolation.py). Each lone try is counted in `attempts` before it starts (written ahead, so
+a death cannot skip it) and uncounted if the item is handed back; a lone try that dies therefore
+counts against the one item that was in hand. An item with `max_attempts` lone tries behind it
+ends `error` when claimed again: it killed its worker every time it ran alone. A healthy item is
+blamed only if an unrelated death strikes during its own short lone try, `max_attempts` times.
 """
 
 from __future__ import annotations
@@ -19,9 +29,10 @@ import threading
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, or_, update
+from sqlalchemy import Connection, Engine, and_, case, or_, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from scanner.models import MediaItem, utcnow
@@ -36,7 +47,9 @@ def new_owner() -> str:
 
 
 def gave_up_reason(attempts: int) -> str:
-    return f"gave up after {attempts} attempts (the item stopped its worker each time; DEEPSCAN_MAX_ATTEMPTS)"
+    return (
+        f"gave up after {attempts} attempts (the item stopped its worker each time it ran alone; DEEPSCAN_MAX_ATTEMPTS)"
+    )
 
 
 def claimable(now: dt.datetime) -> ColumnElement[bool]:
@@ -45,17 +58,27 @@ def claimable(now: dt.datetime) -> ColumnElement[bool]:
     return or_(MediaItem.status == "queued", and_(MediaItem.status == "processing", expired))
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What one delivery's claim took: its items, those it gave up on, and the interrupted ones among its items."""
+
+    items: set[int]
+    gave_up: set[int]
+    interrupted: set[int]
+
+
 def claim(
     conn: Connection, job_id: int, item_ids: Collection[int], *, owner: str, lease_s: float, max_attempts: int
-) -> tuple[set[int], set[int]]:
-    """Claim the claimable items among `item_ids` for `owner`; returns (claimed, given up).
+) -> Claimed:
+    """Claim the claimable items among `item_ids` for `owner`.
 
-    Items already claimed `max_attempts` times end `error` here rather than being tried again.
-    Conditional UPDATEs make this safe against a concurrent claim of the same items: on PostgreSQL
-    the second waits for the first's row locks and then sees them taken.
+    Items with `max_attempts` lone tries behind them end `error` here rather than being tried
+    again. An item taken over from a delivery that still named itself its owner was interrupted:
+    that delivery died or stalled. Conditional UPDATEs make this safe against a concurrent claim of
+    the same items: on PostgreSQL the second waits for the first's row locks and then sees them taken.
     """
     if not item_ids:
-        return set(), set()
+        return Claimed(set(), set(), set())
     now = utcnow()
     mine = and_(MediaItem.job_id == job_id, MediaItem.id.in_(item_ids), claimable(now))
     gave_up = conn.execute(
@@ -71,7 +94,7 @@ def claim(
         .returning(MediaItem.id)
     ).scalars()
     given_up = set(gave_up)
-    claimed = conn.execute(
+    rows = conn.execute(
         update(MediaItem)
         .where(mine)
         .values(
@@ -79,11 +102,31 @@ def claim(
             lease_owner=owner,
             lease_expires_at=now + dt.timedelta(seconds=lease_s),
             started_at=now,
-            attempts=MediaItem.attempts + 1,
+            interruptions=MediaItem.interruptions + case((died_holding(), 1), else_=0),
         )
-        .returning(MediaItem.id)
-    ).scalars()
-    return set(claimed), given_up
+        .returning(MediaItem.id, MediaItem.interruptions)
+    ).all()
+    return Claimed({row.id for row in rows}, given_up, {row.id for row in rows if row.interruptions > 0})
+
+
+def died_holding() -> ColumnElement[bool]:
+    """The item's lease (expired, when claimable) still names a delivery: it ended without storing
+    the item or handing it back, so its worker died or stalled."""
+    return and_(MediaItem.status == "processing", MediaItem.lease_owner.is_not(None))
+
+
+def take_up_alone(engine: Engine, owner: str, item_id: int) -> bool:
+    """Count a lone try of an interrupted item before it starts; False when `owner` lost its lease.
+
+    Written ahead of the work: if the worker dies during the try, the count stays, against this item.
+    """
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(MediaItem)
+            .where(MediaItem.id == item_id, MediaItem.lease_owner == owner, MediaItem.status == "processing")
+            .values(attempts=MediaItem.attempts + 1)
+        )
+    return bool(result.rowcount)
 
 
 def lock_held(conn: Connection, owner: str, item_ids: Collection[int]) -> set[int]:
@@ -115,18 +158,20 @@ def extend(engine: Engine, owner: str, item_ids: Collection[int], lease_s: float
     return int(result.rowcount)
 
 
-def hand_back(engine: Engine, owner: str, item_ids: Collection[int]) -> int:
-    """Give up items this delivery never started: their lease expires now and the attempt is not counted.
+def hand_back(engine: Engine, owner: str, item_ids: Collection[int], *, alone: bool = False) -> int:
+    """Give up items this delivery did not finish (never started, or a transient failure): their lease
+    expires now, no interruption is counted, and a lone try (`alone`) is uncounted.
 
     The periodic reconcile re-enqueues them (an expired lease is what it looks for).
     """
     if not item_ids:
         return 0
+    uncounted = {"attempts": MediaItem.attempts - 1} if alone else {}
     with engine.begin() as conn:
         result = conn.execute(
             update(MediaItem)
             .where(MediaItem.id.in_(item_ids), MediaItem.lease_owner == owner, MediaItem.status == "processing")
-            .values(lease_owner=None, lease_expires_at=utcnow(), attempts=MediaItem.attempts - 1)
+            .values(lease_owner=None, lease_expires_at=utcnow(), **uncounted)
         )
     return int(result.rowcount)
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -141,7 +142,11 @@ class MediaItem(Base):
     strategy: Mapped[str | None] = mapped_column(String(32))
     model_version: Mapped[str | None] = mapped_column(String(64))
     reused_from_id: Mapped[int | None] = mapped_column(BigId)
+    # Tries of the item alone in its worker after a delivery holding it died; the ones that died too
+    # count against it (scanner/leases.py). `interruptions`: deliveries that died holding it (a server
+    # default only, so that an insert written for an older revision leaves the column out).
     attempts: Mapped[int] = mapped_column(default=0)
+    interruptions: Mapped[int] = mapped_column(server_default=text("0"))
     # The delivery that may write this item's verdict (see scanner/leases.py), and until when.
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[dt.datetime | None]

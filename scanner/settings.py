@@ -29,7 +29,9 @@ DEFAULT_DECODE_BUDGET_MPIX = 128.0  # megapixels of images one worker process de
 DEFAULT_LEASE_S = 120.0  # how long a claimed item stays another worker's before it may be taken over
 DEFAULT_MAX_ATTEMPTS = 3  # claims of one item before it ends `error` ("gave up after 3 attempts")
 DEFAULT_RECONCILE_INTERVAL_S = 60.0  # how often `deepscan beat` re-enqueues expired and lost items
-DEFAULT_REQUEUE_AFTER_S = 600.0  # a queued item this old, with the broker queue empty, lost its message
+# A queued item this much older than the oldest chunk waiting in the queue (or than now, when none
+# waits) lost its message: a worker took it and died before claiming it (workers/broker.py).
+DEFAULT_REQUEUE_AFTER_S = 120.0
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 

@@ -92,15 +92,17 @@ def deepscan_process(
     ready_marker: bytes | None = None,
     ready_timeout_s: float = 60.0,
     cwd: Path | None = None,
+    module: str = "scanner",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `python -m scanner ARGS…` subprocess, logged to `log_path`; its process group is stopped afterwards.
 
     With `ready_marker`, yields only once the log shows it (failing with the log's tail otherwise).
-    `cwd` runs the code of another checkout (a benchmark's baseline) instead of this one.
+    `cwd` runs the code of another checkout (a benchmark's baseline) instead of this one; `module`
+    runs another entry point (tests/poisoned_worker.py) instead of `scanner`.
     """
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scanner", *args],
+            [sys.executable, "-m", module, *args],
             env=env,
             cwd=cwd,
             stdout=log,
@@ -134,11 +136,12 @@ def worker_process(
     ready_timeout_s: float = 60.0,
     extra_args: Sequence[str] = (),
     cwd: Path | None = None,
+    module: str = "scanner",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `deepscan worker` subprocess; yields once it is consuming."""
     args = ["worker", "--loglevel", "INFO", *extra_args]
     with deepscan_process(
-        args, env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s, cwd=cwd
+        args, env, log_path, ready_marker=b"ready.", ready_timeout_s=ready_timeout_s, cwd=cwd, module=module
     ) as proc:
         yield proc
 

@@ -15,10 +15,11 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -118,3 +119,81 @@ def redis_for_run(directory: Path) -> Iterator[str]:
         return
     with throwaway_redis(directory) as url:
         yield url
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of the test's own, from the local binaries, that the test may restart."""
+
+    def __init__(self, data: Path, port: int) -> None:
+        self.data, self.port = data, port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        # initdb and pg_ctl refuse to run as root: run them as the postgres user then.
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    def pg_ctl(self, *args: str) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.data / "server.log"), "-w", *args)
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every connection is cut, the server is back when this returns."""
+        self.pg_ctl("restart", "-m", "fast")
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    """Initialise, start and finally stop and delete a PostgreSQL cluster on a free loopback port."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.skip("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    root = Path(tempfile.mkdtemp(prefix="deepscan-pg-"))  # not under pytest's root-only folder
+    server = ThrowawayPostgres(root / "data", free_loopback_port())
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    try:
+        server._run("initdb", "-D", str(server.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        opts = f"-c listen_addresses=127.0.0.1 -p {server.port} -c unix_socket_directories='' -c fsync=off"
+        server.pg_ctl("start", "-o", opts)
+        yield server
+    finally:
+        with suppress(subprocess.CalledProcessError):  # never started, or already stopped
+            server.pg_ctl("stop", "-m", "immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class ThrowawayRedis:
+    """A redis-server of the test's own, without persistence: killing and starting it again empties it."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder, self.port = folder, port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen([*args, "--dir", str(self.folder)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not reachable(self.url):
+            if time.monotonic() > deadline:
+                raise AssertionError("the throwaway redis-server did not start")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: every message it held is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@contextmanager
+def restartable_redis(folder: Path) -> Iterator[ThrowawayRedis]:
+    """A throwaway redis-server the test may kill and start again (empty) on the same port."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = ThrowawayRedis(folder, free_loopback_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

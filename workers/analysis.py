@@ -1,7 +1,8 @@
 """One item from URL to scored units: fetch, sniff, decode or sample frames, crop faces, prepare tensors.
 
 Runs in the fetch/decode threads. Every failure of the item itself becomes an `Outcome` with
-status `error` and a one-line reason; nothing raised here can fail the item's neighbours.
+status `error` and a one-line reason. A transient failure (the database restarting during the reuse
+lookup) is not the item's: it raises TransientError, and the chunk is retried with backoff.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from scanner import reuse
 from scanner.deadline import ItemBudget
-from scanner.errors import PermanentError, TransientError
+from scanner.errors import PermanentError, TransientError, is_transient
 from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image, decoded_pixels
@@ -110,6 +111,7 @@ def analyse_item(
     except (PermanentError, TransientError) as exc:  # transient: it outlasted the fetch's own retries
         return Outcome.failed(item_id, url, str(exc))
     except Exception as exc:
+        _raise_if_transient(exc, item_id)
         log.exception("item %s: fetch of %s failed unexpectedly", item_id, redact_url(url))
         return Outcome.failed(item_id, url, f"fetch failed: {type(exc).__name__}: {_first_line(exc)}")
     known: dict[str, Any] = {"kind": fetched.kind, "size": fetched.size, "sha256": fetched.sha256, "etag": fetched.etag}
@@ -120,6 +122,7 @@ def analyse_item(
     except PermanentError as exc:
         return Outcome.failed(item_id, url, str(exc), **known)
     except Exception as exc:
+        _raise_if_transient(exc, item_id)
         log.exception("item %s: decoding %s failed unexpectedly", item_id, redact_url(url))
         return Outcome.failed(item_id, url, f"decode failed: {type(exc).__name__}: {_first_line(exc)}", **known)
     finally:
@@ -221,6 +224,13 @@ def find_earlier_result(
     """A finished item with the same bytes, model and score-changing options, with its frame rows."""
     with Session(rt.engine) as session:
         return reuse.by_content(session, sha256, model_version, options.scoring_keys().values())
+
+
+def _raise_if_transient(exc: Exception, item_id: int) -> None:
+    """A failure of the world, not of the item, fails the chunk (retried with backoff) instead of the item."""
+    if is_transient(exc):
+        log.warning("item %s: transient failure, the chunk will be retried: %s", item_id, _first_line(exc))
+        raise TransientError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

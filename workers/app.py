@@ -25,6 +25,7 @@ DEFAULT_TASK_SOFT_TIME_LIMIT_S = 1740
 # What `deepscan beat` sends; named here so beat never imports torch.
 LAUNCH_DUE = "deepscan.launch_due_schedules"
 RECONCILE = "deepscan.reconcile"
+SCAN_CHUNK = "deepscan.scan_chunk"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -73,6 +74,18 @@ def configure(settings: Settings) -> DeepscanCelery:
     The lazy configuration is loaded first: an update made before that would be overwritten by
     `on_configure` when the configuration is first read.
     """
-    _ = app.conf.broker_url
+    moved = app.conf.broker_url != settings.broker_url
     app.conf.update(celery_config(settings))
+    if moved:
+        _forget_connections(app)
     return app
+
+
+def _forget_connections(celery: Celery) -> None:
+    """Forget the app's connection and producer pools (as Celery does after a fork): they lead to the
+    broker configured before, and a process configured anew (tests, one CLI run after another) must
+    send to the new one. The pools stay open in kombu's registry, keyed by broker, for a later return."""
+    celery._pool = None
+    amqp = celery.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None

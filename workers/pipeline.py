@@ -4,7 +4,9 @@ This plain function is what the Celery task and the embedded (in-process) mode b
 call is one delivery: it claims the chunk's items under a fresh lease owner (scanner/leases.py),
 keeps the leases alive while it works, and writes each item's verdict and frame rows together,
 only while it still holds that item's lease. A redelivered or duplicated chunk therefore writes
-every item at most once, and a delivery whose items were taken over writes nothing.
+every item at most once, and a delivery whose items were taken over writes nothing. Items whose
+earlier delivery died are tried one at a time, alone in this process, after the chunk's others
+(scanner/leases.py, workers/isolation.py): a death during such a try blames that item only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from workers.runtime import WorkerRuntime, local_fetch_threads
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BUDGET_S = 1500.0  # items not started by then are handed back; below the broker's visibility timeout
+DEFAULT_HAND_BACK_PAUSES_S = (1.0, 3.0)  # between tries of handing items back after a failure
 DEFAULT_ABANDON_GRACE_S = 5.0  # past an item's deadline, stop waiting for a thread stuck in native code
 _POLL_S = 1.0
 
@@ -87,19 +90,30 @@ def process_chunk(
     if context is None:
         report.skipped = len(items)
         return report
-    ctx, claimed, gave_up = context
-    report.skipped = len(items) - len(claimed) - len(gave_up)
-    report.error += len(gave_up)
-    mine = [(i, u) for i, u in items if i in claimed]
+    ctx, claimed = context
+    report.skipped = len(items) - len(claimed.items) - len(claimed.gave_up)
+    report.error += len(claimed.gave_up)
+    ordinary = [(i, u) for i, u in items if i in claimed.items - claimed.interrupted]
+    lone = [(i, u) for i, u in items if i in claimed.interrupted]
     try:
-        with leases.kept_alive(rt.engine, owner, claimed, rt.settings.lease_s):
-            outcomes, unstarted = analyse_and_score(rt, mine, ctx, report, chunk_budget_s=chunk_budget_s)
-        leases.hand_back(rt.engine, owner, unstarted)
-        stored = store(rt, outcomes, ctx, owner)
+        with leases.kept_alive(rt.engine, owner, claimed.items, rt.settings.lease_s):
+            with rt.floor.shared():
+                outcomes, stored, unstarted = _analyse_and_store(
+                    rt, ordinary, ctx, owner, report, chunk_budget_s=chunk_budget_s
+                )
+            for pair in lone:  # their delivery died: each is tried alone, so that a death blames one item
+                if rt.stopping.is_set():  # not taken up: handed back uncounted, the retry tries it alone
+                    leases.hand_back(rt.engine, owner, {pair[0]})
+                    report.skipped += 1
+                    unstarted.add(pair[0])
+                    continue
+                more, more_stored, more_unstarted = _try_alone(
+                    rt, pair, ctx, owner, report, chunk_budget_s=chunk_budget_s
+                )
+                outcomes, stored, unstarted = outcomes + more, stored | more_stored, unstarted | more_unstarted
     except Exception:
-        _hand_back_quietly(rt, owner, claimed)  # so a retry of this chunk can claim them at once
+        _hand_back_quietly(rt, owner, claimed.items)  # so a retry of this chunk can claim them at once
         raise
-    report.skipped += len(unstarted)
     report.lost = len(outcomes) - len(stored)
     if unstarted and rt.stopping.is_set():
         # Raised once what was finished is stored: the task retries, and the retry claims the rest.
@@ -125,11 +139,53 @@ def process_chunk(
     return report
 
 
-def _hand_back_quietly(rt: WorkerRuntime, owner: str, item_ids: set[int]) -> None:
-    try:
-        leases.hand_back(rt.engine, owner, item_ids)
-    except Exception as exc:  # the database is down: the leases expire and the periodic reconcile resends
-        log.warning("could not hand back %d items (%s); they are resent when their leases expire", len(item_ids), exc)
+def _analyse_and_store(
+    rt: WorkerRuntime,
+    items: Sequence[tuple[int, str]],
+    ctx: JobContext,
+    owner: str,
+    report: ChunkReport,
+    *,
+    chunk_budget_s: float,
+    alone: bool = False,
+) -> tuple[list[Outcome], set[int], set[int]]:
+    """Score `items` and store what `owner` still holds: (outcomes, ids stored, ids handed back).
+    Items left unstarted (the chunk's budget ran out, or the worker is stopping) are handed back."""
+    if not items:
+        return [], set(), set()
+    outcomes, unstarted = analyse_and_score(rt, items, ctx, report, chunk_budget_s=chunk_budget_s)
+    leases.hand_back(rt.engine, owner, unstarted, alone=alone)
+    report.skipped += len(unstarted)
+    return outcomes, store(rt, outcomes, ctx, owner), unstarted
+
+
+def _try_alone(
+    rt: WorkerRuntime, pair: tuple[int, str], ctx: JobContext, owner: str, report: ChunkReport, *, chunk_budget_s: float
+) -> tuple[list[Outcome], set[int], set[int]]:
+    """One lone try of an interrupted item: nothing else in hand in this process, counted before it
+    starts (scanner/leases.py). A transient failure hands it back uncounted."""
+    with rt.floor.alone():
+        if not leases.take_up_alone(rt.engine, owner, pair[0]):
+            return [], set(), set()  # another delivery took it over meanwhile
+        try:
+            return _analyse_and_store(rt, [pair], ctx, owner, report, chunk_budget_s=chunk_budget_s, alone=True)
+        except Exception:
+            _hand_back_quietly(rt, owner, {pair[0]}, alone=True)
+            raise
+
+
+def _hand_back_quietly(rt: WorkerRuntime, owner: str, item_ids: set[int], *, alone: bool = False) -> None:
+    """Hand the items back, trying a few times: the failure that brought us here is often the database
+    restarting, and an item not handed back waits for its lease to expire and counts as interrupted."""
+    for pause_s in (*DEFAULT_HAND_BACK_PAUSES_S, 0.0):
+        try:
+            leases.hand_back(rt.engine, owner, item_ids, alone=alone)
+            return
+        except Exception as exc:
+            failure = exc
+            time.sleep(pause_s)
+    # Still down: the leases expire and the periodic reconcile resends the items.
+    log.warning("could not hand back %d items (%s); resent when their leases expire", len(item_ids), failure)
 
 
 def _count(report: ChunkReport, job_id: int, outcomes: Iterable[Outcome]) -> None:
@@ -143,11 +199,9 @@ def _count(report: ChunkReport, job_id: int, outcomes: Iterable[Outcome]) -> Non
             report.reused += outcome.reused is not None
 
 
-def claim(
-    rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str
-) -> tuple[JobContext, set[int], set[int]] | None:
-    """Lease the chunk's claimable items to `owner`: (job context, claimed, given up), or None when
-    the job is gone or cancelled. Items claimed too often end `error` here (poison items)."""
+def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str) -> tuple[JobContext, leases.Claimed] | None:
+    """Lease the chunk's claimable items to `owner`: (job context, what was claimed), or None when
+    the job is gone or cancelled. Items that killed their worker too often end `error` here (poison items)."""
     with Session(rt.engine) as session, session.begin():
         job = session.get(ScanJob, job_id)
         if job is None or job.status in {"cancelled", "failed"}:
@@ -156,7 +210,7 @@ def claim(
             job.model_version = rt.scorer.model_version
         threshold = job.threshold if job.threshold is not None else rt.scorer.threshold
         ctx = JobContext(ScanOptions.from_json(job.options), threshold, rt.scorer.model_version, job.webhook_url)
-        claimed, gave_up = leases.claim(
+        claimed = leases.claim(
             session.connection(),
             job_id,
             item_ids,
@@ -164,9 +218,9 @@ def claim(
             lease_s=rt.settings.lease_s,
             max_attempts=rt.settings.max_attempts,
         )
-    for item_id in sorted(gave_up):
+    for item_id in sorted(claimed.gave_up):
         log.warning("job %s item %s: %s", job_id, item_id, leases.gave_up_reason(rt.settings.max_attempts))
-    return ctx, claimed, gave_up
+    return ctx, claimed
 
 
 def analyse_and_score(

@@ -23,6 +23,7 @@ from workers import cutoff, metrics
 from workers.batching import Batcher
 from workers.decodebudget import DecodeBudget
 from workers.inference import ModelInput, Scored, Scorer
+from workers.isolation import Floor
 from workers.ssrf import make_http_session
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class WorkerRuntime:
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
     # Held by a chunk of local files while it takes up its items (workers.pipeline.DecodeTurn).
     decode_turns: threading.BoundedSemaphore = field(init=False)
+    # Shared by the chunks in hand, held alone by the lone try of an interrupted item (workers.isolation).
+    floor: Floor = field(default_factory=Floor)
     # Decoded image pixels in flight, shared by every fetch thread of every chunk (DEEPSCAN_DECODE_BUDGET_MPIX).
     decode_budget: DecodeBudget = field(init=False)
     # Set when the worker is told to stop: chunks stop waiting and hand their unfinished items back.

@@ -8,22 +8,20 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_init, worker_shutting_down
-from kombu.exceptions import ChannelError, OperationalError
-from sqlalchemy.exc import OperationalError as DatabaseOperationalError
+from kombu.exceptions import OperationalError
 
-from scanner.errors import PermanentError, TransientError
+from scanner.errors import TRANSIENT_DATABASE_ERRORS, PermanentError, TransientError
 from scanner.jobs import EnqueueFn
 from scanner.redaction import redact_url
 from scanner.settings import Settings
-from workers.app import LAUNCH_DUE, RECONCILE, app, configure
+from workers import broker
+from workers.app import LAUNCH_DUE, RECONCILE, SCAN_CHUNK, app, configure
 from workers.notify import job_finished_notifier, post_json
 
 if TYPE_CHECKING:
     from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
-
-SCAN_CHUNK = "deepscan.scan_chunk"
 
 
 def get_runtime() -> WorkerRuntime:
@@ -59,7 +57,7 @@ def _stop_chunks(**_: Any) -> None:
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=(TransientError, DatabaseOperationalError),
+    autoretry_for=(TransientError, *TRANSIENT_DATABASE_ERRORS, OperationalError),
     retry_backoff=2,
     retry_backoff_max=120,
     retry_jitter=True,
@@ -112,8 +110,12 @@ def chunk_argsrepr(job_id: int, items: Sequence[tuple[int, str]]) -> str:
 
 
 def chunk_sender(settings: Settings) -> EnqueueFn:
-    """The producer's `enqueue`: sends each chunk to the workers' queue as ids and URLs (JSON)."""
+    """The producer's `enqueue`: sends each chunk to the workers' queue as ids and URLs (JSON).
+
+    Made before the producer records its items: it marks the broker's life first (workers/broker.py).
+    """
     configure(settings)
+    broker.mark_life(settings)
 
     def send(job_id: int, items: list[tuple[int, str]]) -> None:
         try:
@@ -145,20 +147,22 @@ def launch_due_schedules() -> list[int]:
 def reconcile_items() -> dict[str, int]:
     """Sent by `deepscan beat` every DEEPSCAN_RECONCILE_INTERVAL_S: heal what crashes and lost messages left.
 
-    Items under an expired lease (a killed or stalled worker) are always re-sent. Queued items
-    older than DEEPSCAN_REQUEUE_AFTER_S are re-sent only when the broker's queue is empty: then
-    nothing is waiting to deliver them (a broker restarted without persistence lost them); while
-    the queue still holds messages, old queued items are simply waiting their turn.
+    Items under an expired lease (a killed or stalled worker) are always re-sent. Queued items whose
+    message is gone are re-sent too (workers/broker.py): those sent before the broker's current life
+    began (it restarted empty), at once; those queued DEEPSCAN_REQUEUE_AFTER_S before the oldest
+    chunk still waiting in the queue (a worker died holding their message). Queued items behind the
+    oldest chunk waiting are simply waiting their turn, however long the queue.
     """
     from scanner.jobs import reconcile
 
     rt = get_runtime()
     settings = rt.settings
-    lost_after = dt.timedelta(seconds=settings.requeue_after_s) if queue_length(settings) == 0 else None
+    view = broker.look(settings)
     report = reconcile(
         rt.engine,
         enqueue=chunk_sender(settings),
-        queued_older_than=lost_after,
+        queued_older_than=dt.timedelta(seconds=settings.requeue_after_s) if view.waiting == 0 else None,
+        sent_before=broker.lost_before(view, rt.engine, margin=dt.timedelta(seconds=settings.requeue_after_s)),
         on_finished=job_finished_notifier(rt.engine, send_webhook_later),
     )
     if report.items or report.finished_jobs:
@@ -167,12 +171,3 @@ def reconcile_items() -> dict[str, int]:
             report.expired, report.lost, report.finished_jobs or "none",
         )  # fmt: skip
     return {"expired": report.expired, "lost": report.lost, "finished_jobs": len(report.finished_jobs)}
-
-
-def queue_length(settings: Settings) -> int:
-    """Messages waiting in the workers' queue (reserved and running ones are not counted)."""
-    with app.connection_for_write() as conn:
-        try:
-            return int(conn.default_channel.queue_declare(queue=settings.queue, passive=True).message_count)
-        except ChannelError:  # Redis keeps no key for an empty list: the queue "does not exist"
-            return 0

@@ -77,7 +77,7 @@ def test_the_same_chunk_delivered_twice_at_once_is_written_once(runtime: WorkerR
     assert sum(r.done for r in reports) == len(chunk), "every item written by exactly one delivery"
     assert sum(r.skipped for r in reports) == len(chunk), "the other delivery skipped every item"
     items = item_rows(runtime.engine, job_id)
-    assert all(i.status == "done" and i.attempts == 1 and i.lease_owner is None for i in items)
+    assert all(i.status == "done" and i.attempts == 0 and i.lease_owner is None for i in items)
     keys = frame_keys(runtime.engine, job_id)
     assert set(keys.values()) == {1}
     video = next(i for i in items if i.kind == "video")
@@ -105,7 +105,7 @@ def test_a_delivery_that_lost_its_lease_writes_nothing(runtime: WorkerRuntime, m
     job_id, chunk = new_job(runtime.engine, media[:2], faces=False)
     ids = [i for i, _ in chunk]
     with runtime.engine.begin() as conn:
-        claimed_by_a, _ = leases.claim(conn, job_id, ids, owner="stalled-a", lease_s=60, max_attempts=3)
+        claimed_by_a = leases.claim(conn, job_id, ids, owner="stalled-a", lease_s=60, max_attempts=3).items
         conn.execute(update(MediaItem).where(MediaItem.id.in_(ids)).values(lease_expires_at=utcnow()))
     assert claimed_by_a == set(ids)
 
@@ -122,7 +122,9 @@ def test_a_delivery_that_lost_its_lease_writes_nothing(runtime: WorkerRuntime, m
     assert store(runtime, wrong, ctx, "stalled-a") == set()
     assert {(i.id, i.score, i.finished_at) for i in item_rows(runtime.engine, job_id)} == stored
     assert frame_keys(runtime.engine, job_id) == frames
-    assert all(i.attempts == 2 for i in item_rows(runtime.engine, job_id))
+    items = item_rows(runtime.engine, job_id)
+    assert all(i.interruptions == 1 for i in items), "B took the items over from a delivery that stalled"
+    assert all(i.attempts == 1 for i in items), "B tried each alone, and each lone try succeeded"
 
 
 def test_reconcile_never_takes_an_item_whose_lease_is_live(runtime: WorkerRuntime, media: list[Path]) -> None:
@@ -198,3 +200,122 @@ def test_a_chunk_that_fails_to_store_is_resent_by_the_next_reconcile(
     assert sorted(sent) == sorted(chunk), "every item of the failed chunk is sent again"
     assert report.expired == 2
     assert process_chunk(runtime, job_id, chunk).done == 2
+
+
+def expire_as_dead(engine: Engine, job_id: int, ids: list[int], owner: str = "dead") -> None:
+    """A delivery claimed `ids` and died holding them: its leases name it and have expired."""
+    with engine.begin() as conn:
+        assert leases.claim(conn, job_id, ids, owner=owner, lease_s=600, max_attempts=3).items == set(ids)
+        conn.execute(update(MediaItem).where(MediaItem.id.in_(ids)).values(lease_expires_at=utcnow()))
+
+
+def test_a_death_counts_against_no_item_of_its_chunk_and_each_is_then_tried_alone(
+    runtime: WorkerRuntime, media: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, chunk = new_job(runtime.engine, media[:3], faces=False)
+    ids = [i for i, _ in chunk]
+    expire_as_dead(runtime.engine, job_id, ids)
+    assert all(i.attempts == 0 for i in item_rows(runtime.engine, job_id)), "an ordinary claim counts no attempt"
+
+    import workers.pipeline
+
+    alone_calls: list[int] = []
+    real = workers.pipeline.analyse_and_score
+
+    def spy(rt: WorkerRuntime, items: list[tuple[int, str]], *args: object, **kwargs: object) -> object:
+        alone_calls.append(len(items))
+        assert rt.floor._alone, "a lone try holds the worker's floor alone"
+        return real(rt, items, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workers.pipeline, "analyse_and_score", spy)
+    report = process_chunk(runtime, job_id, chunk)
+    assert report.done == 3
+    assert alone_calls == [1, 1, 1], "each interrupted item was scored on its own"
+    items = item_rows(runtime.engine, job_id)
+    assert all(i.status == "done" and i.interruptions == 1 and i.attempts == 1 for i in items)
+
+
+class WorkerDied(BaseException):
+    """Stands for the process being killed: nothing the pipeline catches, nothing handed back."""
+
+
+def test_an_item_that_kills_every_lone_try_ends_error_after_max_attempts(
+    runtime: WorkerRuntime, media: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.pipeline
+
+    job_id, chunk = new_job(runtime.engine, media[:2], faces=False)
+    poison, healthy = chunk
+    expire_as_dead(runtime.engine, job_id, [poison[0], healthy[0]])
+
+    def die(rt: WorkerRuntime, items: list[tuple[int, str]], *_: object, **__: object) -> object:
+        raise WorkerDied
+
+    monkeypatch.setattr(workers.pipeline, "analyse_and_score", die)
+    for _ in range(runtime.settings.max_attempts):
+        with pytest.raises(WorkerDied):
+            process_chunk(runtime, job_id, [poison])
+        with runtime.engine.begin() as conn:  # its lease runs out
+            conn.execute(update(MediaItem).where(MediaItem.id == poison[0]).values(lease_expires_at=utcnow()))
+    monkeypatch.undo()
+
+    report = process_chunk(runtime, job_id, chunk)
+    assert (report.error, report.done) == (1, 1)
+    items = {i.id: i for i in item_rows(runtime.engine, job_id)}
+    assert items[poison[0]].status == "error"
+    assert (items[poison[0]].error or "").startswith(f"gave up after {runtime.settings.max_attempts} attempts")
+    assert items[healthy[0]].status == "done", "the item that died beside it once was not blamed"
+    assert items[healthy[0]].attempts == 1
+
+
+def test_reconcile_sends_each_interrupted_item_in_a_chunk_of_its_own(runtime: WorkerRuntime, media: list[Path]) -> None:
+    job_id, chunk = new_job(runtime.engine, media, faces=False)
+    ids = [i for i, _ in chunk]
+    expire_as_dead(runtime.engine, job_id, ids[:2])
+    leases.hand_back(runtime.engine, "dead", ids[1:2])  # this one was handed back: not interrupted
+    with runtime.engine.begin() as conn:
+        conn.execute(update(MediaItem).where(MediaItem.id.in_(ids[2:])).values(enqueued_at=utcnow() - dt.timedelta(1)))
+    sent: list[list[int]] = []
+    reconcile(runtime.engine, enqueue=lambda _j, c: sent.append([i for i, _ in c]), queued_older_than=dt.timedelta(0))
+    assert sorted(sent, key=len) == [[ids[0]], ids[1:]], "the interrupted item alone, the others together"
+    interruptions = {i.id: i.interruptions for i in item_rows(runtime.engine, job_id)}
+    assert interruptions == {i: int(i == ids[0]) for i in ids}
+
+
+def test_reconcile_resends_items_sent_before_the_broker_lost_its_messages(
+    runtime: WorkerRuntime, media: list[Path]
+) -> None:
+    _job_id, chunk = new_job(runtime.engine, media[:3], faces=False)
+    ids = [i for i, _ in chunk]
+    now = utcnow()
+    with runtime.engine.begin() as conn:
+        conn.execute(update(MediaItem).where(MediaItem.id == ids[0]).values(enqueued_at=now - dt.timedelta(seconds=5)))
+        conn.execute(update(MediaItem).where(MediaItem.id.in_(ids[1:])).values(enqueued_at=now))
+    sent: list[int] = []
+    sent_before = now - dt.timedelta(seconds=1)
+    report = reconcile(runtime.engine, enqueue=lambda _j, c: sent.extend(i for i, _ in c), sent_before=sent_before)
+    assert (report.lost, sent) == (1, [ids[0]]), "only the item sent to the broker's previous life"
+
+
+def test_a_database_error_during_an_item_is_retried_never_stored(
+    runtime: WorkerRuntime, media: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import workers.analysis
+    from scanner.errors import TransientError
+
+    job_id, chunk = new_job(runtime.engine, media[:3], faces=False)
+
+    def restarting(*_: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("terminating connection due to administrator command"))
+
+    monkeypatch.setattr(workers.analysis, "find_earlier_result", restarting)
+    with pytest.raises(TransientError):
+        process_chunk(runtime, job_id, chunk)
+    items = item_rows(runtime.engine, job_id)
+    assert all(i.status == "processing" and i.error is None and i.lease_owner is None for i in items), "handed back"
+    monkeypatch.undo()
+
+    assert process_chunk(runtime, job_id, chunk).done == 3, "the retry claims them at once"
+    assert all(i.status == "done" and i.interruptions == 0 for i in item_rows(runtime.engine, job_id))

@@ -125,7 +125,7 @@ def test_duplicate_and_late_deliveries_write_each_item_once_and_a_trickle_costs_
         wait_for(lambda: job_status(stack, trickled[0]) == "done", "the trickle job to finish")
 
     assert all(i.status == "done" for i in items(stack, job_id))
-    assert all(i.attempts == 1 for i in items(stack, job_id)), "no delivery re-claimed a finished item"
+    assert all(i.attempts == 0 and i.interruptions == 0 for i in items(stack, job_id)), "no death, no lone try"
     assert {(i.id, i.score, i.verdict, i.finished_at) for i in items(stack, job_id)} == first
     assert frame_keys(stack.engine, job_id) == frames
     assert set(frames.values()) == {1}, "exactly one frame row per (item, frame, face)"
@@ -166,4 +166,6 @@ def test_killed_workers_and_lost_messages_heal_without_an_operator(stack: Stack)
     for job_id in (killed_job, lost_job):
         assert all(i.status == "done" and i.verdict in {"fake", "real"} for i in items(stack, job_id))
         assert set(frame_keys(stack.engine, job_id).values()) == {1}
-    assert max(i.attempts for i in items(stack, killed_job)) == 2, "the killed delivery counted as an attempt"
+    killed = items(stack, killed_job)
+    assert all(i.interruptions == 1 for i in killed), "the killed delivery held them all"
+    assert all(i.attempts == 1 for i in killed), "the kill counted against none: each was then tried alone, once"
