@@ -42,7 +42,10 @@ FIELD_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "attempts": "Deliveries to a worker so far.",
         "enqueued_at": "When it was queued (UTC).",
         "started_at": "When a worker took it (UTC).",
-        "reviews": "Human labels, oldest first; the label in force is the newest not undone, of this item or of any item with the same content.",
+        "reviews": (
+            "Human labels, oldest first; the label in force is the newest not undone, of this item or of any "
+            "item with the same content."
+        ),
     },
     "ReviewView": {
         "id": "The review's id.",
