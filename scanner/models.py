@@ -140,6 +140,7 @@ class MediaItem(Base):
     verdict: Mapped[str | None] = mapped_column(String(8))
     strategy: Mapped[str | None] = mapped_column(String(32))
     model_version: Mapped[str | None] = mapped_column(String(64))
+    precision: Mapped[str | None] = mapped_column(String(8))  # fp32 | bf16: what the model ran in
     reused_from_id: Mapped[int | None] = mapped_column(BigId)
     attempts: Mapped[int] = mapped_column(default=0)
     # The delivery that may write this item's verdict (see scanner/leases.py), and until when.
