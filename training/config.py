@@ -71,6 +71,9 @@ class TrainConfig:
     decode: str = "full"  # "reduced": JPEGs decoded at 1/2-1/8 scale, see scanner.detector.Preprocessing.decode
     ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
+    # auto | fp32 | bf16: bf16 autocast in the step and in validation where the device runs it natively
+    # (scanner/precision.py); `train` replaces auto with what it resolved to, as the checkpoint records it.
+    precision: str = "auto"
     seed: int = 0
     resume: bool = False
     target_fpr: float = DEFAULT_TARGET_FPR
