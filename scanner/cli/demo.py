@@ -57,9 +57,7 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
     if not (data / MANIFEST_NAME).is_file():
         say(f"writing synthetic demo media to {data} …")
         write_demo_data(data)
-    config = dataclasses.replace(
-        demo_config(data, checkpoint), progress=app.show_progress(output_format), precision=app.settings.precision
-    )
+    config = dataclasses.replace(demo_config(data, checkpoint), progress=app.show_progress(output_format))
     stale = _stale_reason(checkpoint, config.face_view)
     if retrain or not checkpoint.is_file() or stale:
         if stale and not retrain:
