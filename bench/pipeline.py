@@ -1,10 +1,12 @@
 """Pipeline throughput as ratios measured in one run, on one device, batch size and precision.
 
-Three numbers, all in images per second over the same JPEG files and the same checkpoint:
+Four numbers, all in images per second over the same JPEG files and the same checkpoint:
 
-- raw: the model's forward pass alone on tensors already in memory (the ceiling);
-- pipeline: the full distributed path, producer -> Redis -> one `deepscan worker` process ->
-  PostgreSQL, timed from the job's creation to its end as the database records them;
+- raw fp32 and raw bf16: the model's forward pass alone on tensors already in memory, in fp32 and
+  under bf16 autocast (the ceilings);
+- pipeline: the full distributed path at the worker's default `--precision auto` (bf16 where the
+  device runs it natively, fp32 elsewhere; printed), producer -> Redis -> one `deepscan worker`
+  process -> PostgreSQL, timed from the job's creation to its end as the database records them;
 - naive: the same path done the obvious way: one task per image, batch 1, fp32, one commit
   per image (chunk size 1, batch size 1).
 
@@ -13,7 +15,9 @@ raw and pipeline runs alternate (raw, pipeline, raw, ... raw, `--rounds` pipelin
 worker serving every round as it would in production, and each pipeline run is compared with
 the mean of the raw runs just before and after it; the figure is the median of those ratios.
 
-It prints pipeline/raw (target >= 0.95 on a CPU, 0.9 on a GPU) and pipeline/naive (target >= 3).
+It prints pipeline/raw at the same precision (target >= 0.95 on a CPU, 0.9 on a GPU),
+pipeline(auto)/raw(fp32) (target >= 2.0 on a CPU with native bf16, where auto is bf16) and
+pipeline/naive (target >= 3).
 Needs the local PostgreSQL and Redis (`make services`). Runs unchanged on a CUDA device
 (`--device cuda`).
 
@@ -48,6 +52,7 @@ from scanner.db import make_engine
 from scanner.detector import Preprocessing, build_model, preprocess, resolve_device, score_batch
 from scanner.media import read_image_file
 from scanner.models import ScanJob
+from scanner.precision import Precision, describe, resolve_precision
 from tests.pipeline_helpers import deepscan_env, worker_process
 from tests.services import fresh_postgres_database, redis_for_run
 
@@ -70,16 +75,23 @@ def write_checkpoint(path: Path, arch: str, image_size: int) -> Path:
     return path
 
 
-def raw_images_per_s(checkpoint: Path, images: list[Path], *, device: str, batch_size: int) -> float:
+def raw_images_per_s(
+    checkpoint: Path, images: list[Path], *, device: str, batch_size: int, precision: Precision
+) -> float:
     """The forward pass alone, on tensors prepared beforehand (what the pipeline cannot beat)."""
     dev = resolve_device(device)
     loaded = load_checkpoint(checkpoint, device=dev)
     tensors = torch.stack([preprocess(read_image_file(str(p)), loaded.meta.preprocessing) for p in images])
-    score_batch(loaded.model, tensors[:batch_size], dev)  # warm-up
+    score_batch(loaded.model, tensors[:batch_size], dev, precision)  # warm-up
     started = time.perf_counter()
     for start in range(0, len(tensors), batch_size):
-        score_batch(loaded.model, tensors[start : start + batch_size], dev)
+        score_batch(loaded.model, tensors[start : start + batch_size], dev, precision)
     return len(images) / (time.perf_counter() - started)
+
+
+def round_ratios(pipelines: list[float], raws: list[float]) -> list[float]:
+    """Each pipeline run over the mean of the raw runs just before and after it."""
+    return [p / ((before + after) / 2) for p, before, after in zip(pipelines, raws, raws[1:], strict=False)]
 
 
 def scan_images_per_s(
@@ -150,48 +162,62 @@ def main() -> None:
             "DEEPSCAN_QUEUE": f"bench-{uuid.uuid4().hex[:6]}",
             "DEEPSCAN_BATCH_SIZE": str(args.batch_size),
         }
-        raws = [raw_images_per_s(checkpoint, images, device=args.device, batch_size=args.batch_size)]
+        raws: dict[Precision, list[float]] = {"fp32": [], "bf16": []}
+
+        def measure_raw() -> None:
+            for precision, runs in raws.items():
+                runs.append(raw_images_per_s(checkpoint, images, device=args.device, batch_size=args.batch_size,
+                                             precision=precision))  # fmt: skip
+
+        measure_raw()
         pipelines = []
         with worker_process(batched_env, work / "worker-pipeline.log", ready_timeout_s=120):
             for round_ in range(args.rounds):
                 pipelines.append(
                     scan_images_per_s(batched_env, folder, chunk_size=args.batch_size * 2, label="pipeline")
                 )
-                raws.append(raw_images_per_s(checkpoint, images, device=args.device, batch_size=args.batch_size))
-                print(f"round {round_ + 1}: raw {raws[-2]:.1f} -> pipeline {pipelines[-1]:.1f} -> raw {raws[-1]:.1f} "
-                      "images/s", file=sys.stderr)  # fmt: skip
-        naive_env = {**base, "DEEPSCAN_QUEUE": f"bench-{uuid.uuid4().hex[:6]}", "DEEPSCAN_BATCH_SIZE": "1"}
+                measure_raw()
+                print(f"round {round_ + 1}: pipeline {pipelines[-1]:.1f}, then raw fp32 {raws['fp32'][-1]:.1f}, "
+                      f"raw bf16 {raws['bf16'][-1]:.1f} images/s", file=sys.stderr)  # fmt: skip
+        naive_env = {**base, "DEEPSCAN_QUEUE": f"bench-{uuid.uuid4().hex[:6]}", "DEEPSCAN_BATCH_SIZE": "1",
+                     "DEEPSCAN_PRECISION": "fp32"}  # fmt: skip
         with worker_process(naive_env, work / "worker-naive.log", ready_timeout_s=120):
             naive = scan_images_per_s(naive_env, naive_folder, chunk_size=1, label="naive")
-    ratios = [p / ((before + after) / 2) for p, before, after in zip(pipelines, raws, raws[1:], strict=False)]
-    ratio = statistics.median(ratios)
-    raw, pipeline = statistics.median(raws), statistics.median(pipelines)
+    device = resolve_device(args.device)
+    auto = resolve_precision("auto", device)
+    same = round_ratios(pipelines, raws[auto])
+    over_fp32 = round_ratios(pipelines, raws["fp32"])
+    raw32, raw16, pipeline = (statistics.median(r) for r in (raws["fp32"], raws["bf16"], pipelines))
+    target = 0.95 if device.type == "cpu" else 0.9
 
-    device = str(resolve_device(args.device))
-    target = 0.95 if device == "cpu" else 0.9
+    def runs(values: list[float]) -> str:
+        return f"median of {len(values)}: {', '.join(f'{v:.1f}' for v in values)}"
+
     print(f"{cpu_model()} ({os.cpu_count()} cores), device {device}, {args.arch} at {args.image_size} px, "
-          f"batch {args.batch_size}, fp32 on CPU / bf16 on CUDA, {args.images} images")  # fmt: skip
-    print(
-        f"raw model forward      {raw:8.1f} images/s   (median of {len(raws)}: {', '.join(f'{r:.1f}' for r in raws)})"
-    )
-    print(f"distributed pipeline   {pipeline:8.1f} images/s   (median of {len(pipelines)}: "
-          f"{', '.join(f'{p:.1f}' for p in pipelines)})")  # fmt: skip
-    print(f"pipeline/raw = {ratio:.2f}  (target >= {target}; median of the rounds' "
-          f"{', '.join(f'{r:.2f}' for r in ratios)}, each against the raw runs beside it)")  # fmt: skip
-    print(f"naive baseline         {naive:8.1f} images/s   pipeline/naive = {pipeline / naive:.2f}  (target >= 3)")
+          f"batch {args.batch_size}, {args.images} images; auto = {describe(auto, device)}")  # fmt: skip
+    print(f"raw model forward, fp32  {raw32:8.1f} images/s   ({runs(raws['fp32'])})")
+    print(f"raw model forward, bf16  {raw16:8.1f} images/s   ({runs(raws['bf16'])})   bf16/fp32 = {raw16 / raw32:.2f}")
+    print(f"pipeline at auto ({auto})  {pipeline:8.1f} images/s   ({runs(pipelines)})")
+    print(f"pipeline/raw({auto}) = {statistics.median(same):.2f}  (target >= {target}; rounds "
+          f"{', '.join(f'{r:.2f}' for r in same)}, each against the raw runs beside it)")  # fmt: skip
+    print(f"pipeline(auto)/raw(fp32) = {statistics.median(over_fp32):.2f}  (target >= 2.0 where auto is bf16 on a CPU)")
+    print(f"naive baseline (fp32)   {naive:8.1f} images/s   pipeline/naive = {pipeline / naive:.2f}  (target >= 3)")
     figures = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "device": device,
+        "device": str(device),
+        "auto_precision": auto,
         "arch": args.arch,
         "images": args.images,
-        "raw": raw,
+        "raw_fp32": raw32,
+        "raw_bf16": raw16,
         "pipeline": pipeline,
         "naive": naive,
-        "raw_runs": raws,
+        "raw_fp32_runs": raws["fp32"],
+        "raw_bf16_runs": raws["bf16"],
         "pipeline_runs": pipelines,
-        "round_ratios": ratios,
-        "pipeline_over_raw": ratio,
+        "pipeline_over_raw_same_precision": statistics.median(same),
+        "pipeline_over_raw_fp32": statistics.median(over_fp32),
         "pipeline_over_naive": pipeline / naive,
     }
     print(json.dumps(figures))

@@ -52,6 +52,9 @@ class CheckpointMeta:
     train_config: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     face_view: FaceView = field(default_factory=FaceView.whole_image)
+    # The arithmetic the threshold was calibrated in (fp32 | bf16); None for checkpoints from before
+    # precision was recorded, which were calibrated in fp32 on a CPU.
+    precision: str | None = None
 
     def to_metadata(self) -> dict[str, str]:
         """The header fields, all strings as safetensors requires."""
@@ -67,6 +70,7 @@ class CheckpointMeta:
             "label_meaning": self.label_meaning,
             "train_config": json.dumps(self.train_config, sort_keys=True, default=str),
             "created_at": self.created_at,
+            **({"precision": self.precision} if self.precision is not None else {}),
         }
 
     @classmethod
@@ -89,10 +93,13 @@ class CheckpointMeta:
                 train_config=json.loads(meta["train_config"]),
                 created_at=meta["created_at"],
                 face_view=FaceView.from_metadata(meta),
+                precision=meta.get("precision"),
             )
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint metadata is incomplete or malformed ({exc})") from None
         _check_threshold(checkpoint.threshold)
+        if checkpoint.precision not in (None, "fp32", "bf16"):
+            raise CheckpointError(f"checkpoint precision {checkpoint.precision!r} is not fp32 or bf16")
         return checkpoint
 
 

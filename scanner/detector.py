@@ -18,7 +18,6 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from torch import nn
 
 from scanner import backbones
 from scanner.errors import CheckpointError, ConfigError
+from scanner.precision import Precision, autocast
 
 ARCHS = backbones.ARCHS
 DEFAULT_ARCH = "resnet50"
@@ -276,28 +276,19 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def supports_bf16(device: torch.device) -> bool:
-    """bf16 autocast only on CUDA devices that support it; CPU stays fp32 so scores match training."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast where the device supports it, otherwise a no-op."""
-    if supports_bf16(device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     """Eval mode, on `device`, channels_last; call once per process after building or loading."""
     return model.eval().to(device).to(memory_format=torch.channels_last)
 
 
-def score_batch(model: nn.Module, batch: torch.Tensor, device: torch.device) -> np.ndarray:
-    """P(manipulated) for each image of an NxCxSxS batch, as float32 numpy in [0, 1]."""
+def score_batch(
+    model: nn.Module, batch: torch.Tensor, device: torch.device, precision: Precision = "fp32"
+) -> np.ndarray:
+    """P(manipulated) for each image of an NxCxSxS batch, as float32 numpy in [0, 1], at `precision`
+    (resolved by `scanner.precision.resolve_precision`; the caller records it with the scores)."""
     if batch.shape[0] == 0:
         return np.empty((0,), dtype=np.float32)
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         x = batch.to(device=device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         logits = model(x).reshape(-1)
     return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32, copy=False)

@@ -141,6 +141,7 @@ class MediaItem(Base):
     verdict: Mapped[str | None] = mapped_column(String(8))
     strategy: Mapped[str | None] = mapped_column(String(32))
     model_version: Mapped[str | None] = mapped_column(String(64))
+    precision: Mapped[str | None] = mapped_column(String(8))  # fp32 | bf16: what the model ran in
     reused_from_id: Mapped[int | None] = mapped_column(BigId)
     # Tries of the item alone in its worker after a delivery holding it died; the ones that died too
     # count against it (scanner/leases.py). `interruptions`: deliveries that died holding it (a server

@@ -52,6 +52,7 @@ class Earlier:
     width: int | None
     height: int | None
     duration_s: float | None
+    precision: str | None
     frames: tuple[dict[str, Any], ...]
 
     def verdict_values(self, *, strategy: str, threshold: float) -> dict[str, Any]:
@@ -68,6 +69,7 @@ class Earlier:
             "strategy": used,
             "verdict": verdict_for(score, threshold),
             "reused_from_id": self.id,
+            "precision": self.precision,
         }
 
     def frame_rows(self, item_id: int) -> list[dict[str, Any]]:
@@ -86,7 +88,7 @@ def load(session: Session, items: Sequence[MediaItem]) -> dict[int, Earlier]:
         for row in rows:
             frames[row.item_id].append({c: getattr(row, c) for c in _FRAME_COLUMNS})
     return {
-        i.id: Earlier(i.id, i.kind, i.content_sha256, i.width, i.height, i.duration_s, tuple(frames[i.id]))
+        i.id: Earlier(i.id, i.kind, i.content_sha256, i.width, i.height, i.duration_s, i.precision, tuple(frames[i.id]))
         for i in items
         if frames[i.id]
     }

@@ -33,6 +33,9 @@ DEFAULT_RECONCILE_INTERVAL_S = 60.0  # how often `deepscan beat` re-enqueues exp
 # waits) lost its message: a worker took it and died before claiming it (workers/broker.py).
 DEFAULT_REQUEUE_AFTER_S = 120.0
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# The model's arithmetic: auto = bf16 where the device runs it natively, else fp32 (scanner/precision.py).
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+DEFAULT_PRECISION = "auto"
 
 
 def usable_cores() -> int:
@@ -57,6 +60,13 @@ def validate_device(device: str) -> str:
     if base not in DEVICE_CHOICES or (index and (base != "cuda" or not index.isdigit())):
         raise ConfigError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
     return device
+
+
+def validate_precision(precision: str) -> str:
+    """Accept auto, fp32 or bf16; raise ConfigError for anything else."""
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(f"invalid precision {precision!r}: use {', '.join(PRECISION_CHOICES)}")
+    return precision
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -125,6 +135,7 @@ class Settings:
     broker_url: str | None = None
     checkpoint: Path | None = None
     device: str = "auto"
+    precision: str = DEFAULT_PRECISION
     s3_endpoint_url: str | None = None
     queue: str = DEFAULT_QUEUE
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -164,6 +175,7 @@ class Settings:
             broker_url=env.get("DEEPSCAN_BROKER_URL") or None,
             checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
             device=validate_device(env.get("DEEPSCAN_DEVICE") or "auto"),
+            precision=validate_precision(env.get("DEEPSCAN_PRECISION") or DEFAULT_PRECISION),
             s3_endpoint_url=env.get("DEEPSCAN_S3_ENDPOINT_URL") or None,
             queue=env.get("DEEPSCAN_QUEUE") or DEFAULT_QUEUE,
             batch_size=_int(env, "DEEPSCAN_BATCH_SIZE", DEFAULT_BATCH_SIZE),

@@ -71,6 +71,9 @@ class TrainConfig:
     decode: str = "full"  # "reduced": JPEGs decoded at 1/2-1/8 scale, see scanner.detector.Preprocessing.decode
     ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
+    # auto | fp32 | bf16: bf16 autocast in the step and in validation where the device runs it natively
+    # (scanner/precision.py); `train` replaces auto with what it resolved to, as the checkpoint records it.
+    precision: str = "auto"
     seed: int = 0
     resume: bool = False
     target_fpr: float = DEFAULT_TARGET_FPR
@@ -114,6 +117,8 @@ def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConf
     that make a real detector robust would triple the time the demo needs to learn. The demo's
     faces are small, so the model sees each whole face crop resized rather than a window of it.
     Self-blended fakes are subtler than the demo's generator fingerprint, so that run gets more epochs.
+    It trains in fp32 on every CPU, so the demo checkpoint (and what the demo flags) is the same on a
+    processor with native bf16 as on one without; its scan then runs at the machine's `auto` precision.
     """
     return TrainConfig(
         data=data,
@@ -128,6 +133,7 @@ def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConf
         augment=False,
         crop="resize",
         device="cpu",
+        precision="fp32",
         patience=3 if self_blend else 2,
         workers=1,
     )

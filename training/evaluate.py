@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from scanner.checkpoint import load_checkpoint
 from scanner.detector import resolve_device, score_batch
+from scanner.precision import Precision, resolve_precision
 from training.config import DEFAULT_EVAL_BATCH_SIZE, LabelSource, default_loader_workers
 from training.datasets import ImageDataset, Sample, batches, load_split, source_of
 from training.facecache import FaceCache, default_cache_dir
@@ -40,9 +41,10 @@ def predict(
     device: torch.device,
     batch_size: int,
     workers: int,
+    precision: Precision = "fp32",
     progress: bool = False,
 ) -> Predictions:
-    """Score every sample of `dataset` with `score_batch`, counting undecodable files."""
+    """Score every sample of `dataset` with `score_batch` at `precision`, counting undecodable files."""
     was_training = model.training
     model.eval()
     scores, labels, indices, skipped = [], [], [], []
@@ -51,7 +53,7 @@ def predict(
         for batch in batches(dataset, batch_size=batch_size, workers=workers):
             bar.update(len(batch.labels) + len(batch.skipped))
             skipped.extend(batch.skipped)
-            scores.append(image_scores(score_batch(model, batch.images, device), batch.faces))
+            scores.append(image_scores(score_batch(model, batch.images, device, precision), batch.faces))
             labels.append(batch.labels.numpy())
             indices.append(batch.indices.numpy())
         bar.close()
@@ -84,6 +86,7 @@ class EvaluationReport:
     files: list[tuple[Path, int, float]]
     skipped: list[Path]
     face_view: str = ""
+    precision: str = "fp32"
 
     @property
     def labels(self) -> np.ndarray:
@@ -115,6 +118,7 @@ class EvaluationReport:
             "model_version": self.model_version,
             "split": self.split,
             "face_view": self.face_view,
+            "precision": self.precision,
             **self.metrics.to_dict(),
             "skipped": len(self.skipped),
             "skipped_files": [str(p) for p in self.skipped],
@@ -132,6 +136,7 @@ def evaluate(
     *,
     split: str = "test",
     device: str = "auto",
+    precision: str = "auto",
     batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
     workers: int | None = None,
     labels: LabelSource = "auto",
@@ -142,16 +147,21 @@ def evaluate(
     """Score `split` of the data set under `data` with `checkpoint` and measure detection.
 
     The threshold is the checkpoint's calibrated one unless `threshold` overrides it; `workers`
-    decoding processes default to one per spare core.
+    decoding processes default to one per spare core. `precision` resolves as a worker's does, so
+    by default a file scores here exactly as a default scan on this machine scores it.
     """
     target = resolve_device(device)
+    arithmetic = resolve_precision(precision, target)
     loaded = load_checkpoint(checkpoint, target)
     samples = load_split(data, split, labels=labels)
     view = loaded.meta.face_view
     cache = FaceCache(face_cache or default_cache_dir(), view.detector, loaded.meta.preprocessing.decode_min_side_px)
     dataset = ImageDataset(samples, loaded.meta.preprocessing, view=view, all_faces=True, face_cache=cache)
     workers = default_loader_workers() if workers is None else workers
-    found = predict(loaded.model, dataset, device=target, batch_size=batch_size, workers=workers, progress=progress)
+    found = predict(
+        loaded.model, dataset, device=target, batch_size=batch_size, workers=workers, precision=arithmetic,
+        progress=progress,
+    )  # fmt: skip
     cut = loaded.meta.threshold if threshold is None else threshold
     return EvaluationReport(
         checkpoint=checkpoint,
@@ -161,6 +171,7 @@ def evaluate(
         files=per_file_scores(samples, found),
         skipped=[samples[i].path for i in found.skipped],
         face_view=view.describe(),
+        precision=arithmetic,
     )
 
 

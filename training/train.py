@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ from tqdm import tqdm
 
 from scanner.backbones import backbone
 from scanner.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
-from scanner.detector import ARCHS, Preprocessing, autocast, build_model, resolve_device
+from scanner.detector import ARCHS, Preprocessing, build_model, resolve_device
 from scanner.errors import ConfigError
 from scanner.faces import FaceView
+from scanner.precision import Precision, autocast, describe, resolve_precision
 from training.augment import augment_config
 from training.config import CROP_CHOICES, TrainConfig, demo_config
 from training.datasets import (
@@ -68,6 +69,7 @@ class TrainResult:
     metrics_log: Path
     state: Path
     seconds: float
+    precision: str = "fp32"
 
 
 @dataclass
@@ -206,11 +208,17 @@ def seed_everything(seed: int, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device) -> float:
-    """One optimizer step on one batch; returns the batch's mean loss."""
+def training_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device, precision: Precision
+) -> float:
+    """One optimizer step on one batch; returns the batch's mean loss.
+
+    With bf16 only the forward runs under autocast; the weights, their gradients and AdamW's state
+    stay fp32 (the master weights), and the loss is taken in fp32.
+    """
     x = batch.images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     y = batch.labels.to(device, non_blocking=True).float()
-    with autocast(device):
+    with autocast(device, precision):
         logits = model(x).reshape(-1)
     loss = F.binary_cross_entropy_with_logits(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
@@ -257,7 +265,7 @@ def train_one_epoch(
         lr = lr_at(progress.step, base_lr=config.lr, warmup_steps=warmup, total_steps=total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_sum += training_step(model, optimizer, batch, device) * batch.labels.numel()
+        loss_sum += training_step(model, optimizer, batch, device, _precision(config)) * batch.labels.numel()
         if ema is not None:
             ema.update_parameters(model)
         images += batch.labels.numel()
@@ -271,11 +279,19 @@ def validate(
     model: nn.Module, data: ImageDataset, *, config: TrainConfig, device: torch.device
 ) -> tuple[DetectionMetrics, int]:
     """Validation metrics at a threshold calibrated on these scores; also the skipped count."""
-    found = predict(model, data, device=device, batch_size=config.batch_size, workers=config.loader_workers)
+    found = predict(
+        model, data, device=device, batch_size=config.batch_size, workers=config.loader_workers,
+        precision=_precision(config),
+    )  # fmt: skip
     if not np.all(np.isfinite(found.scores)):
         raise ConfigError("training diverged: validation scores are not finite; lower --lr")
     threshold = threshold_at_fpr(found.scores[found.labels == REAL], config.target_fpr)
     return detection_metrics(found.labels, found.scores, threshold), len(found.skipped)
+
+
+def _precision(config: TrainConfig) -> Precision:
+    """The precision `train` resolved (fp32 where a caller passes an unresolved config)."""
+    return "bf16" if config.precision == "bf16" else "fp32"
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -291,6 +307,7 @@ def save_best(model: nn.Module, config: TrainConfig, prep: Preprocessing, metric
         face_view=FaceView.named(config.face_view),
         threshold=metrics.threshold,
         target_fpr=config.target_fpr,
+        precision=_precision(config),
         metrics={
             "split": "valid",
             "epoch": epoch + 1,
@@ -323,6 +340,8 @@ def train(config: TrainConfig) -> TrainResult:
     check_config(config)
     started = time.perf_counter()
     device = resolve_device(config.device)
+    config = replace(config, precision=resolve_precision(config.precision, device))
+    log.info("precision: %s", describe(_precision(config), device))
     seed_everything(config.seed, device)
     spec = backbone(config.arch)  # its pretrained weights expect its own normalisation
     prep = Preprocessing(
@@ -349,6 +368,7 @@ def train(config: TrainConfig) -> TrainResult:
         metrics_log=metrics_log_path(config.out),
         state=state_path(config.out),
         seconds=time.perf_counter() - started,
+        precision=config.precision,
     )
 
 

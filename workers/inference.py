@@ -14,6 +14,7 @@ import torch
 
 from scanner.checkpoint import load_checkpoint
 from scanner.detector import normalize, resize_uint8, resolve_device, score_batch
+from scanner.precision import describe, resolve_precision
 from workers import gpudecode
 from workers.gpudecode import EncodedJpeg
 
@@ -46,8 +47,10 @@ class Scorer:
         batch_size: int = 32,
         gpu_decode: bool = True,
         compile_model: bool = False,
+        precision: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         loaded = load_checkpoint(checkpoint, device=self.device)
         self.model = loaded.model
         self.meta = loaded.meta
@@ -67,10 +70,17 @@ class Scorer:
         if compile_model:
             log.info("torch.compile: model compiled and warmed up in %.1f s", time.perf_counter() - started)
         log.info(
-            "loaded checkpoint %s (%s, %s) on %s; JPEG decode on the %s",
-            self.path, self.meta.arch, self.model_version[:12], self.device,
+            "loaded checkpoint %s (%s, %s), %s; JPEG decode on the %s",
+            self.path, self.meta.arch, self.model_version[:12], describe(self.precision, self.device),
             "GPU (nvJPEG)" if self.decodes_jpeg_on_device else "CPU",
         )  # fmt: skip
+        calibrated = self.meta.precision
+        if calibrated is not None and calibrated != self.precision:
+            log.info(
+                "this worker scores in %s, the checkpoint's threshold was calibrated in %s: scores differ by "
+                "about 0.005 at most (docs/performance.md); --precision %s scores exactly as calibrated",
+                self.precision, calibrated, calibrated,
+            )  # fmt: skip
 
     def warm_up(self) -> None:
         """Run one full batch of blank images, so the first real batch does not pay for kernel
@@ -154,11 +164,11 @@ class Scorer:
         return staged.to(self.device, non_blocking=True)
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        """Scores of an Nx3xSxS uint8 batch: normalised on its device, bf16 and channels_last on CUDA.
+        """Scores of an Nx3xSxS uint8 batch: normalised on its device, channels_last, at this scorer's precision.
 
         A compiled model sees one batch shape only (partial batches are padded), so it is compiled once.
         """
         count = batch.shape[0]
         if self.compiled and 0 < count < self.batch_size:
             batch = torch.cat([batch, batch.new_zeros((self.batch_size - count, *batch.shape[1:]))])
-        return score_batch(self.model, normalize(batch, self.meta.preprocessing), self.device)[:count]
+        return score_batch(self.model, normalize(batch, self.meta.preprocessing), self.device, self.precision)[:count]

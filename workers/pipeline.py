@@ -386,7 +386,7 @@ def _cancel_scoring(outcomes: Iterable[Outcome]) -> None:
 
 _RESULT_COLUMNS = (
     "status", "error", "kind", "content_sha256", "finished_at", "model_version", "score", "verdict", "strategy",
-    "width", "height", "duration_s", "frames_scanned", "reused_from_id", "scoring_key",
+    "width", "height", "duration_s", "frames_scanned", "reused_from_id", "scoring_key", "precision",
 )  # fmt: skip
 _ITEMS = cast(Table, MediaItem.__table__)
 _STORE_RESULT = (
@@ -417,7 +417,8 @@ def store(rt: WorkerRuntime, outcomes: list[Outcome], ctx: JobContext, owner: st
         if not mine:
             return held
         conn.execute(delete(FrameResult).where(FrameResult.item_id.in_(held)))
-        conn.execute(_STORE_RESULT, [_item_values(o, ctx, now) | {"owner": owner} for o in mine])
+        values = [_item_values(o, ctx, now, precision=rt.scorer.precision) | {"owner": owner} for o in mine]
+        conn.execute(_STORE_RESULT, values)
         fresh = [row for o in mine if o.reused is None for row in _frame_rows(o)]
         if fresh:
             conn.execute(insert(FrameResult), fresh)
@@ -427,8 +428,9 @@ def store(rt: WorkerRuntime, outcomes: list[Outcome], ctx: JobContext, owner: st
     return held
 
 
-def _item_values(outcome: Outcome, ctx: JobContext, now: Any) -> dict[str, Any]:
-    """Every column of the bulk UPDATE for one item (the same keys for every item)."""
+def _item_values(outcome: Outcome, ctx: JobContext, now: Any, *, precision: str) -> dict[str, Any]:
+    """Every column of the bulk UPDATE for one item (the same keys for every item); `precision` is
+    what this worker's model ran in, recorded on the verdicts it scored."""
     values: dict[str, Any] = dict.fromkeys(_RESULT_COLUMNS) | {
         "item_id": outcome.item_id,
         "status": outcome.status,
@@ -451,7 +453,7 @@ def _item_values(outcome: Outcome, ctx: JobContext, now: Any) -> dict[str, Any]:
         score, strategy, frame_count = reuse.item_score(outcome.kind, scores, ctx.options.strategy)
         values.update(score=score, strategy=strategy, frames_scanned=frame_count)
         values.update(width=outcome.width, height=outcome.height, duration_s=outcome.duration_s)
-        values["verdict"] = verdict_for(score, ctx.threshold)
+        values.update(verdict=verdict_for(score, ctx.threshold), precision=precision)
     outcome.score, outcome.verdict = values["score"], values["verdict"]
     return values
 

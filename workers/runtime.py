@@ -96,6 +96,7 @@ def load_runtime(settings: Settings, engine: Engine | None = None) -> WorkerRunt
         batch_size=settings.batch_size,
         gpu_decode=settings.gpu_decode,
         compile_model=settings.compile_model,
+        precision=settings.precision,
     )
     if scorer.meta.face_view.finds_faces:  # a missing detector install fails here, not on the first image
         detector_for(scorer.meta.face_view.detector)

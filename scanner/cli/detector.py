@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from scanner.cli.context import AppContext, pass_app
-from scanner.cli.options import require_checkpoint
+from scanner.cli.options import precision_option, require_checkpoint
 from scanner.faces.view import DEFAULT_FACE_DETECTOR, FACE_DETECTORS, FaceView
 from training import config as cfg
 
@@ -237,8 +237,18 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @FACE_CACHE_OPTION
 @WORKERS_OPTION
 @LABELS_OPTION
+@precision_option
 @pass_app
-def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: str | None, **options: Any) -> None:
+def train(
+    app: AppContext,
+    /,
+    data: Path,
+    out: Path,
+    no_augment: bool,
+    device: str | None,
+    precision: str | None,
+    **options: Any,
+) -> None:
     """Fine-tune a detector on DATA and write the best checkpoint to OUT.
 
     AdamW with warmup and cosine decay, early stopping on validation ROC AUC. After each better
@@ -255,6 +265,7 @@ def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: s
         out=out,
         augment=not no_augment,
         device=_device(app, device),
+        precision=precision or app.settings.precision,
         progress=app.show_progress(),
         **options,
     )
@@ -264,6 +275,7 @@ def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: s
         ("checkpoint", str(result.checkpoint)),
         ("version", result.model_version),
         ("face view", FaceView.named(config.face_view).describe()),
+        ("precision", result.precision),
         ("best epoch", f"{result.best_epoch} of {result.epochs_run}{stopped}"),
         ("valid ROC AUC", f"{result.metrics['roc_auc']:.4f}"),
         ("threshold", f"{result.threshold:.6f} (at {config.target_fpr:g} false-positive rate on valid)"),
@@ -328,6 +340,7 @@ def train(app: AppContext, /, data: Path, out: Path, no_augment: bool, device: s
 @FACE_CACHE_OPTION
 @WORKERS_OPTION
 @LABELS_OPTION
+@precision_option
 @pass_app
 def evaluate(
     app: AppContext,
@@ -338,6 +351,7 @@ def evaluate(
     plots: Path | None,
     scores_out: Path | None,
     device: str | None,
+    precision: str | None,
     by_source: bool,
     **options: Any,
 ) -> None:
@@ -354,7 +368,10 @@ def evaluate(
     from training.plots import write_plots
 
     checkpoint = require_checkpoint(checkpoint or app.settings.checkpoint)
-    report = run_evaluation(data, checkpoint, device=_device(app, device), progress=app.show_progress(fmt), **options)
+    report = run_evaluation(
+        data, checkpoint, device=_device(app, device), precision=precision or app.settings.precision,
+        progress=app.show_progress(fmt), **options,
+    )  # fmt: skip
     if scores_out is not None:
         write_scores_csv(report, scores_out)
     if plots is not None:
@@ -393,6 +410,8 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     if "face_view" in report:
         rows.insert(2, ("face view", report["face_view"]))
+    if "precision" in report:
+        rows.insert(2, ("precision", report["precision"]))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 

@@ -10,7 +10,7 @@ import click
 
 from scanner.durations import DURATION_EXAMPLES, is_duration, parse_duration
 from scanner.errors import ConfigError
-from scanner.settings import validate_device
+from scanner.settings import PRECISION_CHOICES, validate_device
 
 NO_CHECKPOINT = (
     "no checkpoint configured: pass --checkpoint FILE or set DEEPSCAN_CHECKPOINT "
@@ -111,6 +111,14 @@ device_option = click.option(
     envvar="DEEPSCAN_DEVICE",
     callback=_device,
     help="auto, cpu, cuda or cuda:N [env DEEPSCAN_DEVICE; default auto].",
+)
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(PRECISION_CHOICES),
+    envvar="DEEPSCAN_PRECISION",
+    default=None,
+    help="The model's arithmetic: auto = bf16 where the device runs it natively (CUDA with bf16, CPUs with "
+    "AVX-512 BF16 or AMX), fp32 elsewhere [env DEEPSCAN_PRECISION; default auto].",
 )
 batch_size_option = click.option(
     "--batch-size",

@@ -18,6 +18,7 @@ from scanner.cli.options import (
     batch_size_option,
     checkpoint_option,
     device_option,
+    precision_option,
     require_checkpoint,
     webhook_option,
 )
@@ -141,6 +142,7 @@ def scan_options_from(params: dict[str, Any]) -> ScanOptions:
 )
 @checkpoint_option
 @device_option
+@precision_option
 @batch_size_option
 @scan_option_decorators
 @click.option(
@@ -180,6 +182,7 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     settings = app.settings.with_overrides(
         checkpoint=opts.pop("checkpoint"),
         device=opts.pop("device"),
+        precision=opts.pop("precision"),
         batch_size=opts.pop("batch_size"),
         s3_endpoint_url=opts.pop("s3_endpoint_url"),
     )
@@ -300,6 +303,7 @@ def _print_summary(
 @click.command()
 @checkpoint_option
 @device_option
+@precision_option
 @batch_size_option
 @click.option(
     "--concurrency",
@@ -351,6 +355,7 @@ def worker(
     app: AppContext,
     checkpoint: Path | None,
     device: str | None,
+    precision: str | None,
     batch_size: int | None,
     concurrency: int | None,
     gpu_decode: bool | None,
@@ -376,6 +381,7 @@ def worker(
     settings = app.settings.with_overrides(
         checkpoint=checkpoint,
         device=device,
+        precision=precision,
         batch_size=batch_size,
         queue=queue,
         worker_concurrency=concurrency,

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.cli import cli
+from scanner.precision import resolve_precision
 from tests import media_factory
 from tests.pipeline_helpers import frames_of, items_of, write_tiny_checkpoint
 
@@ -106,3 +108,19 @@ def test_no_checkpoint_says_how_to_get_one(runner: CliRunner, sqlite_url: str, t
     assert result.exit_code == 2  # a usage error, as in every command that loads a model
     assert "no checkpoint configured" in result.output
     assert "deepscan demo" in result.output
+
+
+def test_each_verdict_records_the_precision_it_was_scored_at(
+    runner: CliRunner, db_url: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    media_factory.write_mixed_folder(tmp_path, images=2, videos=0)
+    auto = scan(runner, db_url, str(tmp_path), "--checkpoint", str(checkpoint), "--no-faces")
+    expected = resolve_precision("auto", torch.device("cpu"))  # what this machine's CPU runs natively
+    assert {item.precision for item in items_of(db_url, int(auto["job_id"]))} == {expected}
+    other = "fp32" if expected == "bf16" else "bf16"
+    rescanned = scan(runner, db_url, str(tmp_path), "--checkpoint", str(checkpoint), "--no-faces", "--rescan",
+                     "--precision", other)  # fmt: skip
+    assert {item.precision for item in items_of(db_url, int(rescanned["job_id"]))} == {other}
+    reused = scan(runner, db_url, str(tmp_path), "--checkpoint", str(checkpoint), "--no-faces")
+    assert reused["reused"] == 2
+    assert {item.precision for item in items_of(db_url, int(reused["job_id"]))} == {other}  # the source's own

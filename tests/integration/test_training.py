@@ -19,6 +19,7 @@ from scanner.cli import cli
 from scanner.detector import build_model, preprocess, score_batch
 from scanner.errors import ConfigError
 from scanner.media import read_image_file
+from scanner.precision import resolve_precision
 from tests.pipeline_helpers import deepscan_env, frames_of, items_of, worker_process
 from tests.training_helpers import tiny_meta
 from training import train as training
@@ -120,10 +121,11 @@ def test_evaluate_cli_scores_exactly_like_the_workers(demo_data: Path, trained: 
     assert report["skipped"] == 0
     loaded = load_checkpoint(trained.checkpoint, CPU)
     assert report["face_view"].startswith("faces found by hog")
+    assert report["precision"] == resolve_precision("auto", CPU)  # as a default worker on this machine
     for entry in report["files"]:  # one image at a time, face by face, as a worker does
         faces = loaded.meta.face_view.faces(read_image_file(entry["path"]))
         tensors = torch.stack([preprocess(face.rgb, loaded.meta.preprocessing) for face in faces])
-        worker_score = float(score_batch(loaded.model, tensors, CPU).max())
+        worker_score = float(score_batch(loaded.model, tensors, CPU, report["precision"]).max())
         assert abs(worker_score - entry["score"]) <= PARITY_ATOL
     with scores_csv.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
