@@ -66,7 +66,7 @@ def test_workers_score_exactly_what_evaluation_scores(decode: str, tmp_path: Pat
     items = [dataset[i] for i in range(len(paths))]
     evaluation = torch.stack([item.images[0] for item in items if isinstance(item, Item)])  # the whole image
 
-    scorer = Scorer(checkpoint, device="cpu", batch_size=2)
+    scorer = Scorer(checkpoint, device="cpu", batch_size=2, precision="fp32")  # as the fp32 forward below
     prepared = [scorer.prepare(decode_image(p.read_bytes(), min_side_px=scorer.decode_min_side_px)) for p in paths]
 
     assert torch.equal(normalize(torch.stack(prepared), loaded.meta.preprocessing), evaluation)
