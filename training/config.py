@@ -23,6 +23,12 @@ CROP_CHOICES = ("resize", "center", "random")
 DEFAULT_CROP = "center"
 DECODE_CHOICES = ("full", "reduced")  # scanner.detector.Preprocessing.decode
 DEFAULT_EMA_DECAY = 0.0
+# Self-blended fakes (training.selfblend): off; mix = beside the data's own fakes; only = from the real images alone.
+SELF_BLEND_CHOICES = ("off", "mix", "only")
+DEFAULT_SELF_BLEND = "off"
+LEGACY_SELF_BLEND = {"off": "False", "only": "True"}  # as training states saved when it was a flag name them
+BLEND_MASK_CHOICES = ("hull", "ellipse")  # training.selfblend.MASK_CHOICES (tested)
+DEFAULT_BLEND_MASK = "hull"
 # Probability of each training augmentation (training.augment.AugmentConfig; `--aug NAME=P`).
 DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "jpeg": 0.1}
 AUGMENT_NAMES = tuple(DEFAULT_AUGMENT_P)
@@ -64,7 +70,8 @@ class TrainConfig:
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     warmup_fraction: float = DEFAULT_WARMUP_FRACTION
     freeze_backbone_epochs: int = 0
-    self_blend: bool = False
+    self_blend: str = DEFAULT_SELF_BLEND  # one of SELF_BLEND_CHOICES
+    blend_mask: str = DEFAULT_BLEND_MASK  # the self-blend mask: the face's landmark hull, or an ellipse
     augment: bool = True
     augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
     crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image
@@ -95,11 +102,14 @@ class TrainConfig:
         keys = ["arch", "image_size", "crop", "batch_size", "seed", "self_blend", "augment", "labels"]
         keys += ["face_view", "ema"]
         fingerprint = {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
+        fingerprint["self_blend"] = LEGACY_SELF_BLEND.get(self.self_blend, self.self_blend)
         changed = self.augment_changes()
         if self.augment and changed:  # only when changed, so states saved before this key still resume
             fingerprint["augment_p"] = ",".join(f"{name}={p:g}" for name, p in sorted(changed.items()))
         if self.decode != "full":  # likewise
             fingerprint["decode"] = self.decode
+        if self.self_blend != "off":
+            fingerprint["blend_mask"] = self.blend_mask
         return fingerprint
 
     def augment_changes(self) -> dict[str, float]:
@@ -107,7 +117,7 @@ class TrainConfig:
         return {k: float(p) for k, p in self.augment_p.items() if float(p) != DEFAULT_AUGMENT_P.get(k)}
 
 
-def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConfig:
+def demo_config(data: Path, out: Path, *, self_blend: str = "off") -> TrainConfig:
     """A CPU run of about a minute on `deepscan demo-data` output: resnet18 at 64 px from scratch.
 
     Augmentation is off: demo images are already JPEGs of varied quality, and the crops and blur
@@ -121,13 +131,13 @@ def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConf
         arch="resnet18",
         pretrained="none",
         image_size=64,
-        epochs=6 if self_blend else 5,
+        epochs=6 if self_blend != "off" else 5,
         batch_size=32,
         lr=2e-3,
         self_blend=self_blend,
         augment=False,
         crop="resize",
         device="cpu",
-        patience=3 if self_blend else 2,
+        patience=3 if self_blend != "off" else 2,
         workers=1,
     )

@@ -30,7 +30,7 @@ from scanner.detector import ARCHS, Preprocessing, autocast, build_model, resolv
 from scanner.errors import ConfigError
 from scanner.faces import FaceView
 from training.augment import augment_config
-from training.config import CROP_CHOICES, TrainConfig, demo_config
+from training.config import CROP_CHOICES, SELF_BLEND_CHOICES, TrainConfig, demo_config
 from training.datasets import (
     FAKE,
     REAL,
@@ -44,6 +44,7 @@ from training.datasets import (
 from training.evaluate import predict
 from training.facecache import FaceCache, default_cache_dir
 from training.metrics import DetectionMetrics, calibration_warning, detection_metrics, threshold_at_fpr
+from training.selfblend import MASK_CHOICES
 from training.state import TrainProgress, load_state, save_state, state_path
 
 __all__ = ["TrainConfig", "TrainResult", "demo_config", "train"]  # the config lives in the torch-free training.config
@@ -107,6 +108,10 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"checkpoint path {config.out} must end in .safetensors")
     if not 0 <= config.ema < 1:
         raise ConfigError("--ema must be a decay in [0, 1): 0 turns the weight average off, 0.999 is typical")
+    if config.self_blend not in SELF_BLEND_CHOICES:
+        raise ConfigError(f"unknown self-blend mode {config.self_blend!r}: use one of {', '.join(SELF_BLEND_CHOICES)}")
+    if config.blend_mask not in MASK_CHOICES:
+        raise ConfigError(f"unknown blend mask {config.blend_mask!r}: use one of {', '.join(MASK_CHOICES)}")
     if config.crop not in CROP_CHOICES:
         raise ConfigError(f"unknown crop mode {config.crop!r}: use one of {', '.join(CROP_CHOICES)}")
     augment_config(config.augment_p)  # raises for unknown names and probabilities outside [0, 1]
@@ -118,14 +123,18 @@ def served_crop(crop: str) -> str:
 
 
 def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
-    """Train and validation datasets; with self-blend, fakes are made from the real images only."""
+    """Train and validation datasets. `--self-blend only`: fakes are made from the real images alone,
+    in validation too; `mix`: self-blended fakes join the training split's own, and validation keeps
+    the data's real fakes, so the checkpoint is selected and calibrated on real manipulations."""
     train = load_split(config.data, "train", labels=config.labels, seed=config.seed)
     valid = load_split(config.data, "valid", labels=config.labels, seed=config.seed)
-    if config.self_blend:
+    if config.self_blend == "only":
         ignored = sum(s.label == FAKE for s in train + valid)
         if ignored:
             log.info("self-blend: ignoring %d fake images; fakes are blended from real ones", ignored)
         train, valid = self_blend_samples(train), self_blend_samples(valid)
+    elif config.self_blend == "mix":
+        train = self_blend_samples(train, keep_fakes=True)
     for name, samples in (("train", train), ("valid", valid)):
         counts = class_counts(samples)
         if not counts["real"] or not counts["fake"]:
@@ -146,9 +155,12 @@ def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
             face_cache=cache,
             augmentation=augmentation,
             random_window=config.crop == "random",
+            blend_mask=config.blend_mask,
             seed=config.seed,
         ),
-        valid=ImageDataset(valid, prep, view=view, all_faces=True, face_cache=cache, seed=config.seed),
+        valid=ImageDataset(
+            valid, prep, view=view, all_faces=True, face_cache=cache, blend_mask=config.blend_mask, seed=config.seed
+        ),
     )
 
 

@@ -146,9 +146,22 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option(
     "--self-blend",
-    is_flag=True,
-    help="Train from real images only: fakes are made on the fly by blending an altered copy of each "
-    "face back into it (Self-Blended Images). Fake images in DATA are ignored.",
+    type=click.Choice(cfg.SELF_BLEND_CHOICES),
+    default=cfg.DEFAULT_SELF_BLEND,
+    show_default=True,
+    is_flag=False,
+    flag_value="only",
+    help="Self-Blended Images: fakes made on the fly by blending an altered copy of each real face back into "
+    "it. only (also a bare --self-blend) = train from real images alone, fake images in DATA ignored; "
+    "mix = beside DATA's own fakes, validated on DATA's real fakes; off.",
+)
+@click.option(
+    "--blend-mask",
+    type=click.Choice(cfg.BLEND_MASK_CHOICES),
+    default=cfg.DEFAULT_BLEND_MASK,
+    show_default=True,
+    help="The self-blend mask: hull = the face's region, a hull placed by its five landmarks (SBI's choice); "
+    "ellipse = a jittered ellipse around the crop's centre.",
 )
 @DEVICE_OPTION
 @click.option(
