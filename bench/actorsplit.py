@@ -3,8 +3,9 @@
 The data set's manifest groups (which video shows which actor) are not given, so actors are
 recovered from the faces: dlib's 128-d face-recognition embedding of every real face (the ResNet
 that `face-recognition-models` ships), agglomerative clustering of those embeddings, and every fake
-joined to the real face it was made from (the nearest real by embedding and by a thumbnail of the
-scene: a swap keeps the target's scene, lighting and compression). Whole clusters go to the test
+joined to the real face it was made from: the real with the nearest thumbnail of the whole scene (a
+swap keeps the target video's scene, lighting and compression, while its face, the thing an
+embedding measures, is another actor's). Whole clusters go to the test
 split, so an actor and all of that actor's swaps land on one side.
 
 The embeddings and the split are cached outside the repository (the data's licence is research only,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from scanner.media import decode_image
 log = logging.getLogger(__name__)
 
 EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+EMBEDDING_DIMS = 128
 DEFAULT_CLUSTER_DISTANCE = 0.5  # average-linkage cut; dlib's "same person" threshold is 0.6
 DEFAULT_TEST_FRACTION = 0.15  # of train/'s real faces, whole actors at a time
 THUMB_PX = 16  # side of the scene thumbnail used to pair a fake with its real
@@ -74,42 +77,53 @@ def thumbnail(rgb: np.ndarray) -> np.ndarray:
     return (small - small.mean()) / (small.std() + 1e-6) / np.sqrt(small.size)
 
 
-def features(files: list[FaceFile], cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and thumbnails of `files`, cached by the file list."""
+_embedder: Embedder | None = None
+
+
+def face_features(face: FaceFile) -> tuple[np.ndarray, np.ndarray]:
+    """One file's embedding (zeros for a fake: a swap changes the identity an embedding measures) and
+    thumbnail; one Embedder per process."""
+    global _embedder
+    rgb = decode_image(face.path.read_bytes())
+    if face.label != "real":
+        return np.zeros(EMBEDDING_DIMS, dtype=np.float32), thumbnail(rgb)
+    if _embedder is None:
+        _embedder = Embedder()
+    return _embedder.embed(rgb), thumbnail(rgb)
+
+
+def features(files: list[FaceFile], cache: Path, *, processes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and thumbnails of `files` (in `processes` processes), cached by the file list."""
     key = hashlib.sha256("\n".join(str(f.path) for f in files).encode()).hexdigest()[:16]
     stored = cache / f"faces-{key}.npz"
     if stored.is_file():
         with np.load(stored) as saved:
             return saved["embeddings"], saved["thumbs"]
-    embedder = Embedder()
-    embeddings, thumbs = [], []
-    for n, face in enumerate(files):
-        rgb = decode_image(face.path.read_bytes())
-        embeddings.append(embedder.embed(rgb))
-        thumbs.append(thumbnail(rgb))
-        if n % 500 == 0:
-            log.info("embedded %d of %d faces", n, len(files))
+    log.info("embedding %d faces in %d processes (once; cached in %s)", len(files), processes, cache)
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        found = pool.map(face_features, files, chunksize=16)
+    embeddings, thumbs = np.stack([e for e, _ in found]), np.stack([t for _, t in found])
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(stored, embeddings=np.stack(embeddings), thumbs=np.stack(thumbs))
-    return np.stack(embeddings), np.stack(thumbs)
+    np.savez(stored, embeddings=embeddings, thumbs=thumbs)
+    return embeddings, thumbs
 
 
 def actor_groups(files: list[FaceFile], embeddings: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
-    """One actor group per file: reals clustered by embedding, each fake in the group of its real."""
+    """One actor group per file: reals clustered by embedding, each fake in the group of its real
+    (the real whose scene thumbnail is nearest: a swap keeps the target video's scene and light)."""
     is_real = np.array([f.label == "real" for f in files])
     clusters = AgglomerativeClustering(
         n_clusters=None, distance_threshold=DEFAULT_CLUSTER_DISTANCE, linkage="average"
     ).fit_predict(embeddings[is_real])
     groups = np.empty(len(files), dtype=np.int64)
     groups[is_real] = clusters
-    real_emb, real_thumb = embeddings[is_real], thumbs[is_real]
+    real_thumbs = thumbs[is_real]
     for i in np.flatnonzero(~is_real):
-        distance = np.linalg.norm(real_emb - embeddings[i], axis=1) + np.linalg.norm(real_thumb - thumbs[i], axis=1)
-        groups[i] = clusters[int(np.argmin(distance))]
+        groups[i] = clusters[int(np.argmin(np.linalg.norm(real_thumbs - thumbs[i], axis=1)))]
     return groups
 
 
-def test_groups(files: list[FaceFile], groups: np.ndarray, *, fraction: float, seed: int) -> set[int]:
+def held_out_groups(files: list[FaceFile], groups: np.ndarray, *, fraction: float, seed: int) -> set[int]:
     """Whole groups, drawn in a seeded order, until they hold `fraction` of the real faces."""
     reals = np.array([f.label == "real" for f in files])
     wanted, taken, chosen = fraction * reals.sum(), 0, set()
@@ -130,7 +144,7 @@ def link_split(root: Path, name: str, files: list[FaceFile]) -> None:
 
 
 def actor_split(
-    data: Path, cache: Path, *, fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0
+    data: Path, cache: Path, *, fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0, processes: int = 1
 ) -> tuple[Path, dict[str, int]]:
     """The split folder (train/valid/test as symbolic links) and its counts; built once, then cached."""
     root = cache / f"dfdc-actor-split-v{SPLIT_VERSION}-f{fraction:g}-s{seed}"
@@ -138,9 +152,9 @@ def actor_split(
     if summary_path.is_file():
         return root, json.loads(summary_path.read_text())
     files = list_faces(data / "train")
-    embeddings, thumbs = features(files, cache)
+    embeddings, thumbs = features(files, cache, processes=processes)
     groups = actor_groups(files, embeddings, thumbs)
-    held = test_groups(files, groups, fraction=fraction, seed=seed)
+    held = held_out_groups(files, groups, fraction=fraction, seed=seed)
     test = [f for f, g in zip(files, groups, strict=True) if g in held]
     train = [f for f, g in zip(files, groups, strict=True) if g not in held]
     link_split(root, "train", train)

@@ -44,6 +44,7 @@ class PlainRun:
     model: nn.Module
     seconds: float
     images: int
+    epochs: int
 
     @property
     def images_per_s(self) -> float:
@@ -62,8 +63,10 @@ def train_plain(
     workers: int = 1,
     seed: int = 0,
     flip: bool = False,
+    max_minutes: float | None = None,
 ) -> PlainRun:
-    """Train on `data/train` and return the last epoch's model with its images/s."""
+    """Train on `data/train` and return the last epoch's model with its images/s; with `max_minutes`,
+    no epoch starts after that much time (as `deepscan train --max-minutes`)."""
     torch.manual_seed(seed)
     train_set = image_folder(data / "train", image_size, flip=flip)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=workers)
@@ -71,8 +74,10 @@ def train_plain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader))
     model.train()
-    images, started = 0, time.perf_counter()
+    images, done, started = 0, 0, time.perf_counter()
     for _ in range(epochs):
+        if max_minutes is not None and images and time.perf_counter() - started >= 60 * max_minutes:
+            break
         for x, y in loader:
             loss = F.binary_cross_entropy_with_logits(
                 model(x.contiguous(memory_format=torch.channels_last)).reshape(-1), y.float()
@@ -82,7 +87,8 @@ def train_plain(
             optimizer.step()
             schedule.step()
             images += len(y)
-    return PlainRun(model, time.perf_counter() - started, images)
+        done += 1
+    return PlainRun(model, time.perf_counter() - started, images, done)
 
 
 @torch.inference_mode()

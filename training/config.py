@@ -18,14 +18,18 @@ ARCH_CHOICES = ("resnet50", "resnet34", "resnet18", "efficientnet_b0", "efficien
 DEFAULT_ARCH = "resnet50"
 DEFAULT_IMAGE_SIZE_PX = 224  # scanner.detector.DEFAULT_IMAGE_SIZE_PX (tested)
 # How training shows an image to the model: scanner.detector.CROP_MODES (resize, center), plus "random":
-# windows placed at random in training and the centre one when scoring (tested).
-CROP_CHOICES = ("resize", "center", "random")
-DEFAULT_CROP = "center"
+# windows placed at random in training and the centre one when scoring (tested), and "auto": resize
+# the face crops of a face view that finds faces (a swap's blending traces are at the face's border,
+# which a centre window cuts off), the centre window of whole images (where generator traces are
+# everywhere and a resize would erase them). Each choice won its own benchmark (README).
+CROP_CHOICES = ("auto", "resize", "center", "random")
+DEFAULT_CROP = "auto"
 DECODE_CHOICES = ("full", "reduced")  # scanner.detector.Preprocessing.decode
 DEFAULT_EMA_DECAY = 0.0
-# Self-blended fakes (training.selfblend): off; mix = beside the data's own fakes; only = from the real images alone.
-SELF_BLEND_CHOICES = ("off", "mix", "only")
-DEFAULT_SELF_BLEND = "off"
+# Self-blended fakes (training.selfblend): off; mix = beside the data's own fakes; only = from the real images
+# alone; auto = mix with a face view that finds faces (the blend is a face swap's trace), off for whole images.
+SELF_BLEND_CHOICES = ("auto", "off", "mix", "only")
+DEFAULT_SELF_BLEND = "auto"
 LEGACY_SELF_BLEND = {"off": "False", "only": "True"}  # as training states saved when it was a flag name them
 BLEND_MASK_CHOICES = ("hull", "ellipse")  # training.selfblend.MASK_CHOICES (tested)
 DEFAULT_BLEND_MASK = "hull"
@@ -74,7 +78,7 @@ class TrainConfig:
     blend_mask: str = DEFAULT_BLEND_MASK  # the self-blend mask: the face's landmark hull, or an ellipse
     augment: bool = True
     augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
-    crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image
+    crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image, "auto"
     decode: str = "full"  # "reduced": JPEGs decoded at 1/2-1/8 scale, see scanner.detector.Preprocessing.decode
     ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
@@ -83,11 +87,26 @@ class TrainConfig:
     target_fpr: float = DEFAULT_TARGET_FPR
     patience: int = DEFAULT_PATIENCE_EPOCHS
     min_delta: float = 0.0  # a validation ROC AUC rise below this does not reset the patience count
+    max_minutes: float | None = None  # no new epoch starts after this much training time; None: no limit
     workers: int | None = None  # None: default_loader_workers()
     labels: LabelSource = "auto"
     progress: bool | None = None  # None: show the progress bar when stderr is a terminal
     face_view: str = DEFAULT_FACE_DETECTOR  # the face detector of the face view; "none" for aligned crops
     face_cache: Path | None = None  # where face detections are cached; None: training.facecache's default
+
+    @property
+    def input_crop(self) -> str:
+        """The crop mode "auto" stands for with this face view; any other mode as given."""
+        if self.crop != "auto":
+            return self.crop
+        return "center" if self.face_view == "none" else "resize"
+
+    @property
+    def blend_mode(self) -> str:
+        """The self-blend mode "auto" stands for with this face view; any other mode as given."""
+        if self.self_blend != "auto":
+            return self.self_blend
+        return "off" if self.face_view == "none" else "mix"
 
     @property
     def loader_workers(self) -> int:
@@ -102,13 +121,14 @@ class TrainConfig:
         keys = ["arch", "image_size", "crop", "batch_size", "seed", "self_blend", "augment", "labels"]
         keys += ["face_view", "ema"]
         fingerprint = {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
-        fingerprint["self_blend"] = LEGACY_SELF_BLEND.get(self.self_blend, self.self_blend)
+        fingerprint["crop"] = self.input_crop  # "auto" resumes a state saved under the mode it stands for
+        fingerprint["self_blend"] = LEGACY_SELF_BLEND.get(self.blend_mode, self.blend_mode)
         changed = self.augment_changes()
         if self.augment and changed:  # only when changed, so states saved before this key still resume
             fingerprint["augment_p"] = ",".join(f"{name}={p:g}" for name, p in sorted(changed.items()))
         if self.decode != "full":  # likewise
             fingerprint["decode"] = self.decode
-        if self.self_blend != "off":
+        if self.blend_mode != "off":
             fingerprint["blend_mask"] = self.blend_mask
         return fingerprint
 
