@@ -68,13 +68,14 @@ class Embedder:
         height, width = rgb.shape[:2]
         rect = found[0] if found else self._rectangle(width // 8, height // 8, width * 7 // 8, height * 7 // 8)
         shape = self._predictor(rgb, rect)
-        return np.asarray(self._encoder.compute_face_descriptor(rgb, shape), dtype=np.float32)
+        vector: np.ndarray = np.asarray(self._encoder.compute_face_descriptor(rgb, shape), dtype=np.float32)
+        return vector
 
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     """A tiny, contrast-normalised picture of the whole scene."""
-    small = cv2.resize(rgb, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-    return (small - small.mean()) / (small.std() + 1e-6) / np.sqrt(small.size)
+    small = np.asarray(cv2.resize(rgb, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA), np.float32).ravel()
+    return np.asarray((small - small.mean()) / (small.std() + 1e-6) / np.sqrt(small.size), np.float32)
 
 
 _embedder: Embedder | None = None

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,9 @@ def run_all(tasks: Sequence[Task], *, jobs: int) -> list[dict[str, Any]]:
     """Every task, `jobs` at a time (each in a fresh process when jobs > 1), in the order given."""
     if jobs <= 1:
         return [report(run_task(task)) for task in tasks]
-    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
-        return [report(row) for row in pool.imap(run_task, tasks)]
+    # not multiprocessing.Pool: its daemonic processes may not start the training's loader processes
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        return [report(row) for row in pool.map(run_task, tasks)]
 
 
 def report(row: dict[str, Any]) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def hull_mask(shape: tuple[int, int], rng: np.random.Generator, landmarks: Seque
     cv2.fillConvexPoly(inside, hull, 1)
     side = max(1, round(rng.uniform(0.0, 0.06) * min(height, width)))
     kernel = np.ones((side, side), dtype=np.uint8)
-    inside = cv2.erode(inside, kernel) if rng.random() < 0.5 else cv2.dilate(inside, kernel)
+    inside = np.asarray(cv2.erode(inside, kernel) if rng.random() < 0.5 else cv2.dilate(inside, kernel), np.uint8)
     feather = rng.uniform(0.02, 0.06) * min(height, width)
     mask = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), feather)
     return np.asarray(mask / max(float(mask.max()), 1e-6), dtype=np.float32)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.actorsplit import EMBEDDING_DIMS, FaceFile, actor_groups, link_split, held_out_groups
+from bench.actorsplit import EMBEDDING_DIMS, FaceFile, actor_groups, held_out_groups, link_split
 
 
 def faces_of(actors: int, per_actor: int) -> tuple[list[FaceFile], np.ndarray, np.ndarray]:

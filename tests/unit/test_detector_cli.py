@@ -20,6 +20,7 @@ from tests.training_helpers import tiny_rgb, write_jpeg, write_tiny_checkpoint
 from training import config
 from training.augment import AugmentConfig
 from training.evaluate import evaluate
+from training.selfblend import MASK_CHOICES
 
 
 @pytest.fixture
@@ -50,7 +51,8 @@ def test_torch_free_names_match_the_model_module() -> None:
     assert config.ARCH_CHOICES == detector.ARCHS
     assert config.DEFAULT_ARCH == detector.DEFAULT_ARCH
     assert config.DEFAULT_IMAGE_SIZE_PX == detector.DEFAULT_IMAGE_SIZE_PX
-    assert (*detector.CROP_MODES, "random") == config.CROP_CHOICES
+    assert ("auto", *detector.CROP_MODES, "random") == config.CROP_CHOICES
+    assert config.BLEND_MASK_CHOICES == MASK_CHOICES
     assert {f"{name}_p" for name in config.AUGMENT_NAMES} <= {f.name for f in fields(AugmentConfig)}
 
 
