@@ -63,18 +63,18 @@ class Recipe:
     changes: dict[str, Any]  # TrainConfig fields; empty = deepscan's defaults
 
 
-PREVIOUS_DEFAULTS = {"crop": "center", "self_blend": "off"}  # deepscan train's defaults before this benchmark
+FACE_AUTO = {"crop": "auto", "self_blend": "auto"}  # resized face crops, self-blended fakes beside the real ones
 RECIPES = (
-    Recipe("default", "deepscan train defaults", {}),
-    Recipe("previous", "the defaults before this benchmark: --crop center, no self-blending", PREVIOUS_DEFAULTS),
-    Recipe("center", "defaults, but --crop center", {"crop": "center"}),
-    Recipe("no-blend", "defaults, but --self-blend off: the crop's change alone", {"self_blend": "off"}),
-    Recipe("ellipse", "defaults, but --blend-mask ellipse", {"blend_mask": "ellipse"}),
+    Recipe("default", "deepscan train defaults (--crop center, no self-blending)", {}),
+    Recipe("auto", "--crop auto --self-blend auto: resized face crops, self-blended fakes mixed in", FACE_AUTO),
+    Recipe("resize", "defaults, but --crop resize", {"crop": "resize"}),
+    Recipe("mix", "defaults, but --self-blend mix", {"self_blend": "mix"}),
+    Recipe("ellipse", "--self-blend mix with --blend-mask ellipse", {"self_blend": "mix", "blend_mask": "ellipse"}),
     Recipe("only", "--self-blend only: real images alone, fakes self-blended", {"self_blend": "only"}),
     Recipe("ema", "defaults plus --ema 0.999", {"ema": 0.999}),
     Recipe("face-view-none", "defaults, but --face-view none (the crops as they are)", {"face_view": "none"}),
 )
-DEFAULT_RUN = ("plain", "previous", "default", "only")
+DEFAULT_RUN = ("plain", "default", "auto", "only")
 
 
 def data_dir(given: Path | None) -> Path:
