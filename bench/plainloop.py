@@ -2,8 +2,9 @@
 
 What a practitioner writes first: torchvision's ImageFolder over the split's real/ and fake/
 folders, PIL decoding, `Resize((S, S))` of the whole image, ImageNet normalisation, no
-augmentation, AdamW with a one-cycle schedule for a fixed number of epochs, no early stopping,
-no calibration. Same backbone and one-logit head as deepscan (scanner.detector.build_model).
+augmentation (horizontal flips with `flip`), AdamW with a one-cycle schedule for a fixed number
+of epochs, no early stopping, no calibration. Same backbone and one-logit head as deepscan
+(scanner.detector.build_model).
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def fake_is_one(target: int) -> int:
     return 1 - target
 
 
-def image_folder(split_dir: Path, image_size: int) -> datasets.ImageFolder:
-    transform = T.Compose([T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+def image_folder(split_dir: Path, image_size: int, *, flip: bool = False) -> datasets.ImageFolder:
+    """`flip`: random horizontal flips, the one augmentation a practitioner adds first (training only)."""
+    steps: list[object] = [T.Resize((image_size, image_size))]
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    transform = T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     return datasets.ImageFolder(str(split_dir), transform=transform, target_transform=fake_is_one)
 
 
@@ -39,6 +44,7 @@ class PlainRun:
     model: nn.Module
     seconds: float
     images: int
+    epochs: int
 
     @property
     def images_per_s(self) -> float:
@@ -56,17 +62,22 @@ def train_plain(
     weight_decay: float = 0.05,
     workers: int = 1,
     seed: int = 0,
+    flip: bool = False,
+    max_minutes: float | None = None,
 ) -> PlainRun:
-    """Train on `data/train` and return the last epoch's model with its images/s."""
+    """Train on `data/train` and return the last epoch's model with its images/s; with `max_minutes`,
+    no epoch starts after that much time (as `deepscan train --max-minutes`)."""
     torch.manual_seed(seed)
-    train_set = image_folder(data / "train", image_size)
+    train_set = image_folder(data / "train", image_size, flip=flip)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, num_workers=workers)
     model = build_model(arch, "none").to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader))
     model.train()
-    images, started = 0, time.perf_counter()
+    images, done, started = 0, 0, time.perf_counter()
     for _ in range(epochs):
+        if max_minutes is not None and images and time.perf_counter() - started >= 60 * max_minutes:
+            break
         for x, y in loader:
             loss = F.binary_cross_entropy_with_logits(
                 model(x.contiguous(memory_format=torch.channels_last)).reshape(-1), y.float()
@@ -76,7 +87,8 @@ def train_plain(
             optimizer.step()
             schedule.step()
             images += len(y)
-    return PlainRun(model, time.perf_counter() - started, images)
+        done += 1
+    return PlainRun(model, time.perf_counter() - started, images, done)
 
 
 @torch.inference_mode()

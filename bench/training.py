@@ -83,7 +83,7 @@ def self_blend_auc(data: Path, work: Path) -> dict[str, float]:
     for split in ("train", "valid", "test"):
         (real_only / split).mkdir(parents=True)
         (real_only / split / "real").symlink_to(data / split / "real", target_is_directory=True)
-    config = demo_config(real_only, work / "sbi.safetensors", self_blend=True)
+    config = demo_config(real_only, work / "sbi.safetensors", self_blend="only")
     result = train(dataclasses.replace(config, progress=False))
     auc = evaluate(data, result.checkpoint, device="cpu", workers=0).metrics.roc_auc
     return {"test_roc_auc_vs_demo_fakes": round(auc, 4), "seconds": round(result.seconds, 1)}

@@ -18,11 +18,22 @@ ARCH_CHOICES = ("resnet50", "resnet34", "resnet18", "efficientnet_b0", "efficien
 DEFAULT_ARCH = "resnet50"
 DEFAULT_IMAGE_SIZE_PX = 224  # scanner.detector.DEFAULT_IMAGE_SIZE_PX (tested)
 # How training shows an image to the model: scanner.detector.CROP_MODES (resize, center), plus "random":
-# windows placed at random in training and the centre one when scoring (tested).
-CROP_CHOICES = ("resize", "center", "random")
+# windows placed at random in training and the centre one when scoring (tested), and "auto": resize
+# the face crops of a face view that finds faces (a swap's blending traces are at the face's border,
+# which a centre window cuts off), the centre window of whole images (where generator traces are
+# everywhere and a resize would erase them). Not the default: on the real-data benchmark (README) it was
+# not shown to beat "center" at the training budget measured.
+CROP_CHOICES = ("auto", "resize", "center", "random")
 DEFAULT_CROP = "center"
 DECODE_CHOICES = ("full", "reduced")  # scanner.detector.Preprocessing.decode
 DEFAULT_EMA_DECAY = 0.0
+# Self-blended fakes (training.selfblend): off; mix = beside the data's own fakes; only = from the real images
+# alone; auto = mix with a face view that finds faces (the blend is a face swap's trace), off for whole images.
+SELF_BLEND_CHOICES = ("auto", "off", "mix", "only")
+DEFAULT_SELF_BLEND = "off"  # mix was not shown to win on the real-data benchmark at the budget measured (README)
+LEGACY_SELF_BLEND = {"off": "False", "only": "True"}  # as training states saved when it was a flag name them
+BLEND_MASK_CHOICES = ("hull", "ellipse")  # training.selfblend.MASK_CHOICES (tested)
+DEFAULT_BLEND_MASK = "hull"
 # Probability of each training augmentation (training.augment.AugmentConfig; `--aug NAME=P`).
 DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "jpeg": 0.1}
 AUGMENT_NAMES = tuple(DEFAULT_AUGMENT_P)
@@ -64,10 +75,11 @@ class TrainConfig:
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     warmup_fraction: float = DEFAULT_WARMUP_FRACTION
     freeze_backbone_epochs: int = 0
-    self_blend: bool = False
+    self_blend: str = DEFAULT_SELF_BLEND  # one of SELF_BLEND_CHOICES
+    blend_mask: str = DEFAULT_BLEND_MASK  # the self-blend mask: the face's landmark hull, or an ellipse
     augment: bool = True
     augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
-    crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image
+    crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image, "auto"
     decode: str = "full"  # "reduced": JPEGs decoded at 1/2-1/8 scale, see scanner.detector.Preprocessing.decode
     ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
@@ -79,11 +91,26 @@ class TrainConfig:
     target_fpr: float = DEFAULT_TARGET_FPR
     patience: int = DEFAULT_PATIENCE_EPOCHS
     min_delta: float = 0.0  # a validation ROC AUC rise below this does not reset the patience count
+    max_minutes: float | None = None  # no new epoch starts after this much training time; None: no limit
     workers: int | None = None  # None: default_loader_workers()
     labels: LabelSource = "auto"
     progress: bool | None = None  # None: show the progress bar when stderr is a terminal
     face_view: str = DEFAULT_FACE_DETECTOR  # the face detector of the face view; "none" for aligned crops
     face_cache: Path | None = None  # where face detections are cached; None: training.facecache's default
+
+    @property
+    def input_crop(self) -> str:
+        """The crop mode "auto" stands for with this face view; any other mode as given."""
+        if self.crop != "auto":
+            return self.crop
+        return "center" if self.face_view == "none" else "resize"
+
+    @property
+    def blend_mode(self) -> str:
+        """The self-blend mode "auto" stands for with this face view; any other mode as given."""
+        if self.self_blend != "auto":
+            return self.self_blend
+        return "off" if self.face_view == "none" else "mix"
 
     @property
     def loader_workers(self) -> int:
@@ -98,11 +125,15 @@ class TrainConfig:
         keys = ["arch", "image_size", "crop", "batch_size", "seed", "self_blend", "augment", "labels"]
         keys += ["face_view", "ema"]
         fingerprint = {"data": str(self.data.resolve()), **{k: str(getattr(self, k)) for k in keys}}
+        fingerprint["crop"] = self.input_crop  # "auto" resumes a state saved under the mode it stands for
+        fingerprint["self_blend"] = LEGACY_SELF_BLEND.get(self.blend_mode, self.blend_mode)
         changed = self.augment_changes()
         if self.augment and changed:  # only when changed, so states saved before this key still resume
             fingerprint["augment_p"] = ",".join(f"{name}={p:g}" for name, p in sorted(changed.items()))
         if self.decode != "full":  # likewise
             fingerprint["decode"] = self.decode
+        if self.blend_mode != "off":
+            fingerprint["blend_mask"] = self.blend_mask
         return fingerprint
 
     def augment_changes(self) -> dict[str, float]:
@@ -110,7 +141,7 @@ class TrainConfig:
         return {k: float(p) for k, p in self.augment_p.items() if float(p) != DEFAULT_AUGMENT_P.get(k)}
 
 
-def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConfig:
+def demo_config(data: Path, out: Path, *, self_blend: str = "off") -> TrainConfig:
     """A CPU run of about a minute on `deepscan demo-data` output: resnet18 at 64 px from scratch.
 
     Augmentation is off: demo images are already JPEGs of varied quality, and the crops and blur
@@ -126,7 +157,7 @@ def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConf
         arch="resnet18",
         pretrained="none",
         image_size=64,
-        epochs=6 if self_blend else 5,
+        epochs=6 if self_blend != "off" else 5,
         batch_size=32,
         lr=2e-3,
         self_blend=self_blend,
@@ -134,6 +165,6 @@ def demo_config(data: Path, out: Path, *, self_blend: bool = False) -> TrainConf
         crop="resize",
         device="cpu",
         precision="fp32",
-        patience=3 if self_blend else 2,
+        patience=3 if self_blend != "off" else 2,
         workers=1,
     )

@@ -16,6 +16,7 @@ Three layouts are understood:
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,11 +30,12 @@ from torch.utils.data import DataLoader, Dataset
 from scanner.detector import CENTER, Preprocessing, preprocess
 from scanner.errors import ConfigError, PermanentError
 from scanner.faces import BBox, FaceView, detect
+from scanner.faces.hog import HogDetector
 from scanner.media import decode_image
 from training.augment import AugmentConfig, augment
 from training.config import SPLITS, LabelSource
 from training.facecache import FaceCache
-from training.selfblend import self_blend
+from training.selfblend import DEFAULT_FACE_REGION, Point, self_blend
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +176,33 @@ def load_split(root: Path, split: str, *, labels: LabelSource = "auto", seed: in
     return samples
 
 
-def self_blend_samples(samples: Sequence[Sample]) -> list[Sample]:
-    """Each real image twice: as itself and as a self-blended fake; given fakes are left out."""
+def self_blend_samples(samples: Sequence[Sample], *, keep_fakes: bool = False) -> list[Sample]:
+    """Each real image twice: as itself and as a self-blended fake; given fakes are left out unless
+    `keep_fakes` (`--self-blend mix`: the real fakes and the self-blended ones together)."""
     reals = [s for s in samples if s.label == REAL]
-    return [*reals, *(Sample(s.path, FAKE, blend=True) for s in reals)]
+    fakes = [s for s in samples if s.label == FAKE] if keep_fakes else []
+    return [*reals, *fakes, *(Sample(s.path, FAKE, blend=True) for s in reals)]
+
+
+@functools.cache
+def _landmark_model() -> HogDetector:
+    return HogDetector()  # one per process: loader workers each load their own
+
+
+def crop_landmarks(crop: np.ndarray, view: FaceView) -> tuple[Point, ...]:
+    """dlib's five landmarks of the face in a crop the face view made: the view centres the face box
+    in its crop with `margin` around it; a whole image is taken to hold a centred face crop."""
+    height, width = crop.shape[:2]
+    if view.finds_faces:
+        side = min(height, width) / (1 + 2 * view.margin)
+        box = BBox(round((width - side) / 2), round((height - side) / 2), round(side), round(side))
+    else:
+        region = DEFAULT_FACE_REGION
+        half_w, half_h = region.rx * width * 1.15, region.ry * height * 1.15
+        box = BBox(
+            round(region.cx * width - half_w), round(region.cy * height - half_h), round(2 * half_w), round(2 * half_h)
+        )
+    return _landmark_model().landmarks(crop, box)
 
 
 def class_counts(samples: Sequence[Sample]) -> dict[str, int]:
@@ -223,9 +248,11 @@ class ImageDataset(Dataset[Item | int]):
         face_cache: FaceCache | None = None,
         augmentation: AugmentConfig | None = None,
         random_window: bool = False,
+        blend_mask: str = "ellipse",
         seed: int = 0,
     ) -> None:
         self.samples = list(samples)
+        self.blend_mask = blend_mask
         self.prep = prep
         self.view = view or FaceView.whole_image()
         self.all_faces = all_faces
@@ -252,11 +279,16 @@ class ImageDataset(Dataset[Item | int]):
             crops = crops[:1]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if sample.blend:
-            crops = [self_blend(crop, rng, model_size=self.prep.image_size) for crop in crops]
+            crops = [self._blend(crop, rng) for crop in crops]
         if self.augmentation is not None:
             crops = [augment(crop, rng, self.augmentation) for crop in crops]
         window = (float(rng.random()), float(rng.random())) if self.random_window else CENTER
         return Item(torch.stack([preprocess(crop, self.prep, window=window) for crop in crops]), sample.label, index)
+
+    def _blend(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A self-blended fake of one crop, its mask the face hull (`blend_mask` "hull") or an ellipse."""
+        landmarks = crop_landmarks(crop, self.view) if self.blend_mask == "hull" else None
+        return self_blend(crop, rng, model_size=self.prep.image_size, landmarks=landmarks)
 
     def _boxes(self, data: bytes, rgb: np.ndarray) -> list[BBox] | None:
         """The face view's detections, from the cache when it has them (None: let the view detect)."""

@@ -31,7 +31,7 @@ from scanner.errors import ConfigError
 from scanner.faces import FaceView
 from scanner.precision import Precision, autocast, describe, resolve_precision
 from training.augment import augment_config
-from training.config import CROP_CHOICES, TrainConfig, demo_config
+from training.config import CROP_CHOICES, SELF_BLEND_CHOICES, TrainConfig, demo_config
 from training.datasets import (
     FAKE,
     REAL,
@@ -45,6 +45,7 @@ from training.datasets import (
 from training.evaluate import predict
 from training.facecache import FaceCache, default_cache_dir
 from training.metrics import DetectionMetrics, calibration_warning, detection_metrics, threshold_at_fpr
+from training.selfblend import MASK_CHOICES
 from training.state import TrainProgress, load_state, save_state, state_path
 
 __all__ = ["TrainConfig", "TrainResult", "demo_config", "train"]  # the config lives in the torch-free training.config
@@ -107,8 +108,14 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError("learning rate must be positive, weight decay >= 0, warmup fraction in [0, 1)")
     if config.out.suffix != ".safetensors":
         raise ConfigError(f"checkpoint path {config.out} must end in .safetensors")
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        raise ConfigError("--max-minutes must be positive")
     if not 0 <= config.ema < 1:
         raise ConfigError("--ema must be a decay in [0, 1): 0 turns the weight average off, 0.999 is typical")
+    if config.self_blend not in SELF_BLEND_CHOICES:
+        raise ConfigError(f"unknown self-blend mode {config.self_blend!r}: use one of {', '.join(SELF_BLEND_CHOICES)}")
+    if config.blend_mask not in MASK_CHOICES:
+        raise ConfigError(f"unknown blend mask {config.blend_mask!r}: use one of {', '.join(MASK_CHOICES)}")
     if config.crop not in CROP_CHOICES:
         raise ConfigError(f"unknown crop mode {config.crop!r}: use one of {', '.join(CROP_CHOICES)}")
     augment_config(config.augment_p)  # raises for unknown names and probabilities outside [0, 1]
@@ -120,14 +127,18 @@ def served_crop(crop: str) -> str:
 
 
 def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
-    """Train and validation datasets; with self-blend, fakes are made from the real images only."""
+    """Train and validation datasets. `--self-blend only`: fakes are made from the real images alone,
+    in validation too; `mix`: self-blended fakes join the training split's own, and validation keeps
+    the data's real fakes, so the checkpoint is selected and calibrated on real manipulations."""
     train = load_split(config.data, "train", labels=config.labels, seed=config.seed)
     valid = load_split(config.data, "valid", labels=config.labels, seed=config.seed)
-    if config.self_blend:
+    if config.blend_mode == "only":
         ignored = sum(s.label == FAKE for s in train + valid)
         if ignored:
             log.info("self-blend: ignoring %d fake images; fakes are blended from real ones", ignored)
         train, valid = self_blend_samples(train), self_blend_samples(valid)
+    elif config.blend_mode == "mix":
+        train = self_blend_samples(train, keep_fakes=True)
     for name, samples in (("train", train), ("valid", valid)):
         counts = class_counts(samples)
         if not counts["real"] or not counts["fake"]:
@@ -147,10 +158,13 @@ def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
             view=view,
             face_cache=cache,
             augmentation=augmentation,
-            random_window=config.crop == "random",
+            random_window=config.input_crop == "random",
+            blend_mask=config.blend_mask,
             seed=config.seed,
         ),
-        valid=ImageDataset(valid, prep, view=view, all_faces=True, face_cache=cache, seed=config.seed),
+        valid=ImageDataset(
+            valid, prep, view=view, all_faces=True, face_cache=cache, blend_mask=config.blend_mask, seed=config.seed
+        ),
     )
 
 
@@ -345,7 +359,11 @@ def train(config: TrainConfig) -> TrainResult:
     seed_everything(config.seed, device)
     spec = backbone(config.arch)  # its pretrained weights expect its own normalisation
     prep = Preprocessing(
-        image_size=config.image_size, mean=spec.mean, std=spec.std, crop=served_crop(config.crop), decode=config.decode
+        image_size=config.image_size,
+        mean=spec.mean,
+        std=spec.std,
+        crop=served_crop(config.input_crop),
+        decode=config.decode,
     )
     data = load_data(config, prep)
     model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)
@@ -354,7 +372,11 @@ def train(config: TrainConfig) -> TrainResult:
     ema = weight_average(model, config.ema)
     progress = start_or_resume(model, optimizer, config, ema)
     total_steps = config.epochs * math.ceil(len(data.train) / config.batch_size)
+    deadline = None if config.max_minutes is None else time.perf_counter() + 60 * config.max_minutes
     while progress.next_epoch < config.epochs and progress.stale_epochs < config.patience:
+        if deadline is not None and time.perf_counter() >= deadline and progress.next_epoch > 0:
+            log.info("stopping after %d epochs: --max-minutes %g reached", progress.next_epoch, config.max_minutes)
+            break
         run_epoch(model, optimizer, data, config=config, prep=prep, progress=progress, total_steps=total_steps, ema=ema)
     meta, version = read_checkpoint_meta(config.out)
     return TrainResult(

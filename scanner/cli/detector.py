@@ -146,9 +146,23 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option(
     "--self-blend",
-    is_flag=True,
-    help="Train from real images only: fakes are made on the fly by blending an altered copy of each "
-    "face back into it (Self-Blended Images). Fake images in DATA are ignored.",
+    type=click.Choice(cfg.SELF_BLEND_CHOICES),
+    default=cfg.DEFAULT_SELF_BLEND,
+    show_default=True,
+    is_flag=False,
+    flag_value="only",
+    help="Self-Blended Images: fakes made on the fly by blending an altered copy of each real face back into "
+    "it. only (also a bare --self-blend) = train from real images alone, fake images in DATA ignored; "
+    "mix = beside DATA's own fakes, validated on DATA's real fakes; off; auto = mix with a face view that "
+    "finds faces, off with --face-view none.",
+)
+@click.option(
+    "--blend-mask",
+    type=click.Choice(cfg.BLEND_MASK_CHOICES),
+    default=cfg.DEFAULT_BLEND_MASK,
+    show_default=True,
+    help="The self-blend mask: hull = the face's region, a hull placed by its five landmarks (SBI's choice); "
+    "ellipse = a jittered ellipse around the crop's centre.",
 )
 @DEVICE_OPTION
 @click.option(
@@ -185,6 +199,13 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="A validation ROC AUC rise smaller than this is not an improvement (on small, noisy validation "
     "splits, raise --patience rather than this).",
 )
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Start no new epoch after this many minutes of training (the best epoch so far is kept); "
+    "--epochs still sets the learning-rate schedule [default: no limit].",
+)
 @click.option("--no-augment", is_flag=True, help="Turn off flips, crops, colour jitter, blur and JPEG re-compression.")
 @click.option(
     "--aug",
@@ -200,10 +221,10 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.Choice(cfg.CROP_CHOICES),
     default=cfg.DEFAULT_CROP,
     show_default=True,
-    help="How an image (or face crop) becomes the model's square, recorded in the checkpoint: center = its "
-    "centre window at native resolution, which keeps the high-frequency traces generators and blending "
-    "leave; random = windows anywhere in training, the centre one when scoring; resize = the whole image "
-    "shrunk to the square.",
+    help="How an image (or face crop) becomes the model's square, recorded in the checkpoint: resize = the whole "
+    "image or face crop resized to the square, border and all; center = its centre window at native resolution, "
+    "which keeps the high-frequency traces generators leave; random = windows anywhere in training, the centre "
+    "one when scoring; auto = resize with a face view that finds faces, center with --face-view none.",
 )
 @click.option(
     "--decode",
@@ -442,4 +463,63 @@ def demo_data(out: Path, count: int, seed: int) -> None:
     click.echo(DEMO_NOTE)
 
 
-COMMANDS: list[click.Command] = [train, evaluate, demo_data]
+@click.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Real images kept apart from training: DATA/real/, or the --split folder of a data set (its real/ only).",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint to calibrate (.safetensors) [env DEEPSCAN_CHECKPOINT].",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the calibrated checkpoint [default: over --checkpoint].",
+)
+@click.option(
+    "--target-fpr",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=cfg.DEFAULT_TARGET_FPR,
+    show_default=True,
+    help="Share of these real images the new threshold may flag.",
+)
+@click.option(
+    "--split", type=click.Choice(cfg.SPLITS), default="valid", show_default=True, help="Split to read without real/."
+)
+@DEVICE_OPTION
+@FACE_CACHE_OPTION
+@WORKERS_OPTION
+@pass_app
+def calibrate(
+    app: AppContext, /, data: Path, checkpoint: Path | None, out: Path | None, device: str | None, **options: Any
+) -> None:
+    """Set a checkpoint's threshold on a separate folder of real images, at --target-fpr.
+
+    Scores them through the workers' path and writes the checkpoint with the threshold at which at most
+    --target-fpr of them are flagged (weights unchanged, so a new model version). Warns when the folder
+    holds fewer than 10 / rate real images.
+    """
+    from training.calibrate import calibrate as run_calibration
+
+    checkpoint = require_checkpoint(checkpoint or app.settings.checkpoint)
+    if (out or checkpoint).suffix != ".safetensors":
+        raise click.BadParameter("the checkpoint must end in .safetensors", param_hint="--out")
+    result = run_calibration(checkpoint, data, out=out or checkpoint, device=_device(app, device), **options)
+    rows = [
+        ("checkpoint", str(result.checkpoint)),
+        ("version", result.model_version),
+        ("threshold", f"{result.threshold:.6f} (was {result.previous_threshold:.6f})"),
+        ("calibrated on", f"{result.real} real images at {result.target_fpr:g} false-positive rate"),
+    ]
+    click.echo("\n".join(f"{name:<14} {value}" for name, value in rows))
+    if result.warning:
+        click.echo(f"warning: {result.warning}", err=True)
+
+
+COMMANDS: list[click.Command] = [train, evaluate, calibrate, demo_data]

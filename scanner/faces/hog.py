@@ -89,6 +89,14 @@ class HogDetector:
                 boxes.append(box)
         return sorted(boxes, key=lambda box: box.area, reverse=True)
 
+    def landmarks(self, rgb: np.ndarray, box: BBox) -> tuple[tuple[float, float], ...]:
+        """The five landmarks of the face in `box`, with no search: for a crop whose face is known to
+        be there (self-blending places its mask with them)."""
+        _, predictor = self._models()
+        rect = _dlib().rectangle(box.x, box.y, box.x + box.w - 1, box.y + box.h - 1)
+        shape = predictor(np.ascontiguousarray(rgb), rect)
+        return tuple((float(shape.part(i).x), float(shape.part(i).y)) for i in range(shape.num_parts))
+
 
 def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
     height, width = rgb.shape[:2]

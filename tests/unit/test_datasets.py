@@ -109,6 +109,14 @@ def test_self_blend_samples_use_each_real_image_twice_and_drop_fakes() -> None:
     assert all(s.blend == (s.label == FAKE) for s in blended)
 
 
+def test_self_blend_mix_keeps_the_given_fakes_beside_the_blended_ones() -> None:
+    samples = [Sample(Path("r1.jpg"), REAL), Sample(Path("f1.jpg"), FAKE), Sample(Path("r2.jpg"), REAL)]
+    mixed = self_blend_samples(samples, keep_fakes=True)
+    assert class_counts(mixed) == {"real": 2, "fake": 3}
+    assert [s.path for s in mixed if s.label == FAKE and not s.blend] == [Path("f1.jpg")]
+    assert {s.path for s in mixed if s.blend} == {Path("r1.jpg"), Path("r2.jpg")}
+
+
 def test_unreadable_images_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     good = [Sample(write_jpeg(tmp_path / f"{i}.jpg", tiny_rgb(i)), i % 2) for i in range(3)]
     broken = tmp_path / "broken.jpg"

@@ -1,4 +1,5 @@
-"""`deepscan train / evaluate / demo-data`: documented options, fast help, one-line mistakes."""
+"""`deepscan train / evaluate / calibrate / demo-data`: documented options, fast help, one-line mistakes;
+and calibration's threshold on a folder of real images."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from scanner import detector
+from scanner.checkpoint import read_checkpoint_meta
 from scanner.cli import cli
 from scanner.cli import detector as commands
+from tests.training_helpers import tiny_rgb, write_jpeg, write_tiny_checkpoint
 from training import config
 from training.augment import AugmentConfig
+from training.evaluate import evaluate
+from training.selfblend import MASK_CHOICES
 
 
 @pytest.fixture
@@ -39,14 +44,15 @@ def test_every_option_is_documented(runner: CliRunner, command: click.Command) -
 
 
 def test_registered_commands() -> None:
-    assert {c.name for c in commands.COMMANDS} == {"train", "evaluate", "demo-data"}
+    assert {c.name for c in commands.COMMANDS} == {"train", "evaluate", "calibrate", "demo-data"}
 
 
 def test_torch_free_names_match_the_model_module() -> None:
     assert config.ARCH_CHOICES == detector.ARCHS
     assert config.DEFAULT_ARCH == detector.DEFAULT_ARCH
     assert config.DEFAULT_IMAGE_SIZE_PX == detector.DEFAULT_IMAGE_SIZE_PX
-    assert (*detector.CROP_MODES, "random") == config.CROP_CHOICES
+    assert ("auto", *detector.CROP_MODES, "random") == config.CROP_CHOICES
+    assert config.BLEND_MASK_CHOICES == MASK_CHOICES
     assert {f"{name}_p" for name in config.AUGMENT_NAMES} <= {f.name for f in fields(AugmentConfig)}
 
 
@@ -97,3 +103,21 @@ def test_demo_data_writes_the_manifest(runner: CliRunner, tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo" / "demo-manifest.json").is_file()
     assert "not a claim about real deepfakes" in result.output
+
+
+def test_calibrate_sets_the_threshold_at_the_target_rate_of_a_real_folder(runner: CliRunner, tmp_path: Path) -> None:
+    checkpoint, out = tmp_path / "m.safetensors", tmp_path / "calibrated.safetensors"
+    write_tiny_checkpoint(checkpoint)
+    for i in range(40):
+        write_jpeg(tmp_path / "cal" / "valid" / "real" / f"{i}.jpg", tiny_rgb(i))
+    args = ["--data", str(tmp_path / "cal"), "--checkpoint", str(checkpoint), "--out", str(out), "--target-fpr", "0.1"]
+    result = runner.invoke(cli, ["calibrate", *args, "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "40 real images at 0.1" in result.output
+    assert "fewer than the 100" in result.output, "40 reals cannot support a 10 % rate: warned"
+    meta, _ = read_checkpoint_meta(out)
+    assert meta.target_fpr == 0.1
+    assert meta.metrics["calibration"]["real"] == 40
+    write_jpeg(tmp_path / "cal" / "valid" / "fake" / "0.jpg", tiny_rgb(0, fake=True))  # evaluate needs both classes
+    scored = evaluate(tmp_path / "cal", out, split="valid", device="cpu", workers=0)
+    assert scored.metrics.fp == 4, "exactly 10 % of the 40 reals are flagged at the new threshold"

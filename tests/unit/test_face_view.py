@@ -17,6 +17,7 @@ from scanner.faces.hog import HogDetector
 from scanner.media import decode_image
 from tests import media_factory as mf
 from tests.training_helpers import tiny_meta, tiny_model
+from training.datasets import crop_landmarks
 from training.facecache import FaceCache
 
 HOG = FaceView(detector="hog")
@@ -112,3 +113,11 @@ def test_a_missing_dlib_is_a_one_line_install_hint(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` now raises ImportError
     with pytest.raises(ConfigError, match="pip install dlib-bin face-recognition-models"):
         HogDetector()
+
+
+def test_self_blending_places_its_mask_on_the_landmarks_of_the_view_crop() -> None:
+    [face] = HOG.faces(mf.face_rgb((400, 400), seed=1))
+    points = np.array(crop_landmarks(face.rgb, HOG))
+    [again] = detect(HOG, face.rgb)
+    assert again.landmarks is not None
+    assert np.abs(points - np.array(again.landmarks)).max() < 0.05 * face.rgb.shape[0]
