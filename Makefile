@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy scanner workers training migrations tests bench
+	$(VENV)/bin/mypy deepscan scanner workers training migrations tests bench
 
 test: $(STAMP) services chromium lint typecheck
 	$(VENV)/bin/pytest

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.db import make_engine
 from scanner.errors import ConfigError
 from scanner.jobs import ScanOptions

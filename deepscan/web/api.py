@@ -14,16 +14,16 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from deepscan.web import schemas
+from deepscan.web.auth import Admin, Reviewer, Viewer
+from deepscan.web.problems import ProblemError
+from deepscan.web.state import WebState, engine_of, state_of
 from scanner import queries, review, schedules, thumbnails, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, VERDICTS, Schedule
 from scanner.redaction import job_name, redact_url
-from scanner.web import schemas
-from scanner.web.auth import Admin, Reviewer, Viewer
-from scanner.web.problems import ProblemError
-from scanner.web.state import WebState, engine_of, state_of
 
 if TYPE_CHECKING:
     from workers.backend import ScanBackend

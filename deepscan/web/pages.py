@@ -19,13 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from scanner import claims, content, labels, queries, review, thumbnails, tokens
-from scanner.errors import ConfigError
-from scanner.jobs import cancel_job
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
-from scanner.tokens import ConsoleSession
-from scanner.web.api import load_item, thumbnail_response
-from scanner.web.auth import (
+from deepscan.web.api import load_item, thumbnail_response
+from deepscan.web.auth import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -35,9 +30,14 @@ from scanner.web.auth import (
     check_csrf,
     same_origin,
 )
-from scanner.web.charts import timeline_chart
-from scanner.web.problems import ProblemError
-from scanner.web.state import engine_of
+from deepscan.web.charts import timeline_chart
+from deepscan.web.problems import ProblemError
+from deepscan.web.state import engine_of
+from scanner import claims, content, labels, queries, review, thumbnails, tokens
+from scanner.errors import ConfigError
+from scanner.jobs import cancel_job
+from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
+from scanner.tokens import ConsoleSession
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_QUEUE_PAGE = 50

@@ -41,7 +41,7 @@ def _operations(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 @router.get("/docs", response_class=HTMLResponse)
 def docs(request: Request) -> HTMLResponse:
-    from scanner.web.pages import render
+    from deepscan.web.pages import render
 
     spec = request.app.openapi()
     return render(request, "docs.html", {"spec": spec, "operations": _operations(spec)})

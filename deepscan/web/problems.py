@@ -58,7 +58,7 @@ def problem_response(
     request: Request, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
     if request.url.path.startswith("/console"):
-        from scanner.web.pages import render_error
+        from deepscan.web.pages import render_error
 
         return render_error(request, status, one_line(detail), headers=headers)
     body = problem_body(status, detail, request.url.path, **extra)

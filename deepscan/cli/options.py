@@ -92,7 +92,7 @@ def _webhook(ctx: click.Context, param: click.Parameter, value: str | None) -> s
         url = validate_webhook_url(value)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
-    from scanner.cli.context import AppContext
+    from deepscan.cli.context import AppContext
 
     app = ctx.find_object(AppContext)
     if app is not None and not app.settings.webhook_secret:

@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 
-from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
-from scanner.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
-from scanner.cli.options import (
+from deepscan.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
+from deepscan.cli.options import (
     batch_size_option,
     checkpoint_option,
     device_option,
@@ -22,7 +21,8 @@ from scanner.cli.options import (
     require_checkpoint,
     webhook_option,
 )
-from scanner.cli.output import RECORD_FORMATS, counted, format_option
+from deepscan.cli.output import RECORD_FORMATS, counted, format_option
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
 from scanner.errors import ConfigError
 from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
 from scanner.settings import Settings

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from scanner.cli.context import AppContext, pass_app
-from scanner.cli.options import precision_option, require_checkpoint
+from deepscan.cli.context import AppContext, pass_app
+from deepscan.cli.options import precision_option, require_checkpoint
 from scanner.faces.view import DEFAULT_FACE_DETECTOR, FACE_DETECTORS, FaceView
 from training import config as cfg
 
@@ -383,7 +383,7 @@ def evaluate(
         return
     click.echo(format_table(report.to_dict(per_file=False)))
     if sources:
-        from scanner.cli.output import render_table
+        from deepscan.cli.output import render_table
 
         rows = [(s["label"], s["source"], s["images"], f"{s['roc_auc']:.4f}") for s in sources]
         click.echo("\n" + render_table(("class", "source", "images", "ROC AUC vs the other class"), rows))

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scanner.cli.context import AppContext, pass_app
+from deepscan.cli.context import AppContext, pass_app
 from scanner.jobs import ScanOptions
 from scanner.models import FrameResult, MediaItem
 
