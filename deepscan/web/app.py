@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
-from deepscan.web import api, docs, health, openapi, pages, problems
+from deepscan.web import api, docs, health, openapi, pages, problems, rendering
 from deepscan.web.auth import SignInRequiredError
 from deepscan.web.middleware import HttpMetrics, WebMiddleware
 from deepscan.web.state import WebState
@@ -58,7 +58,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     metrics = HttpMetrics()
     app.state.metrics = metrics
-    app.state.web = WebState(settings=settings, engine=engine, templates=pages.make_templates())
+    app.state.web = WebState(settings=settings, engine=engine, templates=rendering.make_templates())
     app.add_middleware(WebMiddleware, metrics=metrics)
     problems.install(app)
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deepscan.web.rendering import render_error
 from scanner.errors import ConfigError, ConflictError, DatabaseUnavailableError
 from scanner.queries import InvalidCursorError, NotFoundError
 from scanner.redaction import redact_text
@@ -58,8 +59,6 @@ def problem_response(
     request: Request, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
     if request.url.path.startswith("/console"):
-        from deepscan.web.pages import render_error
-
         return render_error(request, status, one_line(detail), headers=headers)
     body = problem_body(status, detail, request.url.path, **extra)
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
