@@ -312,15 +312,23 @@ def schedule_run_now(app: AppContext, name: str, checkpoint: Path | None) -> Non
     3 an in-process run finished with item errors.
     """
     from deepscan.cli.options import require_checkpoint
+    from scanner.launch import launch_schedule
     from scanner.schedules import get_schedule
-    from workers.scheduling import launch_schedule
+    from workers.backend import scan_backend
 
     with Session(app.engine) as session:
         found = get_schedule(session, name)
         schedule_id, stored = found.id, found.checkpoint
     if app.settings.embedded:
         require_checkpoint(checkpoint or (Path(stored) if stored else None) or app.settings.checkpoint)
-    result = launch_schedule(app.settings, app.engine, schedule_id, force=True, checkpoint=checkpoint)
+    result = launch_schedule(
+        app.settings,
+        app.engine,
+        schedule_id,
+        backend_for=lambda settings: scan_backend(settings, app.engine),
+        force=True,
+        checkpoint=checkpoint,
+    )
     if result is None:  # forced, so only a schedule removed in the meantime gives none
         raise ConfigError(f"schedule {name!r} was removed before it could run")
     reason = f": {result.error}" if result.error else ""

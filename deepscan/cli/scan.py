@@ -174,8 +174,7 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     Exit codes: 0 every item done, 3 done with item errors, 1 the job failed (or had nothing to
     scan), 2 usage error (a bad source, no checkpoint).
     """
-    from scanner.producer import run_scan
-    from scanner.redaction import job_name
+    from scanner.launch import ScanRequest, launch_scan
 
     if not sources and not from_file:
         raise click.UsageError("give at least one SOURCE or --from-file FILE")
@@ -195,20 +194,14 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
         require_checkpoint(settings.checkpoint)
     _warn_on_face_view_override(settings, options)
     from workers.backend import scan_backend
-    from workers.notify import job_finished_notifier
 
-    backend = scan_backend(settings, app.engine)
+    request = ScanRequest(all_sources, options, name=name, webhook=webhook)
     try:
-        result = run_scan(
+        result = launch_scan(
             settings,
             app.engine,
-            all_sources,
-            name=job_name(all_sources, name),  # redacted and cut to the column: it is printed and sent
-            options=options,
-            webhook=webhook,
-            on_job_finished=job_finished_notifier(app.engine, backend.deliver),
-            enqueue=backend.enqueue,
-            model_version=backend.model_version,
+            request,
+            scan_backend(settings, app.engine),
             wait=wait or settings.embedded,
             stdin=sys.stdin,
             progress=app.show_progress(output_format),

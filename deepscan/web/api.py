@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -22,11 +21,10 @@ from scanner import queries, review, schedules, thumbnails, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
+from scanner.launch import ScanBackend, ScanRequest, launch_scan
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, VERDICTS, Schedule
-from scanner.redaction import job_name, redact_url
-
-if TYPE_CHECKING:
-    from workers.backend import ScanBackend
+from scanner.redaction import redact_url
+from workers.backend import scan_backend as make_backend
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": schemas.Problem, "description": why}
@@ -255,8 +253,6 @@ def scan_backend(state: WebState) -> ScanBackend:
             503, "scans need a broker and workers: set DEEPSCAN_BROKER_URL for `deepscan serve` (embedded mode)"
         )
     if state.scan_backend is None:
-        from workers.backend import scan_backend as make_backend
-
         state.scan_backend = make_backend(state.settings, state.engine)
     return state.scan_backend
 
@@ -265,26 +261,11 @@ def scan_backend(state: WebState) -> ScanBackend:
 def post_scan(request: Request, response: Response, _who: Admin, body: schemas.ScanIn) -> queries.JobSummary:
     """Record and enqueue every item of the sources (as `deepscan scan` without --wait does) and
     answer with the job; the workers scan it. Needs a broker: 503 otherwise."""
-    from scanner.producer import run_scan
-    from workers.notify import job_finished_notifier
-
     state = state_of(request)
     backend = scan_backend(state)
     refuse_unsafe_sources(state, body.sources)
-    result = run_scan(
-        state.settings,
-        state.engine,
-        body.sources,
-        name=job_name(body.sources, body.name),
-        options=body.to_options(),
-        enqueue=backend.enqueue,
-        model_version=backend.model_version,
-        webhook=body.webhook,
-        on_job_finished=job_finished_notifier(state.engine, backend.deliver),
-        wait=False,
-        stdin=io.StringIO(),
-        progress=False,
-    )
+    scan = ScanRequest(body.sources, body.to_options(), name=body.name, webhook=body.webhook)
+    result = launch_scan(state.settings, state.engine, scan, backend, wait=False)
     if result.status == "failed":  # e.g. the broker went away while the items were being enqueued
         raise ProblemError(503, f"job {result.job_id} failed: {result.error}", extra={"job_id": result.job_id})
     response.headers["Location"] = f"/api/v1/jobs/{result.job_id}"
