@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -23,8 +24,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from scanner import leases
-from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
-from scanner.errors import ConfigError
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
+from scanner.errors import InvalidInputError, NotFoundError
 from scanner.models import MediaItem, ModelRecord, ScanJob, utcnow
 from scanner.recording import ChunkItems, ReuseBasis, insert_items
 from scanner.redaction import job_name, redact_text
@@ -117,6 +118,21 @@ class ScanOptions:
     exclude: tuple[str, ...] = field(default_factory=tuple)
     thumbnails: bool = True  # keep a small JPEG of the top-scoring face for the review console
 
+    def __post_init__(self) -> None:
+        """Refuse options no scan can run with, in the same words whichever front end passed them."""
+        if self.threshold is not None and not 0 <= self.threshold <= 1:  # also refuses nan
+            raise InvalidInputError(f"threshold {self.threshold} is not a number between 0 and 1")
+        if not 0 < self.fps < math.inf:
+            raise InvalidInputError(f"fps {self.fps} is not a number above 0")
+        if self.max_frames < 1:
+            raise InvalidInputError(f"max_frames {self.max_frames} is not at least 1")
+        if self.chunk_size < 1:
+            raise InvalidInputError(f"chunk_size {self.chunk_size} is not at least 1")
+        try:
+            validate_strategy(self.strategy)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+
     def scoring_key(self, kind: str) -> str:
         """Digest of the options that change an item's scores (not its verdict) for media of `kind`.
 
@@ -159,16 +175,16 @@ class EnqueueReport:
 def create_job(
     session: Session,
     *,
-    name: str,
+    name: str | None,
     sources: Sequence[str],
     options: ScanOptions,
     model_version: str | None = None,
     webhook_url: str | None = None,
     schedule_id: int | None = None,
 ) -> ScanJob:
-    """Insert a job in `pending`; `add_items` moves it to `running`."""
+    """Insert a job in `pending`; `add_items` moves it to `running`. Without `name`, it is named after its sources."""
     job = ScanJob(
-        name=job_name([], name),  # the one place every job name passes: redacted, cut to the column
+        name=job_name(sources, name),  # the one place every job name is decided: redacted, cut to the column
         source_spec=list(sources),
         options=options.to_json(),
         status="pending",
@@ -336,7 +352,7 @@ def cancel_job(engine: Engine, job_id: int) -> CancelOutcome:
     with Session(engine) as session, session.begin():
         job = session.get(ScanJob, job_id, with_for_update=True)
         if job is None:
-            raise ConfigError(f"no job {job_id}: see `deepscan jobs list`")
+            raise NotFoundError(f"no job {job_id}: see `deepscan jobs list`")
         if job.status in {"done", "failed", "cancelled"}:
             return CancelOutcome(job.status, 0, was_finished=True)
         result = session.connection().execute(

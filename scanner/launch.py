@@ -7,6 +7,7 @@ them, so a scheduled run launches through the same code as a scan typed at a ter
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from collections.abc import Callable, Sequence
@@ -17,15 +18,25 @@ from typing import TextIO
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from scanner.errors import ConfigError, DeepscanError
+from scanner.errors import ConfigError, DeepscanError, InvalidInputError
 from scanner.jobs import EnqueueFn, JobCounts, ScanOptions, create_job, fail_job
 from scanner.models import Schedule, utcnow
 from scanner.producer import ScanResult, run_scan
-from scanner.redaction import job_name
 from scanner.schedules import claim_run, due_schedules, is_due, record_job
 from scanner.settings import Settings
+from scanner.sources import expand_sources
+from scanner.webhooks import validate_webhook_url
 
 log = logging.getLogger(__name__)
+
+NOTHING_TO_SCAN = (
+    "nothing to scan: no images or videos in the sources (listings keep media extensions such as jpg, png, "
+    "mp4; --include widens them)"
+)
+
+
+class NothingToScanError(InvalidInputError):
+    """The sources hold no images or videos at all: a scan of them would be an empty job."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +53,34 @@ BackendFor = Callable[[Settings], ScanBackend]
 
 @dataclass(frozen=True)
 class ScanRequest:
-    """What a user asks to scan: the sources, how, under which name, and whom to tell at the end."""
+    """What a user asks to scan: the sources, how, under which name, and whom to tell at the end.
+
+    A malformed webhook URL is refused here (InvalidInputError), whichever front end asks. `require_media`:
+    sources with no media at all are a mistake (NothingToScanError); a scheduled run's are not, since an
+    incremental run over a folder with nothing in it yet is an ordinary, empty run.
+    """
 
     sources: Sequence[str]
     options: ScanOptions = field(default_factory=ScanOptions)
     name: str | None = None
     webhook: str | None = None
+    require_media: bool = True
+
+    def __post_init__(self) -> None:
+        if self.webhook is not None:
+            object.__setattr__(self, "webhook", validate_webhook_url(self.webhook))
+
+
+def check_sources(settings: Settings, request: ScanRequest) -> None:
+    """Check the named sources before any model loads or job exists.
+
+    ConfigError for a wrong path, bucket or URL scheme; NothingToScanError when they hold no media and
+    no URL list (`@FILE`) or stdin (`-`) is among them: those are read by the scan itself.
+    """
+    named = [s for s in request.sources if s != "-" and not s.startswith("@")]
+    refs = expand_sources(named, settings, include=request.options.include, exclude=request.options.exclude)
+    if next(refs, None) is None and len(named) == len(request.sources):
+        raise NothingToScanError(NOTHING_TO_SCAN)
 
 
 def launch_scan(
@@ -61,12 +94,18 @@ def launch_scan(
     progress: bool = False,
     schedule_id: int | None = None,
 ) -> ScanResult:
-    """Create the job, record and enqueue its items through `backend`, and (with `wait`) follow it to the end."""
-    return run_scan(
+    """Create the job, record and enqueue its items through `backend`, and (with `wait`) follow it to the end.
+
+    With `request.require_media`, sources with no media refuse to start (NothingToScanError, no job), and a
+    URL list or stdin that had no entries ends its job `failed` with the same words.
+    """
+    if request.require_media:
+        check_sources(settings, request)
+    result = run_scan(
         settings,
         engine,
         list(request.sources),
-        name=job_name(request.sources, request.name),  # redacted and cut to the column: it is printed and sent
+        name=request.name,
         options=request.options,
         enqueue=backend.enqueue,
         model_version=backend.model_version,
@@ -77,6 +116,10 @@ def launch_scan(
         stdin=stdin if stdin is not None else io.StringIO(),
         progress=progress,
     )
+    if request.require_media and result.counts.total == 0 and result.status != "failed":
+        fail_job(engine, result.job_id, NOTHING_TO_SCAN)
+        return dataclasses.replace(result, status="failed", error=NOTHING_TO_SCAN)
+    return result
 
 
 def launch_schedule(
@@ -105,18 +148,20 @@ def launch_schedule(
         return None
     if settings.embedded:
         settings = settings.with_overrides(checkpoint=checkpoint or _path(schedule.checkpoint))
-    request = ScanRequest(
-        schedule.source_spec,
-        ScanOptions.from_json(schedule.options),
-        name=f"{schedule.name} (scheduled)",
-        webhook=schedule.webhook_url,
-    )
+    options = ScanOptions.from_json(schedule.options)
     try:
+        request = ScanRequest(
+            schedule.source_spec,
+            options,
+            name=f"{schedule.name} (scheduled)",
+            webhook=schedule.webhook_url,
+            require_media=False,
+        )
         result = launch_scan(
             settings, engine, request, backend_for(settings), wait=settings.embedded, schedule_id=schedule.id
         )
-    except ConfigError as exc:  # the source is gone or unreadable: keep the failed run for `jobs list`
-        result = _failed_run(engine, schedule, request.options, str(exc))
+    except (ConfigError, InvalidInputError) as exc:  # the source is gone, a stored webhook URL malformed: keep
+        result = _failed_run(engine, schedule, options, str(exc))  # the failed run for `jobs list`
     record_job(engine, schedule.id, result.job_id)
     log.info(
         "schedule %s: job %s %s (%d new or changed items)",

@@ -84,7 +84,7 @@ def run_scan(
     engine: Engine,
     sources: Sequence[str],
     *,
-    name: str,
+    name: str | None,
     options: ScanOptions,
     enqueue: EnqueueFn,
     model_version: str | None,

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from scanner.content import content_of
-from scanner.errors import DeepscanError
+from scanner.errors import NotFoundError
 from scanner.jobs import JobCounts, jobs_counts
 from scanner.labels import labelling, labels_item
 from scanner.models import ITEM_STATUSES, FrameResult, MediaItem, ModelRecord, Review, ScanJob, utcnow
@@ -35,10 +35,6 @@ ORDERS: tuple[Order, ...] = ("score", "time")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 10_000
 UNFINISHED_JOB_STATUSES = ("pending", "running")
-
-
-class NotFoundError(DeepscanError):
-    """No item or job matches what was asked for."""
 
 
 class InvalidCursorError(ValueError):

@@ -27,11 +27,11 @@ from PIL import Image
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from scanner.errors import ConflictError, DeepscanError
+from scanner.errors import ConflictError, DeepscanError, NotFoundError
 from scanner.jobs import OPEN_STATUSES
 from scanner.media import decode_image
 from scanner.models import REVIEW_LABELS, MediaItem, Review
-from scanner.queries import NotFoundError, ReviewView, latest_review_ids
+from scanner.queries import ReviewView, latest_review_ids
 from scanner.redaction import redact_url
 
 TRAINING_LABELS = ("real", "fake")

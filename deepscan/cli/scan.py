@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -27,11 +26,6 @@ from scanner.errors import ConfigError
 from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
 from scanner.settings import Settings
 from workers.metrics import DEFAULT_METRICS_HOST
-
-NOTHING_TO_SCAN = (
-    "nothing to scan: no images or videos in the sources (listings keep media extensions such as jpg, png, "
-    "mp4; --include widens them)"
-)
 
 
 def _strategy(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -174,7 +168,7 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     Exit codes: 0 every item done, 3 done with item errors, 1 the job failed (or had nothing to
     scan), 2 usage error (a bad source, no checkpoint).
     """
-    from scanner.launch import ScanRequest, launch_scan
+    from scanner.launch import ScanRequest, check_sources, launch_scan
 
     if not sources and not from_file:
         raise click.UsageError("give at least one SOURCE or --from-file FILE")
@@ -188,14 +182,16 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     output_format, wait, webhook = opts.pop("output_format"), opts.pop("wait"), opts.pop("webhook")
     options = scan_options_from(opts)
     all_sources = list(sources) + ([f"@{from_file}"] if from_file else [])
-    if not _check_sources(sources, settings, options) and not from_file and "-" not in sources:
-        raise click.ClickException(NOTHING_TO_SCAN)
+    request = ScanRequest(all_sources, options, name=name, webhook=webhook)
+    try:
+        check_sources(settings, request)  # before any model loads or job exists; nothing to scan: exit 1
+    except ConfigError as exc:  # a missing path, an unknown bucket or URL scheme: the command line is wrong
+        raise click.UsageError(str(exc)) from None
     if settings.embedded:
         require_checkpoint(settings.checkpoint)
     _warn_on_face_view_override(settings, options)
     from workers.backend import scan_backend
 
-    request = ScanRequest(all_sources, options, name=name, webhook=webhook)
     try:
         result = launch_scan(
             settings,
@@ -208,11 +204,6 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
         )
     except ConfigError as exc:  # a missing path, an unknown bucket: the command line is wrong
         raise click.UsageError(str(exc)) from None
-    if result.counts.total == 0 and result.status != "failed":  # a URL list or stdin with no entries
-        from scanner.jobs import fail_job
-
-        fail_job(app.engine, result.job_id, NOTHING_TO_SCAN)
-        result = dataclasses.replace(result, status="failed", error=NOTHING_TO_SCAN)
     _print_summary(result.job_id, result.status, result.counts, result.elapsed_s, output_format, result.error)
     if result.status == "failed":
         sys.exit(EXIT_FAILURE)
@@ -238,22 +229,6 @@ def _warn_on_face_view_override(settings: Settings, options: ScanOptions) -> Non
             f"{view.describe()}: scores will differ from what `deepscan evaluate` measured",
             err=True,
         )
-
-
-def _check_sources(sources: tuple[str, ...], settings: Settings, options: ScanOptions) -> bool:
-    """Check the named sources before any model loads or job exists; True when they hold any media.
-
-    A wrong path, bucket or URL scheme is a usage error (exit 2). Stdin (`-`) is left for the scan
-    itself to read.
-    """
-    from scanner.sources import expand_sources
-
-    named = [s for s in sources if s != "-"]
-    try:
-        refs = expand_sources(named, settings, include=options.include, exclude=options.exclude)
-        return next(refs, None) is not None
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 def _print_summary(

@@ -19,7 +19,6 @@ from deepscan.web.problems import ProblemError
 from deepscan.web.state import WebState, engine_of, state_of
 from scanner import queries, review, schedules, thumbnails, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
-from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
 from scanner.launch import ScanBackend, ScanRequest, launch_scan
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, VERDICTS, Schedule
@@ -226,10 +225,7 @@ def get_job(request: Request, _who: Viewer, job_id: JobId) -> queries.JobSummary
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.CancelOut, summary="Cancel a job's queued items")
 def post_cancel(request: Request, _who: Admin, job_id: JobId) -> schemas.CancelOut:
-    try:
-        outcome = cancel_job(engine_of(request), job_id)
-    except ConfigError as exc:  # the only one it raises: no such job
-        raise ProblemError(404, str(exc)) from None
+    outcome = cancel_job(engine_of(request), job_id)
     return schemas.CancelOut(
         job_id=job_id, status=outcome.status, cancelled=outcome.cancelled, was_finished=outcome.was_finished
     )
@@ -260,11 +256,12 @@ def scan_backend(state: WebState) -> ScanBackend:
 @router.post("/scans", status_code=202, response_model=schemas.JobSummary, summary="Submit a scan (admin)")
 def post_scan(request: Request, response: Response, _who: Admin, body: schemas.ScanIn) -> queries.JobSummary:
     """Record and enqueue every item of the sources (as `deepscan scan` without --wait does) and
-    answer with the job; the workers scan it. Needs a broker: 503 otherwise."""
+    answer with the job; the workers scan it. Needs a broker: 503 otherwise. A malformed webhook URL,
+    options out of range, or sources with no media at all: 422, in the words `deepscan scan` uses."""
     state = state_of(request)
     backend = scan_backend(state)
     refuse_unsafe_sources(state, body.sources)
-    scan = ScanRequest(body.sources, body.to_options(), name=body.name, webhook=body.webhook)
+    scan = ScanRequest(body.sources, body.to_options(), name=body.name, webhook=body.webhook)  # 422 if malformed
     result = launch_scan(state.settings, state.engine, scan, backend, wait=False)
     if result.status == "failed":  # e.g. the broker went away while the items were being enqueued
         raise ProblemError(503, f"job {result.job_id} failed: {result.error}", extra={"job_id": result.job_id})
@@ -310,10 +307,7 @@ def schedule_out(s: Schedule) -> schemas.ScheduleOut:
 
 
 def _schedule(session: Session, name: str) -> Schedule:
-    try:
-        return schedules.get_schedule(session, name)
-    except ConfigError as exc:
-        raise ProblemError(404, str(exc)) from None
+    return schedules.get_schedule(session, name)
 
 
 @router.get("/schedules", response_model=schemas.SchedulesPage, summary="Scheduled, incremental scans")
@@ -335,8 +329,6 @@ def post_schedule(request: Request, response: Response, _who: Admin, body: schem
     state = state_of(request)
     refuse_unsafe_sources(state, body.sources)
     with Session(state.engine) as session, session.begin():
-        if session.scalars(select(Schedule.id).where(Schedule.name == body.name)).first() is not None:
-            raise ProblemError(409, f"a schedule named {body.name!r} exists: remove it first or choose another name")
         created = schedules.add_schedule(
             session,
             name=body.name,

@@ -33,7 +33,6 @@ from deepscan.web.problems import ProblemError
 from deepscan.web.rendering import render
 from deepscan.web.state import engine_of
 from scanner import claims, content, labels, queries, review, thumbnails, tokens
-from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
 from scanner.tokens import ConsoleSession
@@ -506,10 +505,7 @@ def jobs_page(request: Request, found: ConsoleViewer) -> Response:
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job_form(request: Request, found: ConsoleAdmin, job_id: int, csrf: FormText = None) -> Response:
     check_csrf(request, found.csrf_token, csrf)
-    try:
-        cancel_job(engine_of(request), job_id)
-    except ConfigError as exc:  # the only one it raises: no such job
-        raise ProblemError(404, str(exc)) from None
+    cancel_job(engine_of(request), job_id)  # no such job: NotFoundError, a 404 page
     return RedirectResponse("/console/jobs", status_code=303)
 
 

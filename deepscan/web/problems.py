@@ -16,8 +16,8 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepscan.web.rendering import render_error
-from scanner.errors import ConfigError, ConflictError, DatabaseUnavailableError
-from scanner.queries import InvalidCursorError, NotFoundError
+from scanner.errors import ConfigError, ConflictError, DatabaseUnavailableError, InvalidInputError, NotFoundError
+from scanner.queries import InvalidCursorError
 from scanner.redaction import redact_text
 from scanner.tokens import TokenNotFoundError
 
@@ -102,6 +102,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConflictError)
     async def _conflict(request: Request, exc: ConflictError) -> Response:
         return problem_response(request, 409, str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid_input(request: Request, exc: InvalidInputError) -> Response:
+        return problem_response(request, 422, str(exc))  # the words the CLI prints for the same mistake
 
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> Response:
