@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from scanner import leases
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
 from scanner.errors import InvalidInputError, NotFoundError
-from scanner.models import MediaItem, ModelRecord, ScanJob, utcnow
+from scanner.models import FINISHED_JOB_STATUSES, OPEN_ITEM_STATUSES, MediaItem, ModelRecord, ScanJob, utcnow
 from scanner.recording import ChunkItems, ReuseBasis, insert_items
 from scanner.redaction import job_name, redact_text
 from scanner.sources import MediaRef
@@ -39,7 +39,6 @@ DEFAULT_MAX_FRAMES = 120  # 1 s segments are sampled in videos up to 2 minutes a
 # References recorded per transaction (one commit) and sent per broker round trip. Large enough that
 # the per-commit and per-round-trip costs vanish, small enough that a crash loses little work.
 DEFAULT_INSERT_BATCH = 5000
-OPEN_STATUSES = ("queued", "processing")
 
 EnqueueFn = Callable[[int, ChunkItems], None]
 
@@ -266,7 +265,7 @@ def finish_job_if_complete(engine: Engine, job_id: int) -> bool:
     Safe to call from every worker after each chunk commits: the conditional UPDATE lets exactly
     one caller make the transition, and the caller that returns True sends the notifications.
     """
-    open_items = exists().where(MediaItem.job_id == job_id, MediaItem.status.in_(OPEN_STATUSES))
+    open_items = exists().where(MediaItem.job_id == job_id, MediaItem.status.in_(OPEN_ITEM_STATUSES))
     with engine.begin() as conn:
         result = conn.execute(
             update(ScanJob)
@@ -353,7 +352,7 @@ def cancel_job(engine: Engine, job_id: int) -> CancelOutcome:
         job = session.get(ScanJob, job_id, with_for_update=True)
         if job is None:
             raise NotFoundError(f"no job {job_id}: see `deepscan jobs list`")
-        if job.status in {"done", "failed", "cancelled"}:
+        if job.status in FINISHED_JOB_STATUSES:
             return CancelOutcome(job.status, 0, was_finished=True)
         result = session.connection().execute(
             update(MediaItem)

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from scanner.durations import parse_duration
 from scanner.errors import ConfigError, ConflictError, NotFoundError
-from scanner.jobs import OPEN_STATUSES, ScanOptions, batched
-from scanner.models import MediaItem, ScanJob, Schedule
+from scanner.jobs import ScanOptions, batched
+from scanner.models import OPEN_ITEM_STATUSES, OPEN_JOB_STATUSES, MediaItem, ScanJob, Schedule
 from scanner.sources import MediaRef, absolute_source
 from scanner.webhooks import validate_webhook_url
 
@@ -242,7 +242,7 @@ def only_new_or_changed(engine: Engine, schedule_id: int, refs: Iterable[MediaRe
     with Session(engine) as session:
         retry_errors = bool(session.scalars(select(Schedule.retry_errors).where(Schedule.id == schedule_id)).first())
     answered = MediaItem.status.in_(("done",) if retry_errors else ("done", "error"))
-    in_flight = MediaItem.status.in_(OPEN_STATUSES) & ScanJob.status.in_(("pending", "running"))
+    in_flight = MediaItem.status.in_(OPEN_ITEM_STATUSES) & ScanJob.status.in_(OPEN_JOB_STATUSES)
     for batch in batched(refs, DEFAULT_LOOKUP_BATCH):
         with Session(engine) as session:
             rows = session.execute(

@@ -21,7 +21,7 @@ from scanner import queries, review, schedules, thumbnails, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.jobs import cancel_job
 from scanner.launch import ScanBackend, ScanRequest, launch_scan
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, VERDICTS, Schedule
+from scanner.models import ITEM_KINDS, VERDICTS, ItemStatus, Schedule
 from scanner.redaction import redact_url
 from workers.backend import scan_backend as make_backend
 
@@ -44,10 +44,8 @@ JobId = Annotated[int, Path(description="the job's id")]
 ScheduleName = Annotated[str, Path(description="the schedule's name")]
 Verdict = Literal["fake", "real"]
 Kind = Literal["image", "video", "unknown"]
-Status = Literal["queued", "processing", "done", "error", "cancelled"]
 assert set(VERDICTS) == {"fake", "real"}
 assert set(ITEM_KINDS) == {"image", "video", "unknown"}
-assert set(ITEM_STATUSES) == {"queued", "processing", "done", "error", "cancelled"}
 
 
 def json_response(model: BaseModel) -> Response:
@@ -101,7 +99,7 @@ def list_items(
     min_score: Annotated[float | None, Query(ge=0, le=1, description="only items scoring at least this")] = None,
     max_score: Annotated[float | None, Query(ge=0, le=1, description="only items scoring at most this")] = None,
     kind: Annotated[Kind | None, Query(description="only images (or videos, or items of unknown kind)")] = None,
-    status: Annotated[Status | None, Query(description="only items in this state")] = None,
+    status: Annotated[ItemStatus | None, Query(description="only items in this state")] = None,
     since: Annotated[dt.datetime | None, Query(description="finished at or after (ISO 8601; naive = UTC)")] = None,
     until: Annotated[dt.datetime | None, Query(description="finished before (ISO 8601; naive = UTC)")] = None,
     reviewed: Annotated[

@@ -34,7 +34,7 @@ from deepscan.web.rendering import render
 from deepscan.web.state import engine_of
 from scanner import claims, content, labels, queries, review, thumbnails, tokens
 from scanner.jobs import cancel_job
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
+from scanner.models import ITEM_KINDS, ITEM_STATUSES, OPEN_JOB_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
 from scanner.tokens import ConsoleSession
 
 DEFAULT_QUEUE_PAGE = 50
@@ -492,7 +492,7 @@ def undo_review(
 def jobs_page(request: Request, found: ConsoleViewer) -> Response:
     with Session(engine_of(request)) as session, session.begin():
         summaries = queries.list_jobs(session, DEFAULT_JOBS_SHOWN)
-    running = any(s.status in queries.UNFINISHED_JOB_STATUSES for s in summaries)
+    running = any(s.status in OPEN_JOB_STATUSES for s in summaries)
     context = {
         "jobs": summaries,
         "refresh_s": JOBS_REFRESH_S if running else None,
