@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -19,13 +18,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from scanner.errors import ConfigError, DeepscanError, InvalidInputError
-from scanner.jobs import EnqueueFn, JobCounts, ScanOptions, create_job, fail_job
+from scanner.jobs import JobCounts, ScanOptions, create_job, fail_job
 from scanner.models import Schedule, utcnow
-from scanner.producer import ScanResult, run_scan
+from scanner.producer import ScanBackend, ScanRequest, ScanResult, run_scan
 from scanner.schedules import claim_run, due_schedules, is_due, record_job
 from scanner.settings import Settings
 from scanner.sources import expand_sources
-from scanner.webhooks import validate_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -39,36 +37,7 @@ class NothingToScanError(InvalidInputError):
     """The sources hold no images or videos at all: a scan of them would be an empty job."""
 
 
-@dataclass(frozen=True)
-class ScanBackend:
-    """How to send chunks, which model will score them, and what to call when a job has finished."""
-
-    enqueue: EnqueueFn
-    model_version: str | None
-    on_job_finished: Callable[[int], None]
-
-
 BackendFor = Callable[[Settings], ScanBackend]
-
-
-@dataclass(frozen=True)
-class ScanRequest:
-    """What a user asks to scan: the sources, how, under which name, and whom to tell at the end.
-
-    A malformed webhook URL is refused here (InvalidInputError), whichever front end asks. `require_media`:
-    sources with no media at all are a mistake (NothingToScanError); a scheduled run's are not, since an
-    incremental run over a folder with nothing in it yet is an ordinary, empty run.
-    """
-
-    sources: Sequence[str]
-    options: ScanOptions = field(default_factory=ScanOptions)
-    name: str | None = None
-    webhook: str | None = None
-    require_media: bool = True
-
-    def __post_init__(self) -> None:
-        if self.webhook is not None:
-            object.__setattr__(self, "webhook", validate_webhook_url(self.webhook))
 
 
 def check_sources(settings: Settings, request: ScanRequest) -> None:
@@ -101,20 +70,9 @@ def launch_scan(
     """
     if request.require_media:
         check_sources(settings, request)
+    stdin = stdin if stdin is not None else io.StringIO()
     result = run_scan(
-        settings,
-        engine,
-        list(request.sources),
-        name=request.name,
-        options=request.options,
-        enqueue=backend.enqueue,
-        model_version=backend.model_version,
-        webhook=request.webhook,
-        on_job_finished=backend.on_job_finished,
-        schedule_id=schedule_id,
-        wait=wait,
-        stdin=stdin if stdin is not None else io.StringIO(),
-        progress=progress,
+        settings, engine, request, backend, wait=wait, stdin=stdin, progress=progress, schedule_id=schedule_id
     )
     if request.require_media and result.counts.total == 0 and result.status != "failed":
         fail_job(engine, result.job_id, NOTHING_TO_SCAN)

@@ -9,8 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from scanner.launch import ScanBackend
-from scanner.producer import producer_model_version
+from scanner.producer import ScanBackend, producer_model_version
 from scanner.recording import ChunkItems
 from scanner.settings import Settings
 from workers.notify import deliver_in_background, job_finished_notifier

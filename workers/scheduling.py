@@ -7,7 +7,8 @@ the beat's task sits above both, so no module imports its way back to itself.
 
 from __future__ import annotations
 
-from scanner.launch import ScanBackend, launch_due
+from scanner.launch import launch_due
+from scanner.producer import ScanBackend
 from scanner.settings import Settings
 from workers.app import LAUNCH_DUE, app
 from workers.backend import scan_backend

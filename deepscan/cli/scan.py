@@ -168,7 +168,8 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     Exit codes: 0 every item done, 3 done with item errors, 1 the job failed (or had nothing to
     scan), 2 usage error (a bad source, no checkpoint).
     """
-    from scanner.launch import ScanRequest, check_sources, launch_scan
+    from scanner.launch import check_sources, launch_scan
+    from scanner.producer import ScanRequest
 
     if not sources and not from_file:
         raise click.UsageError("give at least one SOURCE or --from-file FILE")

@@ -20,8 +20,9 @@ from deepscan.web.state import WebState, engine_of, state_of
 from scanner import queries, review, schedules, thumbnails, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.jobs import cancel_job
-from scanner.launch import ScanBackend, ScanRequest, launch_scan
+from scanner.launch import launch_scan
 from scanner.models import ITEM_KINDS, VERDICTS, ItemStatus, Schedule
+from scanner.producer import ScanBackend, ScanRequest
 from scanner.redaction import redact_url
 from workers.backend import scan_backend as make_backend
 

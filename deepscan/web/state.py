@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from sqlalchemy import Engine
 
-from scanner.launch import ScanBackend
+from scanner.producer import ScanBackend
 from scanner.settings import Settings
 
 if TYPE_CHECKING:

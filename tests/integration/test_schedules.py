@@ -24,8 +24,9 @@ from deepscan.cli import cli
 from scanner.db import make_engine
 from scanner.errors import ConfigError
 from scanner.jobs import ScanOptions
-from scanner.launch import ScanBackend, launch_due, launch_schedule
+from scanner.launch import launch_due, launch_schedule
 from scanner.models import MediaItem, ScanJob, Schedule
+from scanner.producer import ScanBackend
 from scanner.schedules import add_schedule, claim_run, due_schedules, next_run, only_new_or_changed, parse_when
 from scanner.settings import Settings
 from scanner.sources import MediaRef

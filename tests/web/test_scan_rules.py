@@ -19,7 +19,8 @@ from deepscan.cli import cli
 from scanner.db import make_engine
 from scanner.errors import ConflictError, InvalidInputError, NotFoundError
 from scanner.jobs import ScanOptions, cancel_job
-from scanner.launch import NOTHING_TO_SCAN, ScanRequest
+from scanner.launch import NOTHING_TO_SCAN
+from scanner.producer import ScanRequest
 from scanner.schedules import add_schedule
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import job_count
