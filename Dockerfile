@@ -12,6 +12,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY deepscan ./deepscan
 COPY scanner ./scanner
 COPY workers ./workers
 COPY training ./training

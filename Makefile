@@ -26,9 +26,10 @@ chromium:  # Debian's Chromium and chromedriver, and axe-core (npm), for the rev
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the layers and no import cycles: [tool.importlinter] in pyproject.toml
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy scanner workers training migrations tests bench
+	$(VENV)/bin/mypy deepscan scanner workers training migrations tests bench
 
 test: $(STAMP) services chromium lint typecheck
 	$(VENV)/bin/pytest

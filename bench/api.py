@@ -79,7 +79,7 @@ def server(database_url: str, workers: int, log: Path) -> Iterator[str]:
     args = ["serve", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scanner", *args],
+            [sys.executable, "-m", "deepscan", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -5,7 +5,7 @@ the sizes of the issue: a 7999x7999 PNG (200 KiB, 192 MB decoded), a 256000x250 
 64-megapixel cap), an MJPEG AVI of 9000x9000 frames (over the frame cap), one of 7680x4320 frames
 (at the cap, 32 sampled), and an MPEG-4 AVI of 100,000 frames with a single keyframe.
 
-Each file is scanned by a fresh `python -m scanner scan FILE` child in embedded mode on the CPU, with
+Each file is scanned by a fresh `python -m deepscan scan FILE` child in embedded mode on the CPU, with
 the production model shape (resnet50 at 224 px, random weights); the child's own peak RSS comes from
 `os.wait4`. A baseline child scanning one small JPEG gives the process's own footprint (Python,
 torch, the model), so `added_mib` is what the file itself cost. The "all at once" row scans every
@@ -95,7 +95,7 @@ def scan_alone(source: Path, work: Path, checkpoint: Path, **extra_env: str) -> 
     home.mkdir()
     env = deepscan_env(DEEPSCAN_HOME=str(home), DEEPSCAN_CHECKPOINT=str(checkpoint), DEEPSCAN_DEVICE="cpu", **extra_env)
     what = ["--from-file", str(source)] if source.suffix == ".txt" else [str(source)]  # a URL list, or files
-    command = [sys.executable, "-m", "scanner", "scan", *what, "--rescan", "--format", "json"]
+    command = [sys.executable, "-m", "deepscan", "scan", *what, "--rescan", "--format", "json"]
     started = time.perf_counter()
     with (home / "scan.log").open("wb") as log:
         child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -173,7 +173,7 @@ def _scan_with_worker(url_list: Path, home: Path, checkpoint: Path, broker_url: 
         DEEPSCAN_DATABASE_URL=f"sqlite:///{home / 'deepscan.db'}",
         DEEPSCAN_QUEUE=f"bench-memory-{uuid.uuid4().hex[:8]}",
     )
-    scanner = [sys.executable, "-m", "scanner"]
+    scanner = [sys.executable, "-m", "deepscan"]
     subprocess.run([*scanner, "db", "upgrade"], env=env, check=True, capture_output=True)
     log = home / "worker.log"
     with log.open("wb") as out:

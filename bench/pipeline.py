@@ -53,7 +53,7 @@ from scanner.detector import Preprocessing, build_model, preprocess, resolve_dev
 from scanner.media import read_image_file
 from scanner.models import ScanJob
 from scanner.precision import Precision, describe, resolve_precision
-from tests.pipeline_helpers import deepscan_env, worker_process
+from tests.pipeline_helpers import cli_module, deepscan_env, worker_process
 from tests.services import fresh_postgres_database, redis_for_run
 
 
@@ -108,7 +108,7 @@ def scan_job(
     """`deepscan scan folder --no-faces --rescan --wait *options` with the running worker: items
     done, and seconds from the job's creation to its end as the database records them (neither
     the producer's start-up nor its poll for the end is in it). `cwd`: another checkout's producer."""
-    command = [sys.executable, "-m", "scanner", "scan", str(folder), "--no-faces", "--rescan", "--wait",
+    command = [sys.executable, "-m", cli_module(cwd), "scan", str(folder), "--no-faces", "--rescan", "--wait",
                *options, "--format", "json"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=cwd)
     lines = done.stdout.strip().splitlines()

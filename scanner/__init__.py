@@ -2,7 +2,7 @@
 
 `scanner` holds the producer side and the shared core: settings, the verdict database,
 sources, the detector model and its checkpoint format. It never imports `workers` or
-`training`; the CLI in `scanner.cli` is the one face that imports everything.
+`training`; the CLI in `deepscan.cli` is the one face that imports everything.
 """
 
 from importlib.metadata import PackageNotFoundError, version

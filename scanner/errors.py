@@ -28,6 +28,17 @@ class ConfigError(DeepscanError):
     """A setting or option is invalid: fix the configuration and run again."""
 
 
+class NotFoundError(DeepscanError):
+    """What a request names does not exist (no such job, item or schedule): nothing was changed;
+    the API answers 404, the CLI exits 1."""
+
+
+class InvalidInputError(DeepscanError):
+    """A value a user gave breaks a rule of the core (a webhook URL, a scan option out of range,
+    sources with nothing to scan): nothing was done; the API answers 422, the CLI exits 1 (2 where
+    it checks the value as an option)."""
+
+
 class ConflictError(DeepscanError):
     """The request contradicts the state of what it names (labelling an item that has no verdict):
     nothing was changed; the API answers 409, the CLI exits 1."""

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -23,9 +24,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from scanner import leases
-from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
-from scanner.errors import ConfigError
-from scanner.models import MediaItem, ModelRecord, ScanJob, utcnow
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
+from scanner.errors import InvalidInputError, NotFoundError
+from scanner.models import FINISHED_JOB_STATUSES, OPEN_ITEM_STATUSES, MediaItem, ModelRecord, ScanJob, utcnow
 from scanner.recording import ChunkItems, ReuseBasis, insert_items
 from scanner.redaction import job_name, redact_text
 from scanner.sources import MediaRef
@@ -38,7 +39,6 @@ DEFAULT_MAX_FRAMES = 120  # 1 s segments are sampled in videos up to 2 minutes a
 # References recorded per transaction (one commit) and sent per broker round trip. Large enough that
 # the per-commit and per-round-trip costs vanish, small enough that a crash loses little work.
 DEFAULT_INSERT_BATCH = 5000
-OPEN_STATUSES = ("queued", "processing")
 
 EnqueueFn = Callable[[int, ChunkItems], None]
 
@@ -117,6 +117,21 @@ class ScanOptions:
     exclude: tuple[str, ...] = field(default_factory=tuple)
     thumbnails: bool = True  # keep a small JPEG of the top-scoring face for the review console
 
+    def __post_init__(self) -> None:
+        """Refuse options no scan can run with, in the same words whichever front end passed them."""
+        if self.threshold is not None and not 0 <= self.threshold <= 1:  # also refuses nan
+            raise InvalidInputError(f"threshold {self.threshold} is not a number between 0 and 1")
+        if not 0 < self.fps < math.inf:
+            raise InvalidInputError(f"fps {self.fps} is not a number above 0")
+        if self.max_frames < 1:
+            raise InvalidInputError(f"max_frames {self.max_frames} is not at least 1")
+        if self.chunk_size < 1:
+            raise InvalidInputError(f"chunk_size {self.chunk_size} is not at least 1")
+        try:
+            validate_strategy(self.strategy)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+
     def scoring_key(self, kind: str) -> str:
         """Digest of the options that change an item's scores (not its verdict) for media of `kind`.
 
@@ -159,16 +174,16 @@ class EnqueueReport:
 def create_job(
     session: Session,
     *,
-    name: str,
+    name: str | None,
     sources: Sequence[str],
     options: ScanOptions,
     model_version: str | None = None,
     webhook_url: str | None = None,
     schedule_id: int | None = None,
 ) -> ScanJob:
-    """Insert a job in `pending`; `add_items` moves it to `running`."""
+    """Insert a job in `pending`; `add_items` moves it to `running`. Without `name`, it is named after its sources."""
     job = ScanJob(
-        name=job_name([], name),  # the one place every job name passes: redacted, cut to the column
+        name=job_name(sources, name),  # the one place every job name is decided: redacted, cut to the column
         source_spec=list(sources),
         options=options.to_json(),
         status="pending",
@@ -250,7 +265,7 @@ def finish_job_if_complete(engine: Engine, job_id: int) -> bool:
     Safe to call from every worker after each chunk commits: the conditional UPDATE lets exactly
     one caller make the transition, and the caller that returns True sends the notifications.
     """
-    open_items = exists().where(MediaItem.job_id == job_id, MediaItem.status.in_(OPEN_STATUSES))
+    open_items = exists().where(MediaItem.job_id == job_id, MediaItem.status.in_(OPEN_ITEM_STATUSES))
     with engine.begin() as conn:
         result = conn.execute(
             update(ScanJob)
@@ -336,8 +351,8 @@ def cancel_job(engine: Engine, job_id: int) -> CancelOutcome:
     with Session(engine) as session, session.begin():
         job = session.get(ScanJob, job_id, with_for_update=True)
         if job is None:
-            raise ConfigError(f"no job {job_id}: see `deepscan jobs list`")
-        if job.status in {"done", "failed", "cancelled"}:
+            raise NotFoundError(f"no job {job_id}: see `deepscan jobs list`")
+        if job.status in FINISHED_JOB_STATUSES:
             return CancelOutcome(job.status, 0, was_finished=True)
         result = session.connection().execute(
             update(MediaItem)

@@ -7,7 +7,7 @@ running them, and `deepscan db check` fails when these models and the revisions 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -38,8 +38,16 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_STATUSES = ("pending", "running", "done", "failed", "cancelled")
-ITEM_STATUSES = ("queued", "processing", "done", "error", "cancelled")
+ItemStatus = Literal["queued", "processing", "done", "error", "cancelled"]
+ITEM_STATUSES: tuple[ItemStatus, ...] = get_args(ItemStatus)
+OPEN_ITEM_STATUSES: tuple[ItemStatus, ...] = ("queued", "processing")  # a worker may still write its verdict
+FINISHED_ITEM_STATUSES: tuple[ItemStatus, ...] = ("done", "error", "cancelled")
+
+JobStatus = Literal["pending", "running", "done", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+OPEN_JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "running")
+FINISHED_JOB_STATUSES: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
+STOPPED_JOB_STATUSES: tuple[JobStatus, ...] = ("failed", "cancelled")  # finished before its items: workers skip them
 ITEM_KINDS = ("image", "video", "unknown")
 VERDICTS = ("fake", "real")
 REVIEW_LABELS = ("fake", "real", "unsure")

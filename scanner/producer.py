@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,9 +34,39 @@ from scanner.models import ScanJob
 from scanner.schedules import only_new_or_changed
 from scanner.settings import Settings
 from scanner.sources import MediaRef, expand_sources
+from scanner.webhooks import validate_webhook_url
 
 DEFAULT_POLL_INTERVAL_S = 0.5
 DEFAULT_HASH_BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ScanBackend:
+    """How to send chunks, which model will score them, and what to call when a job has finished."""
+
+    enqueue: EnqueueFn
+    model_version: str | None
+    on_job_finished: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """What a user asks to scan: the sources, how, under which name, and whom to tell at the end.
+
+    A malformed webhook URL is refused here (InvalidInputError), whichever front end asks. `require_media`:
+    sources with no media at all are a mistake (`scanner.launch` refuses them); a scheduled run's are not,
+    since an incremental run over a folder with nothing in it yet is an ordinary, empty run.
+    """
+
+    sources: Sequence[str]
+    options: ScanOptions = field(default_factory=ScanOptions)
+    name: str | None = None
+    webhook: str | None = None
+    require_media: bool = True
+
+    def __post_init__(self) -> None:
+        if self.webhook is not None:
+            object.__setattr__(self, "webhook", validate_webhook_url(self.webhook))
 
 
 @dataclass(frozen=True)
@@ -82,39 +112,36 @@ def iter_refs(sources: Sequence[str], settings: Settings, options: ScanOptions, 
 def run_scan(
     settings: Settings,
     engine: Engine,
-    sources: Sequence[str],
+    request: ScanRequest,
+    backend: ScanBackend,
     *,
-    name: str,
-    options: ScanOptions,
-    enqueue: EnqueueFn,
-    model_version: str | None,
-    webhook: str | None = None,
-    on_job_finished: Callable[[int], None] | None = None,
-    schedule_id: int | None = None,
     wait: bool = False,
     stdin: TextIO,
     progress: bool = True,
+    schedule_id: int | None = None,
 ) -> ScanResult:
-    """Create a job for `sources`, record and enqueue its items, and (with `wait`) follow it to the end."""
+    """Create a job for the request, record and enqueue its items through `backend`, and (with `wait`)
+    follow it to the end. The rules a request must keep first are `scanner.launch.launch_scan`'s."""
     started = time.monotonic()
+    sources, options = list(request.sources), request.options
     refs = iter_refs(sources, settings, options, stdin)
     with Session(engine) as session, session.begin():
         job_id = create_job(
             session,
-            name=name,
+            name=request.name,
             sources=sources,
             options=options,
-            model_version=model_version,
-            webhook_url=webhook,
+            model_version=backend.model_version,
+            webhook_url=request.webhook,
             schedule_id=schedule_id,
         ).id
     bar: tqdm[Any] = tqdm(desc=f"job {job_id}", unit="item", disable=not progress, dynamic_ncols=True, leave=False)
     try:
         if schedule_id is not None:
             refs = only_new_or_changed(engine, schedule_id, refs)
-        report = _enqueue_all(engine, job_id, refs, enqueue, bar)
-        if report.finished_job and on_job_finished is not None:
-            on_job_finished(job_id)  # every item was answered from earlier verdicts
+        report = _enqueue_all(engine, job_id, refs, backend.enqueue, bar)
+        if report.finished_job and backend.on_job_finished is not None:
+            backend.on_job_finished(job_id)  # every item was answered from earlier verdicts
         if wait:
             _follow(engine, job_id, bar)
     except DeepscanError as exc:

@@ -20,10 +20,19 @@ from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from scanner.content import content_of
-from scanner.errors import DeepscanError
+from scanner.errors import NotFoundError
 from scanner.jobs import JobCounts, jobs_counts
 from scanner.labels import labelling, labels_item
-from scanner.models import ITEM_STATUSES, FrameResult, MediaItem, ModelRecord, Review, ScanJob, utcnow
+from scanner.models import (
+    ITEM_STATUSES,
+    OPEN_JOB_STATUSES,
+    FrameResult,
+    MediaItem,
+    ModelRecord,
+    Review,
+    ScanJob,
+    utcnow,
+)
 from scanner.redaction import redact_text, redact_url
 from scanner.stats import STATS_BY as STATS_BY
 from scanner.stats import StatsBy as StatsBy
@@ -34,11 +43,6 @@ Order = Literal["score", "time"]
 ORDERS: tuple[Order, ...] = ("score", "time")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 10_000
-UNFINISHED_JOB_STATUSES = ("pending", "running")
-
-
-class NotFoundError(DeepscanError):
-    """No item or job matches what was asked for."""
 
 
 class InvalidCursorError(ValueError):
@@ -488,7 +492,7 @@ def _job_end(job: ScanJob, counts: JobCounts, now: dt.datetime) -> dt.datetime |
     """When the job ended, `now` while it runs, else its last item's finish."""
     if job.finished_at is not None:
         return job.finished_at
-    return now if job.status in UNFINISHED_JOB_STATUSES else counts.last_finished_at
+    return now if job.status in OPEN_JOB_STATUSES else counts.last_finished_at
 
 
 def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime, model_threshold: float | None) -> JobSummary:

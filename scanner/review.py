@@ -27,11 +27,10 @@ from PIL import Image
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from scanner.errors import ConflictError, DeepscanError
-from scanner.jobs import OPEN_STATUSES
+from scanner.errors import ConflictError, DeepscanError, NotFoundError
 from scanner.media import decode_image
-from scanner.models import REVIEW_LABELS, MediaItem, Review
-from scanner.queries import NotFoundError, ReviewView, latest_review_ids
+from scanner.models import OPEN_ITEM_STATUSES, REVIEW_LABELS, MediaItem, Review
+from scanner.queries import ReviewView, latest_review_ids
 from scanner.redaction import redact_url
 
 TRAINING_LABELS = ("real", "fake")
@@ -85,7 +84,7 @@ def no_verdict_reason(item: MediaItem) -> str:
         hint = "scan it again once the cause is fixed, then label it"
     else:
         why = f"it is {item.status}"
-        hint = "label it once it has a verdict" if item.status in OPEN_STATUSES else "scan it again"
+        hint = "label it once it has a verdict" if item.status in OPEN_ITEM_STATUSES else "scan it again"
     return f"item {item.id} has no verdict to review: {why}; {hint}"
 
 

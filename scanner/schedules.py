@@ -19,10 +19,11 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from scanner.durations import parse_duration
-from scanner.errors import ConfigError
-from scanner.jobs import OPEN_STATUSES, ScanOptions, batched
-from scanner.models import MediaItem, ScanJob, Schedule
+from scanner.errors import ConfigError, ConflictError, NotFoundError
+from scanner.jobs import ScanOptions, batched
+from scanner.models import OPEN_ITEM_STATUSES, OPEN_JOB_STATUSES, MediaItem, ScanJob, Schedule
 from scanner.sources import MediaRef, absolute_source
+from scanner.webhooks import validate_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +122,19 @@ def add_schedule(
     checkpoint: str | None = None,
     retry_errors: bool = False,
 ) -> Schedule:
-    """A new, enabled schedule; ConfigError for an expression that never fires, a name in use, or a
-    relative path that does not exist (relative ones that do are stored absolute: beat runs elsewhere)."""
+    """A new, enabled schedule; ConfigError for an expression that never fires or a relative path that
+    does not exist (relative ones that do are stored absolute: beat runs elsewhere), ConflictError for a
+    name in use, InvalidInputError for a malformed webhook URL."""
     next_run(when, dt.datetime.now(dt.UTC))  # refuses expressions that never fire, too
     sources = [absolute_source(s) for s in sources]
     if session.scalars(select(Schedule).where(Schedule.name == name)).first() is not None:
-        raise ConfigError(f"a schedule named {name!r} exists: remove it first or choose another name")
+        raise ConflictError(f"a schedule named {name!r} exists: remove it first or choose another name")
     schedule = Schedule(
         name=name,
         source_spec=sources,
         cron=" ".join(when.split()),
         options=options.to_json(),
-        webhook_url=webhook_url,
+        webhook_url=validate_webhook_url(webhook_url) if webhook_url is not None else None,
         checkpoint=checkpoint,
         retry_errors=retry_errors,
     )
@@ -178,7 +180,7 @@ def edit_schedule(session: Session, name: str, changes: ScheduleChanges) -> Sche
 def get_schedule(session: Session, name: str) -> Schedule:
     schedule = session.scalars(select(Schedule).where(Schedule.name == name)).first()
     if schedule is None:
-        raise ConfigError(f"no schedule named {name!r}: see `deepscan schedule list`")
+        raise NotFoundError(f"no schedule named {name!r}: see `deepscan schedule list`")
     return schedule
 
 
@@ -240,7 +242,7 @@ def only_new_or_changed(engine: Engine, schedule_id: int, refs: Iterable[MediaRe
     with Session(engine) as session:
         retry_errors = bool(session.scalars(select(Schedule.retry_errors).where(Schedule.id == schedule_id)).first())
     answered = MediaItem.status.in_(("done",) if retry_errors else ("done", "error"))
-    in_flight = MediaItem.status.in_(OPEN_STATUSES) & ScanJob.status.in_(("pending", "running"))
+    in_flight = MediaItem.status.in_(OPEN_ITEM_STATUSES) & ScanJob.status.in_(OPEN_JOB_STATUSES)
     for batch in batched(refs, DEFAULT_LOOKUP_BATCH):
         with Session(engine) as session:
             rows = session.execute(

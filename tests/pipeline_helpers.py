@@ -83,6 +83,14 @@ def deepscan_env(**values: str) -> dict[str, str]:
     return env
 
 
+def cli_module(tree: Path | None = None) -> str:
+    """The module `python -m` runs as the CLI of `tree` (this checkout by default): `deepscan`, or `scanner` in a
+    benchmark's baseline checkout from before the command line left the core's package."""
+    if tree is None or (tree / "deepscan" / "__main__.py").is_file():
+        return "deepscan"
+    return "scanner"
+
+
 @contextmanager
 def deepscan_process(
     args: list[str],
@@ -92,17 +100,17 @@ def deepscan_process(
     ready_marker: bytes | None = None,
     ready_timeout_s: float = 60.0,
     cwd: Path | None = None,
-    module: str = "scanner",
+    module: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `python -m scanner ARGS…` subprocess, logged to `log_path`; its process group is stopped afterwards.
+    """A real `python -m deepscan ARGS…` subprocess, logged to `log_path`; its process group is stopped afterwards.
 
     With `ready_marker`, yields only once the log shows it (failing with the log's tail otherwise).
     `cwd` runs the code of another checkout (a benchmark's baseline) instead of this one; `module`
-    runs another entry point (tests/poisoned_worker.py) instead of `scanner`.
+    runs another entry point (tests/poisoned_worker.py) instead of the checkout's CLI.
     """
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [sys.executable, "-m", module or cli_module(cwd), *args],
             env=env,
             cwd=cwd,
             stdout=log,
@@ -136,7 +144,7 @@ def worker_process(
     ready_timeout_s: float = 60.0,
     extra_args: Sequence[str] = (),
     cwd: Path | None = None,
-    module: str = "scanner",
+    module: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `deepscan worker` subprocess; yields once it is consuming."""
     args = ["worker", "--loglevel", "INFO", *extra_args]

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import workers.pipeline
-from scanner.cli import main
+from deepscan.cli import main
 
 _analyse_item = workers.pipeline.analyse_item  # type: ignore[attr-defined]  # the name the pipeline calls
 

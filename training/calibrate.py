@@ -18,6 +18,7 @@ import numpy as np
 from scanner.checkpoint import load_checkpoint, save_checkpoint
 from scanner.detector import resolve_device
 from scanner.errors import ConfigError
+from scanner.precision import resolve_precision
 from training.config import DEFAULT_EVAL_BATCH_SIZE, default_loader_workers
 from training.datasets import REAL, ImageDataset, Sample, folder_samples, load_split
 from training.evaluate import predict
@@ -36,6 +37,7 @@ class Calibration:
     target_fpr: float
     real: int
     warning: str | None
+    precision: str = "fp32"
 
 
 def calibration_reals(data: Path, split: str) -> list[Sample]:
@@ -55,18 +57,24 @@ def calibrate(
     target_fpr: float,
     split: str = "valid",
     device: str = "auto",
+    precision: str = "auto",
     workers: int | None = None,
     face_cache: Path | None = None,
 ) -> Calibration:
-    """Score the real images under `data` and write `checkpoint` to `out` with a threshold at `target_fpr`."""
+    """Score the real images under `data` and write `checkpoint` to `out` with a threshold at `target_fpr`,
+    calibrated at `precision` (resolved as a worker resolves it) and recorded with it."""
     target = resolve_device(device)
+    arithmetic = resolve_precision(precision, target)
     loaded = load_checkpoint(checkpoint, target)
     reals = calibration_reals(data, split)
     view, prep = loaded.meta.face_view, loaded.meta.preprocessing
     cache = FaceCache(face_cache or default_cache_dir(), view.detector, prep.decode_min_side_px)
     dataset = ImageDataset(reals, prep, view=view, all_faces=True, face_cache=cache)
     workers = default_loader_workers() if workers is None else workers
-    found = predict(loaded.model, dataset, device=target, batch_size=DEFAULT_EVAL_BATCH_SIZE, workers=workers)
+    found = predict(
+        loaded.model, dataset, device=target, batch_size=DEFAULT_EVAL_BATCH_SIZE, workers=workers,
+        precision=arithmetic,
+    )  # fmt: skip
     scores = np.asarray(found.scores)
     threshold = threshold_at_fpr(scores, target_fpr)
     warning = calibration_warning(scores.size, target_fpr)
@@ -76,6 +84,9 @@ def calibrate(
         threshold=threshold,
         target_fpr=target_fpr,
         metrics={**loaded.meta.metrics, "calibration": record},
+        precision=arithmetic,
     )
     version = save_checkpoint(out, loaded.model, meta)
-    return Calibration(out, version, threshold, loaded.meta.threshold, target_fpr, int(scores.size), warning)
+    return Calibration(
+        out, version, threshold, loaded.meta.threshold, target_fpr, int(scores.size), warning, precision=arithmetic
+    )

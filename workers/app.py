@@ -65,7 +65,7 @@ class DeepscanCelery(Celery):  # type: ignore[misc]
         self.conf.update(celery_config(Settings.from_env()))
 
 
-app = DeepscanCelery("deepscan", include=["workers.tasks"])
+app = DeepscanCelery("deepscan", include=["workers.tasks", "workers.scheduling"])
 
 
 def configure(settings: Settings) -> DeepscanCelery:

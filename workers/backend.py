@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
 
-from scanner.jobs import EnqueueFn
-from scanner.producer import producer_model_version
+from scanner.producer import ScanBackend, producer_model_version
 from scanner.recording import ChunkItems
 from scanner.settings import Settings
-from workers.notify import Deliver, deliver_in_background
+from workers.notify import deliver_in_background, job_finished_notifier
 
 log = logging.getLogger(__name__)
 
@@ -22,25 +20,20 @@ log = logging.getLogger(__name__)
 DEFAULT_PUBLISH_BATCH_COMMANDS = 2000
 
 
-@dataclass(frozen=True)
-class ScanBackend:
-    """How to send chunks, which model will score them, and how webhooks are delivered."""
-
-    enqueue: EnqueueFn
-    model_version: str | None
-    deliver: Deliver
-
-
 def scan_backend(settings: Settings, engine: Engine) -> ScanBackend:
-    """Celery with a broker; otherwise the embedded runner (the model is loaded here, once)."""
+    """Celery with a broker; otherwise the embedded runner (the model is loaded here, once).
+
+    A job that finishes is announced to its webhook, in the background or through a task."""
     if settings.embedded:
-        from workers.embedded import EmbeddedRunner
+        from workers.embedded import EmbeddedRunner  # torch and the model: only where chunks are scanned here
 
         runner = EmbeddedRunner(settings, engine)
-        return ScanBackend(runner.enqueue, runner.model_version, deliver_in_background(settings))
-    from workers.tasks import send_webhook_later
+        deliver = deliver_in_background(settings)
+        return ScanBackend(runner.enqueue, runner.model_version, job_finished_notifier(engine, deliver))
+    from workers.tasks import send_webhook_later  # Celery: loaded only when there is a broker to send to
 
-    return ScanBackend(PipelinedChunkSender(settings), producer_model_version(settings, engine), send_webhook_later)
+    model_version = producer_model_version(settings, engine)
+    return ScanBackend(PipelinedChunkSender(settings), model_version, job_finished_notifier(engine, send_webhook_later))
 
 
 class PipelinedChunkSender:
@@ -53,12 +46,14 @@ class PipelinedChunkSender:
     """
 
     def __init__(self, settings: Settings) -> None:
+        # Celery and the tasks load only when there is a broker: an embedded scan never needs them.
         from workers.app import configure
-        from workers.tasks import chunk_sender
+        from workers.tasks import chunk_argsrepr, chunk_sender, scan_chunk
 
         self._app = configure(settings)
         self._queue = settings.queue
         self._send_now = chunk_sender(settings)
+        self._scan_chunk, self._argsrepr = scan_chunk, chunk_argsrepr
         self._producer: Any = None
         self._held: list[tuple[int, ChunkItems]] = []
 
@@ -66,17 +61,15 @@ class PipelinedChunkSender:
         if self._producer is None:
             self._send_now(job_id, items)
             return
-        from workers.tasks import chunk_argsrepr, scan_chunk
-
         self._held.append((job_id, items))
 
         # A short argsrepr: Celery's own repr of a chunk costs more than the rest of the send, and a
         # summary keeps URLs (which may carry tokens) out of monitoring.
-        scan_chunk.apply_async(
+        self._scan_chunk.apply_async(
             args=[job_id, [[i, u] for i, u in items]],
             queue=self._queue,
             producer=self._producer,
-            argsrepr=chunk_argsrepr(job_id, items),
+            argsrepr=self._argsrepr(job_id, items),
             kwargsrepr="{}",
         )
 
@@ -89,6 +82,7 @@ class PipelinedChunkSender:
         second delivery finds its items claimed and writes nothing. Only if that fails too does
         this raise TransientError (the items are recorded; `deepscan jobs reconcile` re-sends them).
         """
+        # The broker's clients: loaded only in distributed mode.
         from kombu.exceptions import BatchPublishError, OperationalError
         from redis.exceptions import ConnectionError as RedisConnectionError
 

@@ -27,13 +27,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from scanner.errors import ConfigError, PermanentError, TransientError
+from scanner.errors import PermanentError, TransientError
 from scanner.jobs import job_counts
 from scanner.models import ScanJob, utcnow
 from scanner.redaction import redact_text, redact_url
@@ -56,18 +55,6 @@ NO_SECRET_HINT = (
 )
 
 Deliver = Callable[[str, dict[str, Any]], None]
-
-
-def validate_webhook_url(url: str) -> str:
-    """`url` if it is an absolute http(s) URL with a host; ConfigError (naming it redacted) otherwise."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 (parsing the port is the check: ValueError for 'host:abc')
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in url.strip():
-        raise ConfigError(f"{redact_url(url)!r} is not a webhook URL: use http(s)://HOST/PATH")
-    return url.strip()
 
 
 def new_event(event: str, **fields: Any) -> dict[str, Any]:

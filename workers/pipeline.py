@@ -27,7 +27,7 @@ from scanner.aggregation import verdict_for
 from scanner.deadline import ItemBudget
 from scanner.errors import PermanentError, WorkerStoppingError
 from scanner.jobs import ScanOptions, finish_job_if_complete
-from scanner.models import FrameResult, MediaItem, ScanJob, utcnow
+from scanner.models import STOPPED_JOB_STATUSES, FrameResult, MediaItem, ScanJob, utcnow
 from scanner.settings import Settings
 from scanner.sources import url_scheme
 from scanner.thumbnails import encode_thumbnail, replace_thumbnails
@@ -204,7 +204,7 @@ def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str) -> tu
     the job is gone or cancelled. Items that killed their worker too often end `error` here (poison items)."""
     with Session(rt.engine) as session, session.begin():
         job = session.get(ScanJob, job_id)
-        if job is None or job.status in {"cancelled", "failed"}:
+        if job is None or job.status in STOPPED_JOB_STATUSES:
             return None
         if job.model_version is None:
             job.model_version = rt.scorer.model_version
@@ -419,6 +419,9 @@ def store(rt: WorkerRuntime, outcomes: list[Outcome], ctx: JobContext, owner: st
         conn.execute(delete(FrameResult).where(FrameResult.item_id.in_(held)))
         values = [_item_values(o, ctx, now, precision=rt.scorer.precision) | {"owner": owner} for o in mine]
         conn.execute(_STORE_RESULT, values)
+        for outcome, row in zip(mine, values, strict=True):
+            if outcome.status != "error":  # what was stored is what the item.flagged webhook decides on
+                outcome.score, outcome.verdict = row["score"], row["verdict"]
         fresh = [row for o in mine if o.reused is None for row in _frame_rows(o)]
         if fresh:
             conn.execute(insert(FrameResult), fresh)
@@ -454,7 +457,6 @@ def _item_values(outcome: Outcome, ctx: JobContext, now: Any, *, precision: str)
         values.update(score=score, strategy=strategy, frames_scanned=frame_count)
         values.update(width=outcome.width, height=outcome.height, duration_s=outcome.duration_s)
         values.update(verdict=verdict_for(score, ctx.threshold), precision=precision)
-    outcome.score, outcome.verdict = values["score"], values["verdict"]
     return values
 
 

@@ -15,7 +15,7 @@ from scanner.jobs import EnqueueFn
 from scanner.redaction import redact_url
 from scanner.settings import Settings
 from workers import broker
-from workers.app import LAUNCH_DUE, RECONCILE, SCAN_CHUNK, app, configure
+from workers.app import RECONCILE, SCAN_CHUNK, app, configure
 from workers.notify import job_finished_notifier, post_json
 
 if TYPE_CHECKING:
@@ -132,15 +132,6 @@ def chunk_sender(settings: Settings) -> EnqueueFn:
             ) from exc
 
     return send
-
-
-@app.task(name=LAUNCH_DUE, acks_late=True, ignore_result=True)
-def launch_due_schedules() -> list[int]:
-    """Sent by `deepscan beat` every tick: start the schedules whose time has come."""
-    from workers.scheduling import launch_due
-
-    rt = get_runtime()
-    return launch_due(rt.settings, rt.engine)
 
 
 @app.task(name=RECONCILE, acks_late=True, ignore_result=True)

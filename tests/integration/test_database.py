@@ -11,8 +11,8 @@ from sqlalchemy import Engine, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from deepscan.cli import cli
 from scanner import migrate
-from scanner.cli import cli
 from scanner.db import make_engine
 from scanner.models import Base, MediaItem, Review, ScanJob
 from tests import services

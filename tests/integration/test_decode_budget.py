@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.media import decode_image
 from tests import media_factory
 from tests.pipeline_helpers import items_of, latest_job, write_tiny_checkpoint

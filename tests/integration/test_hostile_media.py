@@ -1,6 +1,6 @@
 """Small files that are huge or slow once decoded end `done` or `error` with a reason, through the real worker path.
 
-Each file is made by the test (tests/media_factory.py) and scanned by a real `python -m scanner scan`
+Each file is made by the test (tests/media_factory.py) and scanned by a real `python -m deepscan scan`
 subprocess in embedded mode (fetch, sniff, decode or sample frames, faces, preprocessing, the model,
 the database). The child's peak RSS is printed, not asserted: memory and time limits live in
 bench/memory.py, since no test may depend on the machine.
@@ -42,7 +42,7 @@ def write_hostile_folder(folder: Path) -> dict[str, tuple[str, str | None]]:
 def scan_in_child(folder: Path, home: Path, checkpoint: Path) -> tuple[int, dict[str, object], int]:
     """`deepscan scan FOLDER` in a child process: its exit code, its JSON summary and its peak RSS in KiB."""
     env = deepscan_env(DEEPSCAN_HOME=str(home), DEEPSCAN_CHECKPOINT=str(checkpoint), DEEPSCAN_DEVICE="cpu")
-    command = [sys.executable, "-m", "scanner", "scan", str(folder), "--format", "json"]
+    command = [sys.executable, "-m", "deepscan", "scan", str(folder), "--format", "json"]
     log = home / "scan.log"
     with log.open("wb") as out:
         child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)

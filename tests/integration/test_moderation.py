@@ -16,7 +16,7 @@ from PIL import Image
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.models import FrameResult, MediaItem, ModelRecord, Review, ScanJob
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from deepscan.cli import cli
 from scanner.aggregation import aggregate
-from scanner.cli import cli
 from scanner.models import MediaItem
 from tests import media_factory
 from tests.pipeline_helpers import frames_of, items_of, write_tiny_checkpoint

@@ -16,7 +16,7 @@ import redis
 import requests
 from click.testing import CliRunner
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.models import MediaItem
 from tests import media_factory
 from tests.conftest import empty_tables

@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from deepscan.cli import cli
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
-from scanner.cli import cli
 from scanner.precision import resolve_precision
 from tests import media_factory
 from tests.pipeline_helpers import frames_of, items_of, write_tiny_checkpoint

@@ -20,11 +20,13 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.db import make_engine
 from scanner.errors import ConfigError
 from scanner.jobs import ScanOptions
+from scanner.launch import launch_due, launch_schedule
 from scanner.models import MediaItem, ScanJob, Schedule
+from scanner.producer import ScanBackend
 from scanner.schedules import add_schedule, claim_run, due_schedules, next_run, only_new_or_changed, parse_when
 from scanner.settings import Settings
 from scanner.sources import MediaRef
@@ -230,7 +232,7 @@ def test_a_run_still_recording_its_items_holds_back_the_next(engine: Engine) -> 
 def test_launch_due_runs_each_due_schedule_once_and_records_a_broken_one(
     engine: Engine, db_url: str, tmp_path: Path, checkpoint: Path
 ) -> None:
-    from workers.scheduling import launch_due, launch_schedule
+    from workers.backend import scan_backend
 
     folder = tmp_path / "media"
     media_factory.write_image(folder / "one.png")
@@ -238,9 +240,14 @@ def test_launch_due_runs_each_due_schedule_once_and_records_a_broken_one(
     working = _overdue_schedule(engine, "local", str(folder), when="0 2 * * *")
     settings = Settings.from_env({"DEEPSCAN_DATABASE_URL": db_url, "DEEPSCAN_CHECKPOINT": str(checkpoint)})
 
-    launched = launch_due(settings, engine)
-    assert launch_due(settings, engine) == []
-    assert launch_schedule(settings, engine, working) is None, "a launcher that judged it due before the first claim"
+    def backend_for(settings: Settings) -> ScanBackend:
+        return scan_backend(settings, engine)
+
+    launched = launch_due(settings, engine, backend_for=backend_for)
+    assert launch_due(settings, engine, backend_for=backend_for) == []
+    assert launch_schedule(settings, engine, working, backend_for=backend_for) is None, (
+        "a launcher that judged it due before the first claim"
+    )
 
     with Session(engine) as session:
         jobs = {int(j.schedule_id or 0): j for j in session.scalars(select(ScanJob).where(ScanJob.id.in_(launched)))}

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.db import database_error_message, make_engine
 from scanner.models import ScanJob
 from scanner.redaction import MAX_JOB_NAME_CHARS

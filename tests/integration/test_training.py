@@ -14,8 +14,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from deepscan.cli import cli
 from scanner.checkpoint import load_checkpoint, read_tensor_file, save_checkpoint
-from scanner.cli import cli
 from scanner.detector import build_model, preprocess, score_batch
 from scanner.errors import ConfigError
 from scanner.media import read_image_file

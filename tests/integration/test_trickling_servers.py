@@ -23,7 +23,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.models import MediaItem
 from tests import media_factory
 from tests.pipeline_helpers import deepscan_env, items_of, latest_job, worker_process, write_tiny_checkpoint
@@ -82,7 +82,7 @@ def assert_each_ended_at_its_image_deadline(items: list[MediaItem]) -> None:
 def test_an_embedded_scan_ends_each_trickled_item_at_its_deadline_and_exits(hostile: Hostile) -> None:
     home = hostile.tmp / "embedded"
     env = dict(hostile.env, DEEPSCAN_HOME=str(home))
-    command = [sys.executable, "-m", "scanner", "scan", hostile.s3_source, "--from-file", str(hostile.url_list)]
+    command = [sys.executable, "-m", "deepscan", "scan", hostile.s3_source, "--from-file", str(hostile.url_list)]
     child = subprocess.run([*command, "--format", "json"], env=env, capture_output=True, timeout=HANG_GUARD_S)
 
     assert child.returncode == 3, child.stdout.decode() + child.stderr.decode()[-3000:]  # done, with item errors

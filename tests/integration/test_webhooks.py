@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.settings import Settings
 from tests import media_factory
 from tests.conftest import empty_tables

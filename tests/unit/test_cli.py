@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from deepscan.cli import cli
 from scanner import __version__
-from scanner.cli import cli
 
 
 def test_version_and_help_describe_the_product(runner: CliRunner) -> None:
@@ -26,7 +26,7 @@ def test_a_producer_sends_chunks_without_loading_torch() -> None:
     import sys
 
     probe = (
-        "import sys; import scanner.cli, scanner.cli.scan, workers.backend, workers.tasks; "
+        "import sys; import deepscan.cli, deepscan.cli.scan, workers.backend, workers.tasks; "
         "from workers.backend import PipelinedChunkSender; "
         "print(sorted(m for m in ('torch', 'torchvision', 'cv2') if m in sys.modules))"
     )
@@ -48,7 +48,7 @@ def test_no_faces_against_a_face_trained_checkpoint_warns_from_its_header_withou
     save_checkpoint(checkpoint, build_model("resnet18", pretrained="none"), meta)
     probe = (
         "import sys, dataclasses; from pathlib import Path\n"
-        "from scanner.cli.scan import _warn_on_face_view_override\n"
+        "from deepscan.cli.scan import _warn_on_face_view_override\n"
         "from scanner.jobs import ScanOptions\n"
         "from scanner.settings import Settings\n"
         f"settings = dataclasses.replace(Settings.from_env({{}}), checkpoint=Path({str(checkpoint)!r}))\n"
@@ -67,7 +67,7 @@ def test_each_worker_process_is_its_own_celery_node(monkeypatch: pytest.MonkeyPa
     import os
     import socket
 
-    from scanner.cli.scan import worker_node_name
+    from deepscan.cli.scan import worker_node_name
 
     names = set()
     for pid in (101, 102):

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from scanner.cli import cli
-from scanner.cli.context import AppContext
-from scanner.cli.options import WHEN
+from deepscan.cli import cli
+from deepscan.cli.context import AppContext
+from deepscan.cli.options import WHEN
 from scanner.db import make_engine
 from scanner.durations import parse_duration
 from scanner.errors import ConfigError

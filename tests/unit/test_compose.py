@@ -211,7 +211,7 @@ def test_the_worker_healthcheck_pings_the_worker_by_its_own_name(compose: dict[s
     assert "inspect ping" in test
     assert '"deepscan-worker@$${HOSTNAME}"' in test
     pattern = compose["services"]["worker"]["environment"]["DEEPSCAN_WORKER_NAME"]
-    from scanner.cli.scan import worker_node_name
+    from deepscan.cli.scan import worker_node_name
 
     # `deepscan worker` expands the container's host name into the name the healthcheck asks for.
     assert worker_node_name("deepscan", pattern) == f"deepscan-worker@{socket.gethostname()}"

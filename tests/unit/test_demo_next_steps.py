@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import pytest
 
-from scanner.cli import cli
-from scanner.cli.demo import next_steps
+from deepscan.cli import cli
+from deepscan.cli.demo import next_steps
 
 
 def parses(line: str) -> None:
@@ -48,7 +48,7 @@ def test_a_mistyped_command_would_not_parse() -> None:
 
 
 def test_a_demo_checkpoint_from_an_older_recipe_is_retrained(tmp_path: Path) -> None:
-    from scanner.cli.demo import _stale_reason
+    from deepscan.cli.demo import _stale_reason
     from scanner.faces import FaceView
     from tests.training_helpers import tiny_meta, write_tiny_checkpoint
 

@@ -12,10 +12,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from deepscan.cli import cli
+from deepscan.cli import detector as commands
 from scanner import detector
 from scanner.checkpoint import read_checkpoint_meta
-from scanner.cli import cli
-from scanner.cli import detector as commands
 from tests.training_helpers import tiny_rgb, write_jpeg, write_tiny_checkpoint
 from training import config
 from training.augment import AugmentConfig
@@ -57,7 +57,7 @@ def test_torch_free_names_match_the_model_module() -> None:
 
 
 def test_the_commands_module_does_not_import_torch() -> None:
-    code = "import sys, scanner.cli.detector; assert 'torch' not in sys.modules and 'cv2' not in sys.modules"
+    code = "import sys, deepscan.cli.detector; assert 'torch' not in sys.modules and 'cv2' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from deepscan.web.charts import timeline_chart
 from scanner.queries import FramePoint
 from scanner.timeline import flagged_ranges, per_timestamp, plot_timeline
-from scanner.web.charts import timeline_chart
 
 
 def test_runs_at_or_above_the_threshold_become_ranges() -> None:

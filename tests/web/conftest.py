@@ -15,7 +15,7 @@ import requests
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.db import make_engine
 from scanner.models import FrameResult, MediaItem, ScanJob
 from tests.conftest import empty_tables

@@ -15,7 +15,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scanner.cli import cli
+from deepscan.cli import cli
 from scanner.db import make_engine
 from scanner.models import Review
 from tests.web.conftest import Server, assert_problem, create_token, free_port, running_server, seed_items, seed_job

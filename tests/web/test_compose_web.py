@@ -25,5 +25,5 @@ def test_the_web_service_serves_and_is_checked_for_readiness() -> None:
 def test_the_console_assets_ship_in_the_package() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"web/templates/*.html", "web/static/*"' in pyproject
-    assert (ROOT / "scanner" / "web" / "templates" / "queue.html").is_file()
-    assert (ROOT / "scanner" / "web" / "static" / "console.js").is_file()
+    assert (ROOT / "deepscan" / "web" / "templates" / "queue.html").is_file()
+    assert (ROOT / "deepscan" / "web" / "static" / "console.js").is_file()

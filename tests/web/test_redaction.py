@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from deepscan.cli import cli
 from scanner import review
-from scanner.cli import cli
 from scanner.db import make_engine
 from scanner.models import MediaItem
 from tests import media_factory

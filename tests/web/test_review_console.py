@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from deepscan.cli import cli
 from scanner import queries, thumbnails
-from scanner.cli import cli
 from scanner.db import make_engine
 from scanner.faces import FaceView
 from scanner.models import FrameResult, MediaItem, Review

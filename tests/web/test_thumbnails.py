@@ -60,7 +60,7 @@ def test_a_scan_keeps_thumbnails_unless_told_not_to(sqlite_url: str, tmp_path: P
     from click.testing import CliRunner
     from sqlalchemy import create_engine, func, select
 
-    from scanner.cli import cli
+    from deepscan.cli import cli
     from scanner.models import MediaItem, Thumbnail
     from tests.pipeline_helpers import write_tiny_checkpoint
 

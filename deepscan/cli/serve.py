@@ -10,8 +10,8 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from scanner.cli.context import AppContext, pass_app
-from scanner.cli.output import LIST_FORMATS, cell, emit_list, format_option, render_table
+from deepscan.cli.context import AppContext, pass_app
+from deepscan.cli.output import LIST_FORMATS, cell, emit_list, format_option, render_table
 from scanner.errors import DeepscanError
 from scanner.models import TOKEN_ROLES
 from scanner.redaction import redact_url
@@ -64,7 +64,7 @@ def serve(app: AppContext, host: str, port: int, workers: int, proxy_headers: bo
         os.environ["DEEPSCAN_BROKER_URL"] = settings.broker_url
     app.close()
     uvicorn.run(
-        "scanner.web.app:create_app_from_env",
+        "deepscan.web.app:create_app_from_env",
         factory=True,
         host=host,
         port=port,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -14,19 +13,18 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from deepscan.web import schemas
+from deepscan.web.auth import Admin, Reviewer, Viewer
+from deepscan.web.problems import ProblemError
+from deepscan.web.state import WebState, engine_of, state_of
 from scanner import queries, review, schedules, thumbnails, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
-from scanner.errors import ConfigError
 from scanner.jobs import cancel_job
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, VERDICTS, Schedule
-from scanner.redaction import job_name, redact_url
-from scanner.web import schemas
-from scanner.web.auth import Admin, Reviewer, Viewer
-from scanner.web.problems import ProblemError
-from scanner.web.state import WebState, engine_of, state_of
-
-if TYPE_CHECKING:
-    from workers.backend import ScanBackend
+from scanner.launch import launch_scan
+from scanner.models import ITEM_KINDS, VERDICTS, ItemStatus, Schedule
+from scanner.producer import ScanBackend, ScanRequest
+from scanner.redaction import redact_url
+from workers.backend import scan_backend as make_backend
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": schemas.Problem, "description": why}
@@ -47,10 +45,8 @@ JobId = Annotated[int, Path(description="the job's id")]
 ScheduleName = Annotated[str, Path(description="the schedule's name")]
 Verdict = Literal["fake", "real"]
 Kind = Literal["image", "video", "unknown"]
-Status = Literal["queued", "processing", "done", "error", "cancelled"]
 assert set(VERDICTS) == {"fake", "real"}
 assert set(ITEM_KINDS) == {"image", "video", "unknown"}
-assert set(ITEM_STATUSES) == {"queued", "processing", "done", "error", "cancelled"}
 
 
 def json_response(model: BaseModel) -> Response:
@@ -104,7 +100,7 @@ def list_items(
     min_score: Annotated[float | None, Query(ge=0, le=1, description="only items scoring at least this")] = None,
     max_score: Annotated[float | None, Query(ge=0, le=1, description="only items scoring at most this")] = None,
     kind: Annotated[Kind | None, Query(description="only images (or videos, or items of unknown kind)")] = None,
-    status: Annotated[Status | None, Query(description="only items in this state")] = None,
+    status: Annotated[ItemStatus | None, Query(description="only items in this state")] = None,
     since: Annotated[dt.datetime | None, Query(description="finished at or after (ISO 8601; naive = UTC)")] = None,
     until: Annotated[dt.datetime | None, Query(description="finished before (ISO 8601; naive = UTC)")] = None,
     reviewed: Annotated[
@@ -228,10 +224,7 @@ def get_job(request: Request, _who: Viewer, job_id: JobId) -> queries.JobSummary
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.CancelOut, summary="Cancel a job's queued items")
 def post_cancel(request: Request, _who: Admin, job_id: JobId) -> schemas.CancelOut:
-    try:
-        outcome = cancel_job(engine_of(request), job_id)
-    except ConfigError as exc:  # the only one it raises: no such job
-        raise ProblemError(404, str(exc)) from None
+    outcome = cancel_job(engine_of(request), job_id)
     return schemas.CancelOut(
         job_id=job_id, status=outcome.status, cancelled=outcome.cancelled, was_finished=outcome.was_finished
     )
@@ -255,8 +248,6 @@ def scan_backend(state: WebState) -> ScanBackend:
             503, "scans need a broker and workers: set DEEPSCAN_BROKER_URL for `deepscan serve` (embedded mode)"
         )
     if state.scan_backend is None:
-        from workers.backend import scan_backend as make_backend
-
         state.scan_backend = make_backend(state.settings, state.engine)
     return state.scan_backend
 
@@ -264,27 +255,13 @@ def scan_backend(state: WebState) -> ScanBackend:
 @router.post("/scans", status_code=202, response_model=schemas.JobSummary, summary="Submit a scan (admin)")
 def post_scan(request: Request, response: Response, _who: Admin, body: schemas.ScanIn) -> queries.JobSummary:
     """Record and enqueue every item of the sources (as `deepscan scan` without --wait does) and
-    answer with the job; the workers scan it. Needs a broker: 503 otherwise."""
-    from scanner.producer import run_scan
-    from workers.notify import job_finished_notifier
-
+    answer with the job; the workers scan it. Needs a broker: 503 otherwise. A malformed webhook URL,
+    options out of range, or sources with no media at all: 422, in the words `deepscan scan` uses."""
     state = state_of(request)
     backend = scan_backend(state)
     refuse_unsafe_sources(state, body.sources)
-    result = run_scan(
-        state.settings,
-        state.engine,
-        body.sources,
-        name=job_name(body.sources, body.name),
-        options=body.to_options(),
-        enqueue=backend.enqueue,
-        model_version=backend.model_version,
-        webhook=body.webhook,
-        on_job_finished=job_finished_notifier(state.engine, backend.deliver),
-        wait=False,
-        stdin=io.StringIO(),
-        progress=False,
-    )
+    scan = ScanRequest(body.sources, body.to_options(), name=body.name, webhook=body.webhook)  # 422 if malformed
+    result = launch_scan(state.settings, state.engine, scan, backend, wait=False)
     if result.status == "failed":  # e.g. the broker went away while the items were being enqueued
         raise ProblemError(503, f"job {result.job_id} failed: {result.error}", extra={"job_id": result.job_id})
     response.headers["Location"] = f"/api/v1/jobs/{result.job_id}"
@@ -329,10 +306,7 @@ def schedule_out(s: Schedule) -> schemas.ScheduleOut:
 
 
 def _schedule(session: Session, name: str) -> Schedule:
-    try:
-        return schedules.get_schedule(session, name)
-    except ConfigError as exc:
-        raise ProblemError(404, str(exc)) from None
+    return schedules.get_schedule(session, name)
 
 
 @router.get("/schedules", response_model=schemas.SchedulesPage, summary="Scheduled, incremental scans")
@@ -354,8 +328,6 @@ def post_schedule(request: Request, response: Response, _who: Admin, body: schem
     state = state_of(request)
     refuse_unsafe_sources(state, body.sources)
     with Session(state.engine) as session, session.begin():
-        if session.scalars(select(Schedule.id).where(Schedule.name == body.name)).first() is not None:
-            raise ProblemError(409, f"a schedule named {body.name!r} exists: remove it first or choose another name")
         created = schedules.add_schedule(
             session,
             name=body.name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import shlex
 import shutil
@@ -16,7 +15,7 @@ from click.core import ParameterSource
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scanner.cli.context import AppContext, pass_app
+from deepscan.cli.context import AppContext, pass_app
 from scanner.jobs import ScanOptions
 from scanner.models import FrameResult, MediaItem
 
@@ -45,7 +44,8 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
     The demo model knows only the synthetic fakes: it says nothing about real deepfakes. To scan
     real media, train on real data (`deepscan train`) and `deepscan scan PATH --checkpoint FILE`.
     """
-    from scanner.producer import run_scan
+    from scanner.launch import launch_scan
+    from scanner.producer import ScanBackend, ScanRequest
     from training.config import demo_config
     from training.synthetic import MANIFEST_NAME, write_demo_data
     from training.train import train
@@ -72,18 +72,9 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
     options = ScanOptions(fps=DEMO_FPS)  # faces as the checkpoint's face view finds them, as in training
     say(f"face view: {runner.runtime.scorer.meta.face_view.describe()}")
     say(f"scanning {data / 'test'} and {data / 'videos'} (embedded mode, {settings.database_url}) …")
-    scanned = run_scan(
-        settings,
-        app.engine,
-        [str(data / "test"), str(data / "videos")],
-        name="demo",
-        options=options,
-        enqueue=runner.enqueue,
-        model_version=runner.model_version,
-        wait=True,
-        stdin=io.StringIO(),
-        progress=app.show_progress(output_format),
-    )
+    request = ScanRequest([str(data / "test"), str(data / "videos")], options, name="demo")
+    backend = ScanBackend(runner.enqueue, runner.model_version)  # no webhook to tell
+    scanned = launch_scan(settings, app.engine, request, backend, wait=True, progress=app.show_progress(output_format))
     manifest = json.loads((data / MANIFEST_NAME).read_text())
     report = demo_report(app, scanned.job_id, runner.runtime.scorer.threshold, manifest, data)
     report["elapsed_s"] = round(scanned.elapsed_s, 2)

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from sqlalchemy import Engine
 
+from scanner.producer import ScanBackend
 from scanner.settings import Settings
 
 if TYPE_CHECKING:
     from fastapi.templating import Jinja2Templates
-
-    from workers.backend import ScanBackend
 
 
 @dataclass

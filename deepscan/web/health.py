@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 
+from deepscan.web import schemas
+from deepscan.web.problems import problem_body
+from deepscan.web.state import state_of
 from scanner import migrate
 from scanner.db import unavailable_message
 from scanner.redaction import redact_text
-from scanner.web import schemas
-from scanner.web.problems import problem_body
-from scanner.web.state import state_of
 
 router = APIRouter(tags=["operations"])
 DEFAULT_BROKER_TIMEOUT_S = 3.0

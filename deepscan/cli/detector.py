@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from scanner.cli.context import AppContext, pass_app
-from scanner.cli.options import precision_option, require_checkpoint
+from deepscan.cli.context import AppContext, pass_app
+from deepscan.cli.options import precision_option, require_checkpoint
 from scanner.faces.view import DEFAULT_FACE_DETECTOR, FACE_DETECTORS, FaceView
 from training import config as cfg
 
@@ -404,7 +404,7 @@ def evaluate(
         return
     click.echo(format_table(report.to_dict(per_file=False)))
     if sources:
-        from scanner.cli.output import render_table
+        from deepscan.cli.output import render_table
 
         rows = [(s["label"], s["source"], s["images"], f"{s['roc_auc']:.4f}") for s in sources]
         click.echo("\n" + render_table(("class", "source", "images", "ROC AUC vs the other class"), rows))
@@ -495,25 +495,38 @@ def demo_data(out: Path, count: int, seed: int) -> None:
 @DEVICE_OPTION
 @FACE_CACHE_OPTION
 @WORKERS_OPTION
+@precision_option
 @pass_app
 def calibrate(
-    app: AppContext, /, data: Path, checkpoint: Path | None, out: Path | None, device: str | None, **options: Any
+    app: AppContext,
+    /,
+    data: Path,
+    checkpoint: Path | None,
+    out: Path | None,
+    device: str | None,
+    precision: str | None,
+    **options: Any,
 ) -> None:
     """Set a checkpoint's threshold on a separate folder of real images, at --target-fpr.
 
-    Scores them through the workers' path and writes the checkpoint with the threshold at which at most
-    --target-fpr of them are flagged (weights unchanged, so a new model version). Warns when the folder
-    holds fewer than 10 / rate real images.
+    Scores them through the workers' path, at --precision as a worker on this machine would, and writes
+    the checkpoint with the threshold at which at most --target-fpr of them are flagged, and that
+    precision (weights unchanged, so a new model version). Warns when the folder holds fewer than
+    10 / rate real images.
     """
     from training.calibrate import calibrate as run_calibration
 
     checkpoint = require_checkpoint(checkpoint or app.settings.checkpoint)
     if (out or checkpoint).suffix != ".safetensors":
         raise click.BadParameter("the checkpoint must end in .safetensors", param_hint="--out")
-    result = run_calibration(checkpoint, data, out=out or checkpoint, device=_device(app, device), **options)
+    result = run_calibration(
+        checkpoint, data, out=out or checkpoint, device=_device(app, device),
+        precision=precision or app.settings.precision, **options,
+    )  # fmt: skip
     rows = [
         ("checkpoint", str(result.checkpoint)),
         ("version", result.model_version),
+        ("precision", result.precision),
         ("threshold", f"{result.threshold:.6f} (was {result.previous_threshold:.6f})"),
         ("calibrated on", f"{result.real} real images at {result.target_fpr:g} false-positive rate"),
     ]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import click
 
-from scanner import __version__
-from scanner.cli.context import (
+from deepscan.cli.context import (
     EXIT_CODES_HELP,
     GLOBAL_OPTION_HELP,
     AppContext,
@@ -21,6 +20,7 @@ from scanner.cli.context import (
     add_global_options,
     configure_logging,
 )
+from scanner import __version__
 from scanner.redaction import install_log_redaction
 from scanner.settings import Settings
 
@@ -66,7 +66,7 @@ def cli(
 
 
 def _register() -> None:
-    from scanner.cli import db, demo, detector, moderation, operations, scan, serve
+    from deepscan.cli import db, demo, detector, moderation, operations, scan, serve
 
     for module in (db, demo, detector, scan, moderation, operations, serve):
         for command in module.COMMANDS:

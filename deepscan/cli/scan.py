@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -12,9 +11,8 @@ from typing import Any
 
 import click
 
-from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
-from scanner.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
-from scanner.cli.options import (
+from deepscan.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
+from deepscan.cli.options import (
     batch_size_option,
     checkpoint_option,
     device_option,
@@ -22,16 +20,12 @@ from scanner.cli.options import (
     require_checkpoint,
     webhook_option,
 )
-from scanner.cli.output import RECORD_FORMATS, counted, format_option
+from deepscan.cli.output import RECORD_FORMATS, counted, format_option
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
 from scanner.errors import ConfigError
 from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
 from scanner.settings import Settings
 from workers.metrics import DEFAULT_METRICS_HOST
-
-NOTHING_TO_SCAN = (
-    "nothing to scan: no images or videos in the sources (listings keep media extensions such as jpg, png, "
-    "mp4; --include widens them)"
-)
 
 
 def _strategy(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -174,8 +168,8 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     Exit codes: 0 every item done, 3 done with item errors, 1 the job failed (or had nothing to
     scan), 2 usage error (a bad source, no checkpoint).
     """
-    from scanner.producer import run_scan
-    from scanner.redaction import job_name
+    from scanner.launch import check_sources, launch_scan
+    from scanner.producer import ScanRequest
 
     if not sources and not from_file:
         raise click.UsageError("give at least one SOURCE or --from-file FILE")
@@ -189,37 +183,28 @@ def scan(app: AppContext, /, sources: tuple[str, ...], from_file: str | None, na
     output_format, wait, webhook = opts.pop("output_format"), opts.pop("wait"), opts.pop("webhook")
     options = scan_options_from(opts)
     all_sources = list(sources) + ([f"@{from_file}"] if from_file else [])
-    if not _check_sources(sources, settings, options) and not from_file and "-" not in sources:
-        raise click.ClickException(NOTHING_TO_SCAN)
+    request = ScanRequest(all_sources, options, name=name, webhook=webhook)
+    try:
+        check_sources(settings, request)  # before any model loads or job exists; nothing to scan: exit 1
+    except ConfigError as exc:  # a missing path, an unknown bucket or URL scheme: the command line is wrong
+        raise click.UsageError(str(exc)) from None
     if settings.embedded:
         require_checkpoint(settings.checkpoint)
     _warn_on_face_view_override(settings, options)
     from workers.backend import scan_backend
-    from workers.notify import job_finished_notifier
 
-    backend = scan_backend(settings, app.engine)
     try:
-        result = run_scan(
+        result = launch_scan(
             settings,
             app.engine,
-            all_sources,
-            name=job_name(all_sources, name),  # redacted and cut to the column: it is printed and sent
-            options=options,
-            webhook=webhook,
-            on_job_finished=job_finished_notifier(app.engine, backend.deliver),
-            enqueue=backend.enqueue,
-            model_version=backend.model_version,
+            request,
+            scan_backend(settings, app.engine),
             wait=wait or settings.embedded,
             stdin=sys.stdin,
             progress=app.show_progress(output_format),
         )
     except ConfigError as exc:  # a missing path, an unknown bucket: the command line is wrong
         raise click.UsageError(str(exc)) from None
-    if result.counts.total == 0 and result.status != "failed":  # a URL list or stdin with no entries
-        from scanner.jobs import fail_job
-
-        fail_job(app.engine, result.job_id, NOTHING_TO_SCAN)
-        result = dataclasses.replace(result, status="failed", error=NOTHING_TO_SCAN)
     _print_summary(result.job_id, result.status, result.counts, result.elapsed_s, output_format, result.error)
     if result.status == "failed":
         sys.exit(EXIT_FAILURE)
@@ -245,22 +230,6 @@ def _warn_on_face_view_override(settings: Settings, options: ScanOptions) -> Non
             f"{view.describe()}: scores will differ from what `deepscan evaluate` measured",
             err=True,
         )
-
-
-def _check_sources(sources: tuple[str, ...], settings: Settings, options: ScanOptions) -> bool:
-    """Check the named sources before any model loads or job exists; True when they hold any media.
-
-    A wrong path, bucket or URL scheme is a usage error (exit 2). Stdin (`-`) is left for the scan
-    itself to read.
-    """
-    from scanner.sources import expand_sources
-
-    named = [s for s in sources if s != "-"]
-    try:
-        refs = expand_sources(named, settings, include=options.include, exclude=options.exclude)
-        return next(refs, None) is not None
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
 
 
 def _print_summary(

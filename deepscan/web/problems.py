@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scanner.errors import ConfigError, ConflictError, DatabaseUnavailableError
-from scanner.queries import InvalidCursorError, NotFoundError
+from deepscan.web.rendering import render_error
+from scanner.errors import ConfigError, ConflictError, DatabaseUnavailableError, InvalidInputError, NotFoundError
+from scanner.queries import InvalidCursorError
 from scanner.redaction import redact_text
 from scanner.tokens import TokenNotFoundError
 
@@ -58,8 +59,6 @@ def problem_response(
     request: Request, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
     if request.url.path.startswith("/console"):
-        from scanner.web.pages import render_error
-
         return render_error(request, status, one_line(detail), headers=headers)
     body = problem_body(status, detail, request.url.path, **extra)
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
@@ -103,6 +102,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConflictError)
     async def _conflict(request: Request, exc: ConflictError) -> Response:
         return problem_response(request, 409, str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid_input(request: Request, exc: InvalidInputError) -> Response:
+        return problem_response(request, 422, str(exc))  # the words the CLI prints for the same mistake
 
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> Response:

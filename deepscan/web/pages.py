@@ -10,22 +10,15 @@ import datetime as dt
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from scanner import claims, content, labels, queries, review, thumbnails, tokens
-from scanner.errors import ConfigError
-from scanner.jobs import cancel_job
-from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
-from scanner.tokens import ConsoleSession
-from scanner.web.api import load_item, thumbnail_response
-from scanner.web.auth import (
+from deepscan.web.api import load_item, thumbnail_response
+from deepscan.web.auth import (
     CSRF_FIELD,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -35,43 +28,20 @@ from scanner.web.auth import (
     check_csrf,
     same_origin,
 )
-from scanner.web.charts import timeline_chart
-from scanner.web.problems import ProblemError
-from scanner.web.state import engine_of
+from deepscan.web.charts import timeline_chart
+from deepscan.web.problems import ProblemError
+from deepscan.web.rendering import render
+from deepscan.web.state import engine_of
+from scanner import claims, content, labels, queries, review, thumbnails, tokens
+from scanner.jobs import cancel_job
+from scanner.models import ITEM_KINDS, ITEM_STATUSES, OPEN_JOB_STATUSES, REVIEW_LABELS, VERDICTS, Review, utcnow
+from scanner.tokens import ConsoleSession
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_QUEUE_PAGE = 50
 DEFAULT_JOBS_SHOWN = 50
 JOBS_REFRESH_S = 5
 router = APIRouter(prefix="/console", include_in_schema=False)
 FormText = Annotated[str | None, Form()]
-
-
-def make_templates() -> Jinja2Templates:
-    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))  # autoescapes .html templates
-    templates.env.filters["when"] = _when
-    templates.env.filters["score"] = lambda v: "—" if v is None else f"{v:.3f}"
-    templates.env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}%"
-    templates.env.filters["filename"] = lambda url: urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or url
-    return templates
-
-
-def _when(value: dt.datetime | None) -> str:
-    return "—" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def render(request: Request, name: str, context: Mapping[str, Any], *, status: int = 200) -> HTMLResponse:
-    templates: Jinja2Templates = request.app.state.web.templates
-    identity = getattr(request.state, "identity", None)
-    return templates.TemplateResponse(request, name, {"identity": identity, **context}, status_code=status)
-
-
-def render_error(request: Request, status: int, detail: str, *, headers: Mapping[str, str] | None = None) -> Response:
-    response = render(request, "error.html", {"status": status, "detail": detail}, status=status)
-    for key, value in (headers or {}).items():
-        if key.lower() != "www-authenticate":
-            response.headers[key] = value
-    return response
 
 
 def _safe_next(target: str | None, fallback: str) -> str:
@@ -522,7 +492,7 @@ def undo_review(
 def jobs_page(request: Request, found: ConsoleViewer) -> Response:
     with Session(engine_of(request)) as session, session.begin():
         summaries = queries.list_jobs(session, DEFAULT_JOBS_SHOWN)
-    running = any(s.status in queries.UNFINISHED_JOB_STATUSES for s in summaries)
+    running = any(s.status in OPEN_JOB_STATUSES for s in summaries)
     context = {
         "jobs": summaries,
         "refresh_s": JOBS_REFRESH_S if running else None,
@@ -535,10 +505,7 @@ def jobs_page(request: Request, found: ConsoleViewer) -> Response:
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job_form(request: Request, found: ConsoleAdmin, job_id: int, csrf: FormText = None) -> Response:
     check_csrf(request, found.csrf_token, csrf)
-    try:
-        cancel_job(engine_of(request), job_id)
-    except ConfigError as exc:  # the only one it raises: no such job
-        raise ProblemError(404, str(exc)) from None
+    cancel_job(engine_of(request), job_id)  # no such job: NotFoundError, a 404 page
     return RedirectResponse("/console/jobs", status_code=303)
 
 

@@ -14,10 +14,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from deepscan.web.problems import ProblemError
+from deepscan.web.state import engine_of
 from scanner import tokens
 from scanner.tokens import ConsoleSession, Identity
-from scanner.web.problems import ProblemError
-from scanner.web.state import engine_of
 
 SESSION_COOKIE = "deepscan_session"
 LOGIN_CSRF_COOKIE = "deepscan_login_csrf"

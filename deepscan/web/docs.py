@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from deepscan.web.rendering import render
+
 router = APIRouter(include_in_schema=False)
 _METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -41,7 +43,5 @@ def _operations(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 @router.get("/docs", response_class=HTMLResponse)
 def docs(request: Request) -> HTMLResponse:
-    from scanner.web.pages import render
-
     spec = request.app.openapi()
     return render(request, "docs.html", {"spec": spec, "operations": _operations(spec)})

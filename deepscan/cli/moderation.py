@@ -3,7 +3,7 @@
 Machine-readable output (`--format json|jsonl|csv`) has stable field names: the ones of
 `scanner.queries.ResultRow`, `ItemDetail`, `JobSummary` and `StatsRow`, timestamps in RFC 3339
 UTC, absent values as null (JSON) or empty (CSV). Lists print as `{"items": [...], "next": …}`
-(scanner/cli/output.py).
+(deepscan/cli/output.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from scanner import queries, review, timeline
-from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
-from scanner.cli.context import EXIT_ITEM_ERRORS, AppContext, pass_app
-from scanner.cli.options import WHEN
-from scanner.cli.output import (
+from deepscan.cli.context import EXIT_ITEM_ERRORS, AppContext, pass_app
+from deepscan.cli.options import WHEN
+from deepscan.cli.output import (
     LIST_FORMATS,
     RECORD_FORMATS,
     cell,
@@ -34,6 +32,8 @@ from scanner.cli.output import (
     render_key_values,
     render_table,
 )
+from scanner import queries, review, timeline
+from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.errors import PermanentError
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
 

@@ -12,14 +12,14 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
+from deepscan.web import api, docs, health, openapi, pages, problems, rendering
+from deepscan.web.auth import SignInRequiredError
+from deepscan.web.middleware import HttpMetrics, WebMiddleware
+from deepscan.web.state import WebState
 from scanner import __version__
 from scanner.db import make_engine
 from scanner.redaction import install_log_redaction
 from scanner.settings import Settings
-from scanner.web import api, docs, health, openapi, pages, problems
-from scanner.web.auth import SignInRequiredError
-from scanner.web.middleware import HttpMetrics, WebMiddleware
-from scanner.web.state import WebState
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Connections per process: uvicorn runs sync handlers in a pool of 40 threads.
@@ -58,7 +58,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     metrics = HttpMetrics()
     app.state.metrics = metrics
-    app.state.web = WebState(settings=settings, engine=engine, templates=pages.make_templates())
+    app.state.web = WebState(settings=settings, engine=engine, templates=rendering.make_templates())
     app.add_middleware(WebMiddleware, metrics=metrics)
     problems.install(app)
 

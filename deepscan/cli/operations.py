@@ -12,11 +12,11 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scanner.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
-from scanner.cli.moderation import jobs
-from scanner.cli.options import DURATION, webhook_option
-from scanner.cli.output import LIST_FORMATS, RECORD_FORMATS, counted, emit_list, format_option, render_table
-from scanner.cli.scan import scan_option_decorators, scan_options_from
+from deepscan.cli.context import EXIT_FAILURE, EXIT_ITEM_ERRORS, AppContext, pass_app
+from deepscan.cli.moderation import jobs
+from deepscan.cli.options import DURATION, webhook_option
+from deepscan.cli.output import LIST_FORMATS, RECORD_FORMATS, counted, emit_list, format_option, render_table
+from deepscan.cli.scan import scan_option_decorators, scan_options_from
 from scanner.errors import ConfigError
 from scanner.models import Schedule
 
@@ -139,7 +139,7 @@ def schedule_add(
     Relative paths are stored as absolute ones (beat runs from its own directory). Without a broker
     runs are scanned in-process, so a checkpoint is needed now: --checkpoint or DEEPSCAN_CHECKPOINT.
     """
-    from scanner.cli.options import require_checkpoint
+    from deepscan.cli.options import require_checkpoint
     from scanner.schedules import add_schedule
     from scanner.sources import absolute_source
 
@@ -311,16 +311,24 @@ def schedule_run_now(app: AppContext, name: str, checkpoint: Path | None) -> Non
     Exit codes: 0 launched (or done), 1 the run failed, 2 no checkpoint for an in-process run,
     3 an in-process run finished with item errors.
     """
-    from scanner.cli.options import require_checkpoint
+    from deepscan.cli.options import require_checkpoint
+    from scanner.launch import launch_schedule
     from scanner.schedules import get_schedule
-    from workers.scheduling import launch_schedule
+    from workers.backend import scan_backend
 
     with Session(app.engine) as session:
         found = get_schedule(session, name)
         schedule_id, stored = found.id, found.checkpoint
     if app.settings.embedded:
         require_checkpoint(checkpoint or (Path(stored) if stored else None) or app.settings.checkpoint)
-    result = launch_schedule(app.settings, app.engine, schedule_id, force=True, checkpoint=checkpoint)
+    result = launch_schedule(
+        app.settings,
+        app.engine,
+        schedule_id,
+        backend_for=lambda settings: scan_backend(settings, app.engine),
+        force=True,
+        checkpoint=checkpoint,
+    )
     if result is None:  # forced, so only a schedule removed in the meantime gives none
         raise ConfigError(f"schedule {name!r} was removed before it could run")
     reason = f": {result.error}" if result.error else ""

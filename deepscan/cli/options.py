@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from scanner.durations import DURATION_EXAMPLES, is_duration, parse_duration
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, InvalidInputError
 from scanner.settings import PRECISION_CHOICES, validate_device
 
 NO_CHECKPOINT = (
@@ -86,13 +86,14 @@ def _webhook(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     """Check a webhook URL when it is given (exit 2), and that deliveries can be signed."""
     if value is None:
         return None
-    from workers.notify import NO_SECRET_HINT, validate_webhook_url
+    from scanner.webhooks import validate_webhook_url
+    from workers.notify import NO_SECRET_HINT
 
     try:
         url = validate_webhook_url(value)
-    except ConfigError as exc:
+    except InvalidInputError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
-    from scanner.cli.context import AppContext
+    from deepscan.cli.context import AppContext
 
     app = ctx.find_object(AppContext)
     if app is not None and not app.settings.webhook_secret:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from deepscan.cli.context import AppContext, pass_app, require_database
 from scanner import migrate
-from scanner.cli.context import AppContext, pass_app, require_database
 from scanner.db import describe_url
 
 
