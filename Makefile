@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy deepscan scanner workers training migrations tests bench
 
 test: $(STAMP) services chromium lint typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2  # two processes: most tests wait on worker processes and servers, not the CPU
 
 bench: $(STAMP) services
 	$(PY) bench/pipeline.py
