@@ -20,8 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from PIL import Image
 from sqlalchemy import Select, select
@@ -29,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from scanner.errors import ConflictError, DeepscanError, NotFoundError
 from scanner.media import decode_image
+from scanner.mediaurl import InvalidMediaUrlError, MediaUrl
 from scanner.models import OPEN_ITEM_STATUSES, REVIEW_LABELS, MediaItem, Review
 from scanner.queries import ReviewView, latest_review_ids
 from scanner.redaction import redact_url
@@ -93,15 +92,14 @@ def read_local_file(url: str) -> bytes:
 
     Other schemes raise UnsupportedUrlError; the CLI passes the workers' fetcher for those.
     """
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise UnsupportedUrlError(f"{url}: file:// URLs on another host ({parts.netloc}) cannot be read")
-        path = Path(url2pathname(parts.path))  # url2pathname also undoes %-escapes
-    elif parts.scheme == "" and url.startswith("/"):
-        path = Path(url)
-    else:
-        raise UnsupportedUrlError(f"{url}: only file:// URLs and local paths can be exported without the fetcher")
+    try:
+        path = MediaUrl.parse(url).path
+    except InvalidMediaUrlError as exc:
+        raise UnsupportedUrlError(f"{redact_url(url)}: {exc}") from None
+    if path is None:
+        raise UnsupportedUrlError(
+            f"{redact_url(url)}: only file:// URLs and local paths can be exported without the fetcher"
+        )
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -38,10 +38,11 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import unquote_to_bytes, urlsplit
 
 from scanner.errors import ConfigError, TransientError
+from scanner.mediaurl import FETCHABLE_SCHEMES, InvalidMediaUrlError, MediaUrl, is_allowed_local_path, scheme_of
 from scanner.redaction import redact_url
+from scanner.s3 import make_s3_client
 from scanner.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -50,11 +51,8 @@ DEFAULT_MEDIA_EXTENSIONS = frozenset(
     {"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "mp4", "mov", "m4v", "avi", "mkv", "webm"}
 )
 DEFAULT_S3_PAGE_SIZE = 1000  # keys per ListObjectsV2 request (the S3 maximum)
-DEFAULT_S3_CLIENT_ATTEMPTS = 3  # botocore's own tries per request, "standard" retry mode
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_MAGIC = re.compile(r"[*?[]")
-_S3_BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")  # what botocore sends (access-point ARNs aside)
 _S3_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 _S3_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 
@@ -69,13 +67,7 @@ class MediaRef:
     last_modified: datetime | None = None
 
 
-# --- helpers shared with the workers ------------------------------------------------------------
-
-
-def url_scheme(url: str) -> str:
-    """The lower-cased scheme of `url` (`""` for a plain path)."""
-    match = _SCHEME.match(url)
-    return match.group(1).lower() if match else ""
+# --- stored sources ----------------------------------------------------------------------------
 
 
 def absolute_source(source: str, cwd: Path | None = None) -> str:
@@ -89,7 +81,7 @@ def absolute_source(source: str, cwd: Path | None = None) -> str:
         raise ConfigError("'-' (a URL list on standard input) cannot be read later: give paths, URLs or @FILE")
     if source.startswith("@"):
         return "@" + absolute_source(source[1:], cwd)
-    if url_scheme(source) or Path(source).expanduser().is_absolute():
+    if scheme_of(source) or Path(source).expanduser().is_absolute():
         return source
     here = cwd or Path.cwd()
     path = here / Path(source).expanduser()
@@ -100,59 +92,6 @@ def absolute_source(source: str, cwd: Path | None = None) -> str:
     elif not path.exists():
         raise ConfigError(f"no such file or directory: {source} (relative to {here}); give an absolute path or URL")
     return os.path.abspath(path)
-
-
-def file_url_path(url: str) -> Path:
-    """The absolute local path a `file://` URL names; ValueError for a remote host or relative path."""
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        host = parts.netloc.rpartition("@")[2]  # never echo user info
-        raise ValueError(f"file URL names another host ({host}): only local files can be read")
-    path = Path(os.fsdecode(unquote_to_bytes(parts.path)))
-    if not path.is_absolute():
-        raise ValueError("file URL must hold an absolute path, like file:///data/a.jpg")
-    return path
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split `s3://bucket/key` into bucket and key (the key taken verbatim: S3 keys are not URL-encoded).
-
-    ValueError when there is no bucket, or a name no S3 request can carry: botocore would refuse it
-    only when called, as a ParamValidationError that looks like a network failure.
-    """
-    bucket, _, key = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise ValueError(f"{redact_url(url)!r} names no bucket: use s3://BUCKET/PREFIX")
-    if not _S3_BUCKET_NAME.fullmatch(bucket) and not bucket.startswith("arn:"):
-        shown = bucket.rpartition("@")[2]  # never echo user info pasted into the wrong place
-        raise ValueError(f"invalid s3 bucket name {shown!r}: use letters, digits, '.', '-' and '_' (at most 255)")
-    return bucket, key
-
-
-def is_allowed_local_path(path: Path, settings: Settings) -> bool:
-    """True unless `settings.local_roots` is set and the resolved `path` lies outside every root."""
-    if not settings.local_roots:
-        return True
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(root) for root in settings.local_roots)
-
-
-def make_s3_client(settings: Settings, *, attempts: int = DEFAULT_S3_CLIENT_ATTEMPTS) -> Any:
-    """A boto3 S3 client on `settings.s3_endpoint_url` with the configured timeouts.
-
-    Credentials come from the standard AWS chain. Each call builds its own boto3 session, so
-    clients can be made from any thread; a client itself may be shared between threads.
-    """
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=settings.http_connect_timeout_s,
-        read_timeout=settings.http_read_timeout_s,
-        retries={"mode": "standard", "max_attempts": attempts},
-        max_pool_connections=max(10, settings.fetch_threads),
-    )
-    return boto3.session.Session().client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
 
 
 # --- URL lists ----------------------------------------------------------------------------------
@@ -258,22 +197,18 @@ def _plan(source: str, ctx: _Context) -> Iterator[MediaRef]:
     """Check one SOURCE now and return the (lazy, not yet started) iterator over its items."""
     if source == "-":
         return _list_items(read_url_list("-", stdin=ctx.stdin), ctx)
-    scheme = url_scheme(source)
-    if scheme in ("http", "https"):
-        if not urlsplit(source).hostname:
-            raise ConfigError(f"{redact_url(source)!r} has no host name")
-        return iter([MediaRef(source)])
-    if scheme == "s3":
-        return _plan_s3(source, ctx)
-    if scheme == "file":
+    if scheme_of(source):
         try:
-            return _plan_local(file_url_path(source), source, ctx)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    if scheme:
-        raise ConfigError(
-            f"unsupported URL scheme {scheme!r} in {redact_url(source)}: use a path, file://, http(s):// or s3://"
-        )
+            url = MediaUrl.parse(source)
+        except InvalidMediaUrlError as exc:
+            if scheme_of(source) in FETCHABLE_SCHEMES:
+                raise ConfigError(str(exc)) from None
+            raise ConfigError(f"{exc} in {redact_url(source)}: use a path, file://, http(s):// or s3://") from None
+        if url.scheme == "s3":
+            return _plan_s3(url, ctx)
+        if url.path is not None:
+            return _plan_local(url.path, source, ctx)
+        return iter([MediaRef(source)])
     path = Path(source).expanduser()
     if not path.exists() and _GLOB_MAGIC.search(source):
         return _plan_glob(source, ctx)
@@ -421,16 +356,15 @@ def _local_ref(path: Path) -> MediaRef:
 def _list_items(lines: Iterator[str], ctx: _Context) -> Iterator[MediaRef]:
     """Each line is one named item, taken as it is; local paths get canonical file URLs."""
     for line in lines:
-        scheme = url_scheme(line)
-        if scheme and scheme != "file":
-            yield MediaRef(line)  # fetch reports a bad scheme or a vanished object as the item's error
+        if not scheme_of(line):
+            yield _listed_file_ref(Path(line).expanduser().absolute())
             continue
         try:
-            path = file_url_path(line) if scheme else Path(line).expanduser().absolute()
-        except ValueError:
-            yield MediaRef(line)
-            continue
-        yield _listed_file_ref(path)
+            path = MediaUrl.parse(line).path
+        except InvalidMediaUrlError:
+            path = None
+        # fetch reports a bad URL or a vanished object as the item's error
+        yield MediaRef(line) if path is None else _listed_file_ref(path)
 
 
 def _listed_file_ref(path: Path) -> MediaRef:
@@ -444,11 +378,8 @@ def _listed_file_ref(path: Path) -> MediaRef:
 # --- S3 -----------------------------------------------------------------------------------------
 
 
-def _plan_s3(source: str, ctx: _Context) -> Iterator[MediaRef]:
-    try:
-        bucket, prefix = parse_s3_url(source)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+def _plan_s3(url: MediaUrl, ctx: _Context) -> Iterator[MediaRef]:
+    bucket, prefix = url.bucket or "", url.key or ""
     client = ctx.s3()
     try:  # a one-key listing needs exactly the permission the real listing needs (HeadBucket may not)
         client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)

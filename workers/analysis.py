@@ -23,6 +23,7 @@ from scanner.errors import PermanentError, TransientError, is_transient
 from scanner.faces import FaceView
 from scanner.jobs import ScanOptions
 from scanner.media import decode_image, decoded_pixels
+from scanner.mediaurl import InvalidMediaUrlError, MediaUrl
 from scanner.redaction import redact_url
 from scanner.thumbnails import DEFAULT_THUMBNAIL_MAX_SIDE_PX, encode_thumbnail, encode_view
 from workers.fetch import Fetched, fetch, item_budget
@@ -106,8 +107,11 @@ def analyse_item(
     """
     budget = budget if budget is not None else item_budget(rt.settings)
     try:
-        s3 = rt.s3() if url.startswith("s3://") else None
-        fetched = fetch(url, rt.settings, s3_client=s3, http=rt.http(), budget=budget)
+        ref = MediaUrl.parse(url)
+        s3 = rt.s3() if ref.scheme == "s3" else None
+        fetched = fetch(ref, rt.settings, s3_client=s3, http=rt.http(), budget=budget)
+    except InvalidMediaUrlError as exc:  # a line of a URL list that names nothing fetchable
+        return Outcome.failed(item_id, url, str(exc))
     except (PermanentError, TransientError) as exc:  # transient: it outlasted the fetch's own retries
         return Outcome.failed(item_id, url, str(exc))
     except Exception as exc:

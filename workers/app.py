@@ -8,6 +8,7 @@ environment.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -26,6 +27,16 @@ DEFAULT_TASK_SOFT_TIME_LIMIT_S = 1740
 LAUNCH_DUE = "deepscan.launch_due_schedules"
 RECONCILE = "deepscan.reconcile"
 SCAN_CHUNK = "deepscan.scan_chunk"
+
+
+def encode_chunk(job_id: int, items: Sequence[tuple[int, str]]) -> list[Any]:
+    """A SCAN_CHUNK message's args (JSON): the job id and [item_id, url] pairs, URLs whole (the worker fetches them)."""
+    return [job_id, [[item_id, url] for item_id, url in items]]
+
+
+def decode_chunk_items(items: Sequence[Sequence[Any]]) -> list[tuple[int, str]]:
+    """The (item_id, url) pairs of a SCAN_CHUNK message's second arg; ValueError/TypeError when malformed."""
+    return [(int(item_id), str(url)) for item_id, url in items]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -47,13 +47,13 @@ class PipelinedChunkSender:
 
     def __init__(self, settings: Settings) -> None:
         # Celery and the tasks load only when there is a broker: an embedded scan never needs them.
-        from workers.app import configure
+        from workers.app import configure, encode_chunk
         from workers.tasks import chunk_argsrepr, chunk_sender, scan_chunk
 
         self._app = configure(settings)
         self._queue = settings.queue
         self._send_now = chunk_sender(settings)
-        self._scan_chunk, self._argsrepr = scan_chunk, chunk_argsrepr
+        self._scan_chunk, self._argsrepr, self._encode = scan_chunk, chunk_argsrepr, encode_chunk
         self._producer: Any = None
         self._held: list[tuple[int, ChunkItems]] = []
 
@@ -66,7 +66,7 @@ class PipelinedChunkSender:
         # A short argsrepr: Celery's own repr of a chunk costs more than the rest of the send, and a
         # summary keeps URLs (which may carry tokens) out of monitoring.
         self._scan_chunk.apply_async(
-            args=[job_id, [[i, u] for i, u in items]],
+            args=self._encode(job_id, items),
             queue=self._queue,
             producer=self._producer,
             argsrepr=self._argsrepr(job_id, items),

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from scanner.models import MediaItem, utcnow
 from scanner.settings import Settings
-from workers.app import SCAN_CHUNK, app
+from workers.app import SCAN_CHUNK, app, decode_chunk_items
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _chunk_item_ids(payload: bytes) -> list[int] | None:
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args = json.loads(body)[0]
-        return [int(item_id) for item_id, _url in args[1]]
+        return [item_id for item_id, _url in decode_chunk_items(args[1])]
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 

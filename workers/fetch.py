@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -47,9 +47,9 @@ import urllib3
 from scanner.deadline import ItemBudget
 from scanner.errors import DeadlineExceededError, PermanentError, TransientError
 from scanner.media import MediaKind, sniff_kind
-from scanner.redaction import redact_url
+from scanner.mediaurl import InvalidMediaUrlError, MediaUrl, scheme_of
+from scanner.s3 import make_s3_client
 from scanner.settings import Settings
-from scanner.sources import file_url_path, is_allowed_local_path, make_s3_client, parse_s3_url, url_scheme
 from workers.cutoff import Cutoff, watch_s3_connections
 from workers.ssrf import check_host, make_http_session
 
@@ -114,7 +114,7 @@ def _give_up(exc: TransientError, tries: int) -> PermanentError:
 
 
 def fetch(
-    url: str,
+    url: MediaUrl | str,
     settings: Settings,
     *,
     s3_client: Any = None,
@@ -127,23 +127,24 @@ def fetch(
     for videos by size): whatever the server does, the fetch fails with DeadlineExceededError once
     the deadline has passed, its connection cut off.
     """
-    scheme = url_scheme(url)
+    try:
+        ref = url if isinstance(url, MediaUrl) else MediaUrl.parse(url)
+    except InvalidMediaUrlError as exc:
+        raise PermanentError(str(exc)) from None
     budget = budget if budget is not None else item_budget(settings)
-    if scheme == "file":
-        return _fetch_local(url, settings, budget)
-    if scheme in ("http", "https"):
+    if ref.scheme == "file":
+        return _fetch_local(ref, settings, budget)
+    if ref.scheme in ("http", "https"):
         session = http if http is not None else make_http_session(settings)
         try:
-            return _cut_off_at_deadline(url, budget, lambda: _fetch_http(url, settings, session, budget))
+            return _cut_off_at_deadline(ref, budget, lambda: _fetch_http(ref, settings, session, budget))
         finally:
             if http is None:
                 session.close()
-    if scheme == "s3":
+    if ref.scheme == "s3":
         client = watch_s3_connections(s3_client if s3_client is not None else make_s3_client(settings, attempts=1))
-        return _cut_off_at_deadline(url, budget, lambda: _fetch_s3(url, settings, client, budget))
-    raise PermanentError(
-        f"unsupported URL scheme {scheme!r}" if scheme else "not a URL (expected file://, http(s)://, s3://)"
-    )
+        return _cut_off_at_deadline(ref, budget, lambda: _fetch_s3(ref, settings, client, budget))
+    raise PermanentError("not a URL (expected file://, http(s)://, s3://)")
 
 
 def item_budget(settings: Settings) -> ItemBudget:
@@ -151,7 +152,7 @@ def item_budget(settings: Settings) -> ItemBudget:
     return ItemBudget(settings.item_deadline_s, settings.video_deadline_s_per_gb)
 
 
-def _cut_off_at_deadline(url: str, budget: ItemBudget, attempt: Callable[[], Fetched]) -> Fetched:
+def _cut_off_at_deadline(url: MediaUrl, budget: ItemBudget, attempt: Callable[[], Fetched]) -> Fetched:
     """Run the tries of a network fetch with their connections cut off at the item's deadline.
 
     However the cut shows up (a dropped connection, a TLS error, an incomplete body), the item's
@@ -171,7 +172,7 @@ def _cut_off_at_deadline(url: str, budget: ItemBudget, attempt: Callable[[], Fet
             raise
 
 
-def _with_retries(url: str, budget: ItemBudget, attempt: Callable[[], Fetched], cutoff: Cutoff) -> Fetched:
+def _with_retries(url: MediaUrl, budget: ItemBudget, attempt: Callable[[], Fetched], cutoff: Cutoff) -> Fetched:
     tries = DEFAULT_FETCH_TRIES
     for number in range(1, tries + 1):
         try:
@@ -187,7 +188,7 @@ def _with_retries(url: str, budget: ItemBudget, attempt: Callable[[], Fetched], 
                 raise DeadlineExceededError(
                     budget.current().reason(f"fetching ({exc}, no time left to retry)")
                 ) from None
-            logger.info("fetch of %s failed (%s); retry %d in %.1f s", redact_url(url), exc, number, delay_s)
+            logger.info("fetch of %s failed (%s); retry %d in %.1f s", url.redacted, exc, number, delay_s)
             time.sleep(delay_s)
     raise AssertionError("unreachable: the last try returns or raises")
 
@@ -261,7 +262,7 @@ def _unlink_quietly(path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Origin:
-    url: str
+    url: MediaUrl
     etag: str | None
     declared_size: int | None
     local_path: Path | None = None  # set for local files: videos are read in place
@@ -291,7 +292,7 @@ def _receive(chunks: Iterable[bytes], origin: _Origin, settings: Settings, budge
     except BaseException:
         sink.discard()
         raise
-    return Fetched(origin.url, kind, size, digest, _clean_etag(origin.etag), data=data, path=path, owns_path=owns)
+    return Fetched(origin.url.text, kind, size, digest, _clean_etag(origin.etag), data=data, path=path, owns_path=owns)
 
 
 def _sink_for(kind: MediaKind, origin: _Origin) -> _Sink:
@@ -299,7 +300,7 @@ def _sink_for(kind: MediaKind, origin: _Origin) -> _Sink:
         return _MemorySink()
     if origin.local_path is not None:
         return _InPlaceSink(origin.local_path)
-    suffix = Path(urlsplit(origin.url).path).suffix if url_scheme(origin.url) != "s3" else Path(origin.url).suffix
+    suffix = origin.url.suffix
     return _TempFileSink(suffix if _SAFE_SUFFIX.fullmatch(suffix) else ".video")
 
 
@@ -328,12 +329,10 @@ def _clean_etag(etag: str | None) -> str | None:
 # --- local files --------------------------------------------------------------------------------
 
 
-def _fetch_local(url: str, settings: Settings, budget: ItemBudget) -> Fetched:
-    try:
-        path = file_url_path(url).resolve()
-    except ValueError as exc:
-        raise PermanentError(str(exc)) from None
-    if not is_allowed_local_path(path, settings):
+def _fetch_local(url: MediaUrl, settings: Settings, budget: ItemBudget) -> Fetched:
+    assert url.path is not None  # every parsed file:// URL has one
+    path = url.path.resolve()
+    if not url.is_allowed(settings):
         raise PermanentError("refused: file is outside the allowed local roots (DEEPSCAN_LOCAL_ROOTS)")
     try:
         info = path.stat()
@@ -353,8 +352,8 @@ def _fetch_local(url: str, settings: Settings, budget: ItemBudget) -> Fetched:
 # --- HTTP(S) ------------------------------------------------------------------------------------
 
 
-def _fetch_http(url: str, settings: Settings, session: requests.Session, budget: ItemBudget) -> Fetched:
-    host = urlsplit(url).hostname or "?"
+def _fetch_http(url: MediaUrl, settings: Settings, session: requests.Session, budget: ItemBudget) -> Fetched:
+    host = url.host
     try:
         response = _open_following_redirects(url, settings, session, budget)
         with response:
@@ -413,20 +412,21 @@ def _caused_by_read_timeout(exc: requests.ConnectionError) -> bool:
 
 
 def _open_following_redirects(
-    url: str, settings: Settings, session: requests.Session, budget: ItemBudget
+    start: MediaUrl, settings: Settings, session: requests.Session, budget: ItemBudget
 ) -> requests.Response:
-    """GET `url`, following up to DEFAULT_MAX_REDIRECTS redirects, each hop checked like the first."""
+    """GET `start`, following up to DEFAULT_MAX_REDIRECTS redirects, each hop checked like the first."""
+    url = start
     for _hop in range(DEFAULT_MAX_REDIRECTS + 1):
         _check_http_url(url, settings)
         # The connect is the one step no cutoff reaches (there is no socket to shut down yet).
         connect_s = max(0.01, min(settings.http_connect_timeout_s, budget.current().remaining()))
         response = session.get(
-            url, stream=True, allow_redirects=False, timeout=(connect_s, settings.http_read_timeout_s)
+            url.text, stream=True, allow_redirects=False, timeout=(connect_s, settings.http_read_timeout_s)
         )
         location = response.headers.get("Location")
         if response.status_code in _REDIRECT_STATUSES and location:
             response.close()
-            url = urljoin(url, location)
+            url = _redirect_target(urljoin(url.text, location))
             continue
         _check_status(response)
         return response
@@ -443,32 +443,31 @@ def _check_status(response: requests.Response) -> None:
     raise PermanentError(f"http {code}")
 
 
-def _check_http_url(url: str, settings: Settings) -> None:
-    """Refuse non-HTTP redirect targets and (unless allowed) hosts that resolve to non-public addresses."""
-    scheme = url_scheme(url)
+def _redirect_target(text: str) -> MediaUrl:
+    """Where a redirect points, refused unless it is an HTTP(S) URL a fetch can follow."""
+    scheme = scheme_of(text)
     if scheme not in ("http", "https"):
         raise PermanentError(f"refused: redirect to unsupported URL scheme {scheme!r}")
-    parts = urlsplit(url)
     try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise PermanentError("invalid URL: bad port") from None
-    if not parts.hostname:
-        raise PermanentError("invalid URL: no host")
+        return MediaUrl.parse(text)
+    except InvalidMediaUrlError as exc:
+        raise PermanentError(f"refused: redirect to an invalid URL ({exc})") from None
+
+
+def _check_http_url(url: MediaUrl, settings: Settings) -> None:
+    """Refuse (unless allowed) hosts that resolve to non-public addresses."""
     if not settings.allow_private_urls:
-        check_host(parts.hostname, port)
+        assert url.host is not None  # every parsed http(s) URL has a host
+        check_host(url.host, url.port or 0)
 
 
 # --- S3 -----------------------------------------------------------------------------------------
 
 
-def _fetch_s3(url: str, settings: Settings, client: Any, budget: ItemBudget) -> Fetched:
+def _fetch_s3(url: MediaUrl, settings: Settings, client: Any, budget: ItemBudget) -> Fetched:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
-        bucket, key = parse_s3_url(url)
-    except ValueError as exc:  # a malformed bucket name: no retry can fix it
-        raise PermanentError(str(exc)) from None
+    bucket, key = url.bucket, url.key
     if not key:
         raise PermanentError("s3 URL names no object key")
     try:

@@ -27,9 +27,9 @@ from scanner.aggregation import verdict_for
 from scanner.deadline import ItemBudget
 from scanner.errors import PermanentError, WorkerStoppingError
 from scanner.jobs import ScanOptions, finish_job_if_complete
+from scanner.mediaurl import scheme_of
 from scanner.models import STOPPED_JOB_STATUSES, FrameResult, MediaItem, ScanJob, utcnow
 from scanner.settings import Settings
-from scanner.sources import url_scheme
 from scanner.thumbnails import encode_thumbnail, replace_thumbnails
 from workers import metrics
 from workers.analysis import Outcome, Unit, analyse_item
@@ -311,7 +311,7 @@ def fetch_threads_for(items: Sequence[tuple[int, str]], settings: Settings) -> i
 
 
 def all_local(items: Sequence[tuple[int, str]]) -> bool:
-    return all(url_scheme(url) == "file" for _, url in items)
+    return all(scheme_of(url) == "file" for _, url in items)
 
 
 class DecodeTurn:

@@ -17,8 +17,8 @@ from scanner.errors import ConfigError
 from scanner.faces import detector_for
 from scanner.media import release_decoded_memory_promptly
 from scanner.models import ModelRecord
+from scanner.s3 import make_s3_client
 from scanner.settings import Settings, usable_cores
-from scanner.sources import make_s3_client
 from workers import cutoff, metrics
 from workers.batching import Batcher
 from workers.decodebudget import DecodeBudget

@@ -15,7 +15,7 @@ from scanner.jobs import EnqueueFn
 from scanner.redaction import redact_url
 from scanner.settings import Settings
 from workers import broker
-from workers.app import RECONCILE, SCAN_CHUNK, app, configure
+from workers.app import RECONCILE, SCAN_CHUNK, app, configure, decode_chunk_items, encode_chunk
 from workers.notify import job_finished_notifier, post_json
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _stop_chunks(**_: Any) -> None:
 )
 def scan_chunk(self: Any, job_id: int, items: list[list[Any]]) -> dict[str, int]:
     """Scan one chunk of a job's items; `items` is a list of [item_id, url] pairs (JSON)."""
-    pairs = [(int(item_id), str(url)) for item_id, url in items]
+    pairs = decode_chunk_items(items)
     log.info("job %s: chunk of %d items (delivery %d)", job_id, len(pairs), self.request.retries + 1)
     from workers.pipeline import process_chunk
 
@@ -120,7 +120,7 @@ def chunk_sender(settings: Settings) -> EnqueueFn:
     def send(job_id: int, items: list[tuple[int, str]]) -> None:
         try:
             scan_chunk.apply_async(
-                args=[job_id, [[i, u] for i, u in items]],
+                args=encode_chunk(job_id, items),
                 queue=settings.queue,
                 retry=True,
                 argsrepr=chunk_argsrepr(job_id, items),

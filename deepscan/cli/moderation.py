@@ -35,6 +35,7 @@ from deepscan.cli.output import (
 from scanner import queries, review, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.errors import PermanentError
+from scanner.mediaurl import scheme_of
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
 
 DEFAULT_JOBS_LIMIT = 20
@@ -165,10 +166,8 @@ def show(app: AppContext, item: str, plot_path: Path | None, output_format: str)
 
 def item_key(item: str) -> str:
     """An item id or URL as given; a local path (as `scan` takes it) becomes the file:// URL scan stored."""
-    from scanner.sources import url_scheme
-
     text = item.strip()
-    if text.isdigit() or url_scheme(text):
+    if text.isdigit() or scheme_of(text):
         return text
     path = Path(text).expanduser()
     return path.resolve().as_uri() if path.exists() else text

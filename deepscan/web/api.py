@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
@@ -21,6 +20,7 @@ from scanner import queries, review, schedules, thumbnails, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
 from scanner.jobs import cancel_job
 from scanner.launch import launch_scan
+from scanner.mediaurl import REMOTE_SCHEMES, scheme_of
 from scanner.models import ITEM_KINDS, VERDICTS, ItemStatus, Schedule
 from scanner.producer import ScanBackend, ScanRequest
 from scanner.redaction import redact_url
@@ -38,7 +38,6 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
     }.items()
 }
 router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
-_REMOTE_SCHEMES = ("http", "https", "s3")
 
 ItemId = Annotated[int, Path(description="the item's id (`id` in a list of items)")]
 JobId = Annotated[int, Path(description="the job's id")]
@@ -236,7 +235,7 @@ def refuse_unsafe_sources(state: WebState, sources: list[str]) -> None:
     for source in sources:
         if source.startswith("@") or source == "-":
             raise ProblemError(422, f"source {source!r}: URL lists on the server cannot be read through the API")
-        if urlsplit(source).scheme not in _REMOTE_SCHEMES and not state.settings.local_roots:
+        if scheme_of(source) not in REMOTE_SCHEMES and not state.settings.local_roots:
             raise ProblemError(
                 403, f"source {redact_url(source)!r}: local paths need DEEPSCAN_LOCAL_ROOTS set on the server"
             )

@@ -10,11 +10,12 @@ import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+
+from scanner.mediaurl import display_name
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -24,7 +25,7 @@ def make_templates() -> Jinja2Templates:
     templates.env.filters["when"] = _when
     templates.env.filters["score"] = lambda v: "—" if v is None else f"{v:.3f}"
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}%"
-    templates.env.filters["filename"] = lambda url: urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or url
+    templates.env.filters["filename"] = display_name
     return templates
 
 

@@ -15,8 +15,8 @@ import workers.fetch
 import workers.ssrf
 from scanner.errors import PermanentError
 from scanner.media import decode_image
+from scanner.s3 import make_s3_client
 from scanner.settings import Settings
-from scanner.sources import make_s3_client
 from tests import media_factory as mf
 from tests.servers import http_server, s3_client, s3_server, upload_folder
 from workers.fetch import Fetched, fetch, format_bytes

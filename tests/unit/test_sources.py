@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import scanner.mediaurl
 import scanner.sources
 from scanner.errors import ConfigError
 from scanner.settings import Settings
@@ -111,7 +112,7 @@ def test_relative_paths_and_odd_names_become_canonical_file_urls(
     assert "%20" in ref.url
     assert "%23" in ref.url
     assert "%25" in ref.url
-    assert scanner.sources.file_url_path(ref.url) == odd.resolve()
+    assert scanner.mediaurl.MediaUrl.parse(ref.url).path == odd.resolve()
 
 
 def test_file_urls_are_sources_like_paths(tree: Path, settings: Settings) -> None:
