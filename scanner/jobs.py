@@ -26,7 +26,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from scanner import leases
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
 from scanner.errors import InvalidInputError, NotFoundError
-from scanner.models import FINISHED_JOB_STATUSES, OPEN_ITEM_STATUSES, MediaItem, ModelRecord, ScanJob, utcnow
+from scanner.models import (
+    FINISHED_JOB_STATUSES,
+    ITEM_STATUSES,
+    OPEN_ITEM_STATUSES,
+    MediaItem,
+    ModelRecord,
+    ScanJob,
+    utcnow,
+)
 from scanner.recording import ChunkItems, ReuseBasis, insert_items
 from scanner.redaction import job_name, redact_text
 from scanner.sources import MediaRef
@@ -303,8 +311,18 @@ class JobCounts:
         return self.queued + self.processing + self.done + self.error + self.cancelled
 
     @property
-    def finished(self) -> int:
+    def ended(self) -> int:
+        """Items no longer open: scanned, or cancelled before a worker took them (a progress bar's position)."""
         return self.done + self.error + self.cancelled
+
+    @property
+    def scanned(self) -> int:
+        """Items the pipeline processed to an outcome (verdict or error): what a rate of items/s counts."""
+        return self.done + self.error
+
+    def by_status(self) -> dict[str, int]:
+        """The count of each item status, keyed as `scanner.models.ITEM_STATUSES` names them."""
+        return {status: getattr(self, status) for status in ITEM_STATUSES}
 
 
 def jobs_counts(session: Session, job_ids: Sequence[int]) -> dict[int, JobCounts]:

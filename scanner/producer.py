@@ -171,7 +171,7 @@ def _follow(engine: Engine, job_id: int, bar: tqdm[Any]) -> None:
             status = session.scalars(select(ScanJob.status).where(ScanJob.id == job_id)).one()
             counts = job_counts(session, job_id)
         bar.total = counts.total
-        bar.n = counts.finished
+        bar.n = counts.ended
         bar.set_postfix(errors=counts.error, flagged=counts.flagged, refresh=False)
         bar.refresh()
         if status != "running":

@@ -24,7 +24,6 @@ from scanner.errors import NotFoundError
 from scanner.jobs import JobCounts, jobs_counts
 from scanner.labels import labelling, labels_item
 from scanner.models import (
-    ITEM_STATUSES,
     OPEN_JOB_STATUSES,
     FrameResult,
     MediaItem,
@@ -499,8 +498,7 @@ def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime, model_threshol
     end = _job_end(job, counts, now)
     threshold, source = (job.threshold, "job") if job.threshold is not None else (model_threshold, "checkpoint")
     duration = max((end - (job.started_at or job.created_at)).total_seconds(), 0.0) if end is not None else None
-    statuses = {s: getattr(counts, s) for s in ITEM_STATUSES}
-    finished = statuses["done"] + statuses["error"]
+    statuses = counts.by_status()
     return JobSummary(
         id=job.id,
         name=redact_text(job.name),  # jobs named before names were redacted at creation
@@ -512,9 +510,9 @@ def _summarize(job: ScanJob, counts: JobCounts, now: dt.datetime, model_threshol
         model_version=job.model_version,
         threshold_source=source if threshold is not None else None,
         flagged=counts.flagged,
-        total=sum(statuses.values()),
+        total=counts.total,
         duration_s=duration,
-        items_per_s=finished / duration if duration else None,
+        items_per_s=counts.scanned / duration if duration else None,
         **statuses,
     )
 

@@ -25,7 +25,7 @@ from PIL import Image
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from scanner.errors import ConflictError, DeepscanError, NotFoundError
+from scanner.errors import ConflictError, DeepscanError, InvalidInputError, NotFoundError
 from scanner.media import decode_image
 from scanner.mediaurl import InvalidMediaUrlError, MediaUrl
 from scanner.models import OPEN_ITEM_STATUSES, REVIEW_LABELS, MediaItem, Review
@@ -55,20 +55,47 @@ class UnsupportedUrlError(DeepscanError):
     """The exporter cannot fetch this kind of URL."""
 
 
-def add_review(session: Session, item_id: int, label: str, reviewer: str, note: str | None = None) -> ReviewView:
+MAX_REVIEWER_CHARS = 200  # reviews.reviewer is VARCHAR(200)
+MAX_NOTE_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class ReviewInput:
+    """A moderator's decision as given, checked on construction whichever front end builds it: a
+    known label, a reviewer's name, a note of at most MAX_NOTE_CHARS (InvalidInputError otherwise).
+    Names and notes are stored stripped; a blank note is none."""
+
+    label: str
+    reviewer: str
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label not in REVIEW_LABELS:
+            raise InvalidInputError(f"label must be one of {', '.join(REVIEW_LABELS)}")
+        reviewer = self.reviewer.strip()
+        if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS:
+            raise InvalidInputError(f"a review needs a reviewer name of 1 to {MAX_REVIEWER_CHARS} characters")
+        note = (self.note or "").strip() or None
+        if note is not None and len(note) > MAX_NOTE_CHARS:
+            raise InvalidInputError(f"a review note holds at most {MAX_NOTE_CHARS} characters (this one {len(note)})")
+        object.__setattr__(self, "reviewer", reviewer)
+        object.__setattr__(self, "note", note)
+
+
+def add_review(session: Session, item_id: int, given: ReviewInput) -> ReviewView:
     """Record a moderator's label for an item and its content: the newest review, not undone, of an
     item or of any item with the same bytes is its human label (scanner/labels.py)."""
-    if label not in REVIEW_LABELS:
-        raise ValueError(f"label must be one of {', '.join(REVIEW_LABELS)}")
-    if not reviewer.strip():
-        raise ValueError("a review needs a reviewer name")
     item = session.get(MediaItem, item_id)
     if item is None:
         raise NotFoundError(f"no item {item_id}: `deepscan results` lists item ids")
     if item.verdict is None:
         raise ConflictError(no_verdict_reason(item))
     review = Review(
-        item_id=item_id, label=label, reviewer=reviewer.strip(), note=note or None, content_sha256=item.content_sha256
+        item_id=item_id,
+        label=given.label,
+        reviewer=given.reviewer,
+        note=given.note,
+        content_sha256=item.content_sha256,
     )
     session.add(review)
     session.flush()

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError, CroniterError
@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from scanner.durations import parse_duration
-from scanner.errors import ConfigError, ConflictError, NotFoundError
+from scanner.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from scanner.jobs import ScanOptions, batched
 from scanner.models import OPEN_ITEM_STATUSES, OPEN_JOB_STATUSES, MediaItem, ScanJob, Schedule
 from scanner.sources import MediaRef, absolute_source
@@ -111,32 +111,55 @@ def next_run(expr: str, last: dt.datetime) -> dt.datetime:
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def add_schedule(
-    session: Session,
-    *,
-    name: str,
-    sources: list[str],
-    when: str,
-    options: ScanOptions,
-    webhook_url: str | None,
-    checkpoint: str | None = None,
-    retry_errors: bool = False,
-) -> Schedule:
-    """A new, enabled schedule; ConfigError for an expression that never fires or a relative path that
-    does not exist (relative ones that do are stored absolute: beat runs elsewhere), ConflictError for a
-    name in use, InvalidInputError for a malformed webhook URL."""
-    next_run(when, dt.datetime.now(dt.UTC))  # refuses expressions that never fire, too
-    sources = [absolute_source(s) for s in sources]
-    if session.scalars(select(Schedule).where(Schedule.name == name)).first() is not None:
-        raise ConflictError(f"a schedule named {name!r} exists: remove it first or choose another name")
+MAX_SCHEDULE_NAME_CHARS = 200  # schedules.name is VARCHAR(200)
+
+
+def checked_when(expr: str) -> str:
+    """`expr` with its whitespace normalised, once it is known to fire (ConfigError otherwise)."""
+    next_run(expr, dt.datetime.now(dt.UTC))  # refuses malformed expressions and ones that never fire
+    return " ".join(expr.split())
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule as asked for, checked on construction whichever front end builds it.
+
+    The expression must fire (ConfigError); relative paths are stored absolute, since beat runs
+    elsewhere (ConfigError for one that does not exist); the webhook URL must be one a delivery can
+    use and the name must be given (InvalidInputError).
+    """
+
+    name: str
+    sources: tuple[str, ...]
+    when: str
+    options: ScanOptions = field(default_factory=ScanOptions)
+    webhook_url: str | None = None
+    checkpoint: str | None = None
+    retry_errors: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or len(self.name) > MAX_SCHEDULE_NAME_CHARS:
+            raise InvalidInputError(f"a schedule needs a name of 1 to {MAX_SCHEDULE_NAME_CHARS} characters")
+        if not self.sources:
+            raise InvalidInputError("a schedule needs at least one source")
+        object.__setattr__(self, "when", checked_when(self.when))
+        object.__setattr__(self, "sources", tuple(absolute_source(s) for s in self.sources))
+        if self.webhook_url is not None:
+            object.__setattr__(self, "webhook_url", validate_webhook_url(self.webhook_url))
+
+
+def add_schedule(session: Session, spec: ScheduleSpec) -> Schedule:
+    """A new, enabled schedule; ConflictError for a name in use."""
+    if session.scalars(select(Schedule).where(Schedule.name == spec.name)).first() is not None:
+        raise ConflictError(f"a schedule named {spec.name!r} exists: remove it first or choose another name")
     schedule = Schedule(
-        name=name,
-        source_spec=sources,
-        cron=" ".join(when.split()),
-        options=options.to_json(),
-        webhook_url=validate_webhook_url(webhook_url) if webhook_url is not None else None,
-        checkpoint=checkpoint,
-        retry_errors=retry_errors,
+        name=spec.name,
+        source_spec=list(spec.sources),
+        cron=spec.when,
+        options=spec.options.to_json(),
+        webhook_url=spec.webhook_url,
+        checkpoint=spec.checkpoint,
+        retry_errors=spec.retry_errors,
     )
     session.add(schedule)
     session.flush()
@@ -145,10 +168,13 @@ def add_schedule(
 
 @dataclass(frozen=True)
 class ScheduleChanges:
-    """What `schedule edit` changes; None leaves a field as it is (`clear_*` removes an optional one)."""
+    """What `schedule edit` changes; None leaves a field as it is (`clear_*` removes an optional one).
+
+    Checked on construction by the rules of ScheduleSpec, plus: a field is set or cleared, not both.
+    """
 
     when: str | None = None
-    sources: list[str] | None = None
+    sources: tuple[str, ...] | None = None
     webhook_url: str | None = None
     clear_webhook: bool = False
     checkpoint: str | None = None
@@ -156,15 +182,32 @@ class ScheduleChanges:
     retry_errors: bool | None = None
     enabled: bool | None = None
 
+    def __post_init__(self) -> None:
+        if self.webhook_url is not None and self.clear_webhook:
+            raise InvalidInputError("give a new webhook URL or remove the webhook, not both")
+        if self.checkpoint is not None and self.clear_checkpoint:
+            raise InvalidInputError("give a new checkpoint or remove the checkpoint, not both")
+        if self.when is not None:
+            object.__setattr__(self, "when", checked_when(self.when))
+        if self.sources is not None:
+            if not self.sources:
+                raise InvalidInputError("a schedule needs at least one source")
+            object.__setattr__(self, "sources", tuple(absolute_source(s) for s in self.sources))
+        if self.webhook_url is not None:
+            object.__setattr__(self, "webhook_url", validate_webhook_url(self.webhook_url))
+
+    @property
+    def empty(self) -> bool:
+        return self == ScheduleChanges()
+
 
 def edit_schedule(session: Session, name: str, changes: ScheduleChanges) -> Schedule:
     """Apply `changes` to schedule NAME; its history (last run, jobs) stays."""
     schedule = get_schedule(session, name)
     if changes.when is not None:
-        next_run(changes.when, dt.datetime.now(dt.UTC))
-        schedule.cron = " ".join(changes.when.split())
+        schedule.cron = changes.when
     if changes.sources is not None:
-        schedule.source_spec = [absolute_source(s) for s in changes.sources]
+        schedule.source_spec = list(changes.sources)
     if changes.clear_webhook or changes.webhook_url is not None:
         schedule.webhook_url = None if changes.clear_webhook else changes.webhook_url
     if changes.clear_checkpoint or changes.checkpoint is not None:

@@ -86,15 +86,14 @@ def process_chunk(
         raise WorkerStoppingError(f"worker stopping: chunk of {len(items)} items not started")
     report = ChunkReport()
     owner = leases.new_owner()
-    context = claim(rt, job_id, [item_id for item_id, _ in items], owner)
-    if context is None:
+    taken = claim(rt, job_id, [item_id for item_id, _ in items], owner)
+    if taken is None:
         report.skipped = len(items)
         return report
-    ctx, claimed = context
+    ctx, claimed = taken.context, taken.leased
     report.skipped = len(items) - len(claimed.items) - len(claimed.gave_up)
     report.error += len(claimed.gave_up)
-    ordinary = [(i, u) for i, u in items if i in claimed.items - claimed.interrupted]
-    lone = [(i, u) for i, u in items if i in claimed.interrupted]
+    ordinary, lone = taken.split(items)
     try:
         with leases.kept_alive(rt.engine, owner, claimed.items, rt.settings.lease_s):
             with rt.floor.shared():
@@ -199,9 +198,22 @@ def _count(report: ChunkReport, job_id: int, outcomes: Iterable[Outcome]) -> Non
             report.reused += outcome.reused is not None
 
 
-def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str) -> tuple[JobContext, leases.Claimed] | None:
-    """Lease the chunk's claimable items to `owner`: (job context, what was claimed), or None when
-    the job is gone or cancelled. Items that killed their worker too often end `error` here (poison items)."""
+@dataclass(frozen=True)
+class Claim:
+    """What a delivery holds of its chunk: the job's context, and the items leased to it."""
+
+    context: JobContext
+    leased: leases.Claimed
+
+    def split(self, items: Sequence[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        """The leased items in chunk order: those run together, and the interrupted ones, each tried alone."""
+        together = self.leased.items - self.leased.interrupted
+        return [p for p in items if p[0] in together], [p for p in items if p[0] in self.leased.interrupted]
+
+
+def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str) -> Claim | None:
+    """Lease the chunk's claimable items to `owner`; None when the job is gone or cancelled.
+    Items that killed their worker too often end `error` here (poison items)."""
     with Session(rt.engine) as session, session.begin():
         job = session.get(ScanJob, job_id)
         if job is None or job.status in STOPPED_JOB_STATUSES:
@@ -220,7 +232,7 @@ def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str) -> tu
         )
     for item_id in sorted(claimed.gave_up):
         log.warning("job %s item %s: %s", job_id, item_id, leases.gave_up_reason(rt.settings.max_attempts))
-    return ctx, claimed
+    return Claim(ctx, claimed)
 
 
 def analyse_and_score(
@@ -305,7 +317,7 @@ def fetch_threads_for(items: Sequence[tuple[int, str]], settings: Settings) -> i
 
     Remote items wait on the network, so a chunk gets `DEEPSCAN_FETCH_THREADS` of them. A chunk of
     local files waits on nothing but the CPU: more threads than cores only take turns at the GIL and
-    the cores (`bench/datapath.py`, 2 cores: 2 threads moved 412-480 images/s where 8 moved 319-386).
+    the cores (docs/performance.md, "Threads sized to the chunk", measured with `bench/datapath.py`).
     """
     return local_fetch_threads(settings) if all_local(items) else settings.fetch_threads
 
@@ -319,11 +331,11 @@ class DecodeTurn:
 
     Chunks held at once otherwise run in lockstep: they decode together, then all wait for their
     last scores and store together while the cores sit idle. With turns, one chunk decodes on all
-    the cores while the one before it is scored and stored (2 cores, 4,000 256-px images: 24-29 %
-    of the machine idle without turns; 786-833 images/s with them against 730-756 without, same
-    sitting). The turn is given back as soon as the chunk's last item is taken up, not when it is
-    done, so one slow item (a long video) holds up no other chunk. Remote items wait on the
-    network, not the cores: their chunks take no turn (`turns` None).
+    the cores while the one before it is scored and stored (docs/performance.md, "Decode turns",
+    gives the idle time and images/s with and without them). The turn is given back as soon as the
+    chunk's last item is taken up, not when it is done, so one slow item (a long video) holds up
+    no other chunk. Remote items wait on the network, not the cores: their chunks take no turn
+    (`turns` None).
     """
 
     def __init__(self, turns: threading.BoundedSemaphore | None) -> None:

@@ -34,7 +34,7 @@ from deepscan.cli.output import (
 )
 from scanner import queries, review, timeline
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY
-from scanner.errors import PermanentError
+from scanner.errors import InvalidInputError, PermanentError
 from scanner.mediaurl import scheme_of
 from scanner.models import ITEM_KINDS, ITEM_STATUSES, REVIEW_LABELS, VERDICTS
 
@@ -251,11 +251,13 @@ def review_command(app: AppContext, item: str, label: str, note: str | None, rev
     Results show it beside the model's verdict, and export-training-set prefers it. An item without a
     verdict (it ended `error`, or is not scanned yet) cannot be labelled: exit 1, with the reason.
     """
-    if not reviewer.strip():
-        raise click.BadParameter("must not be empty", param_hint="--reviewer")
+    try:
+        given = review.ReviewInput(label, reviewer, note)
+    except InvalidInputError as exc:
+        raise click.UsageError(str(exc)) from None
     with Session(app.engine) as session, session.begin():
         found = queries.find_item(session, item_key(item))
-        recorded = review.add_review(session, found.id, label, reviewer, note)
+        recorded = review.add_review(session, found.id, given)
     model = f"{found.verdict} {cell(found.score)}" if found.verdict else found.status
     click.echo(f"review {recorded.id}: item {found.id} labelled {label} by {recorded.reviewer} (model: {model})")
 

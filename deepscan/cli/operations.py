@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from deepscan.cli.moderation import jobs
 from deepscan.cli.options import DURATION, webhook_option
 from deepscan.cli.output import LIST_FORMATS, RECORD_FORMATS, counted, emit_list, format_option, render_table
 from deepscan.cli.scan import scan_option_decorators, scan_options_from
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, InvalidInputError
 from scanner.models import Schedule
 
 DEFAULT_RECONCILE_AGE = "15m"
@@ -86,15 +88,24 @@ def reconcile(app: AppContext, older_than: dt.timedelta, output_format: str) -> 
 
 
 def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    from scanner.schedules import next_run
+    """The core's rule (ScheduleSpec applies it again), checked early to name the option at fault."""
+    from scanner.schedules import checked_when
 
     if value is None:
         return None
     try:
-        next_run(value, dt.datetime.now(dt.UTC))
+        return checked_when(value)
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
-    return " ".join(value.split())
+
+
+@contextmanager
+def _as_usage_error() -> Iterator[None]:
+    """A schedule the core refuses as given is a usage error (exit 2), in the core's words."""
+    try:
+        yield
+    except (ConfigError, InvalidInputError) as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 WHEN_HELP = (
@@ -140,26 +151,22 @@ def schedule_add(
     runs are scanned in-process, so a checkpoint is needed now: --checkpoint or DEEPSCAN_CHECKPOINT.
     """
     from deepscan.cli.options import require_checkpoint
-    from scanner.schedules import add_schedule
-    from scanner.sources import absolute_source
+    from scanner.schedules import ScheduleSpec, add_schedule
 
-    try:
-        anchored = [absolute_source(source) for source in sources]
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="SOURCES") from None
-    if app.settings.embedded:
-        require_checkpoint(checkpoint or app.settings.checkpoint)
-    with Session(app.engine) as session, session.begin():
-        add_schedule(
-            session,
+    with _as_usage_error():
+        spec = ScheduleSpec(
             name=name,
-            sources=anchored,
+            sources=sources,
             when=when,
             options=scan_options_from(opts),
             webhook_url=webhook,
             checkpoint=str(checkpoint.resolve()) if checkpoint else None,
             retry_errors=retry_errors,
         )
+    if app.settings.embedded:
+        require_checkpoint(checkpoint or app.settings.checkpoint)
+    with Session(app.engine) as session, session.begin():
+        add_schedule(session, spec)
     click.echo(f"schedule {name!r} added ({when}); `deepscan beat` launches it, `deepscan schedule run-now` now")
 
 
@@ -188,26 +195,18 @@ def schedule_edit(
 ) -> None:
     """Change schedule NAME; only the options given change, its history stays."""
     from scanner.schedules import ScheduleChanges, edit_schedule
-    from scanner.sources import absolute_source
 
-    if webhook and no_webhook:
-        raise click.UsageError("give --webhook or --no-webhook, not both")
-    if checkpoint and no_checkpoint:
-        raise click.UsageError("give --checkpoint or --no-checkpoint, not both")
-    try:
-        anchored = [absolute_source(source) for source in sources]
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--source") from None
-    changes = ScheduleChanges(
-        when=when,
-        sources=anchored or None,
-        webhook_url=webhook,
-        clear_webhook=no_webhook,
-        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
-        clear_checkpoint=no_checkpoint,
-        retry_errors=retry_errors,
-    )
-    if changes == ScheduleChanges():
+    with _as_usage_error():
+        changes = ScheduleChanges(
+            when=when,
+            sources=sources or None,
+            webhook_url=webhook,
+            clear_webhook=no_webhook,
+            checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+            clear_checkpoint=no_checkpoint,
+            retry_errors=retry_errors,
+        )
+    if changes.empty:
         raise click.UsageError("nothing to change: give --cron, --source, --webhook, --checkpoint or --retry-errors")
     with Session(app.engine) as session, session.begin():
         edit_schedule(session, name, changes)

@@ -235,7 +235,7 @@ def _warn_on_face_view_override(settings: Settings, options: ScanOptions) -> Non
 def _print_summary(
     job_id: int, status: str, counts: JobCounts, elapsed_s: float, output_format: str, error: str | None
 ) -> None:
-    rate = counts.finished / elapsed_s if elapsed_s > 0 else 0.0
+    rate = counts.scanned / elapsed_s if elapsed_s > 0 else 0.0
     if output_format == "json":
         click.echo(
             json.dumps(
@@ -265,7 +265,7 @@ def _print_summary(
         f"{counts.queued + counts.processing} pending; "
         f"{elapsed_s:.1f} s, {rate:.1f} items/s"
     )
-    if counts.finished:
+    if counts.scanned:
         click.echo(f"  see: deepscan results --job {job_id}  (--verdict fake: flagged; --status error: errors)")
 
 

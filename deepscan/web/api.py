@@ -198,7 +198,7 @@ def post_review(request: Request, who: Reviewer, item_id: ItemId, body: schemas.
     """Record a label; the token's name is recorded as the reviewer. The newest review is the item's label.
     An item without a verdict (it ended `error`, or is not scanned yet) cannot be labelled: 409, with the reason."""
     with Session(engine_of(request)) as session, session.begin():
-        return review.add_review(session, item_id, body.label, who.name, body.note)
+        return review.add_review(session, item_id, review.ReviewInput(body.label, who.name, body.note))
 
 
 # --- jobs and scans ------------------------------------------------------------------------------
@@ -327,15 +327,15 @@ def post_schedule(request: Request, response: Response, _who: Admin, body: schem
     state = state_of(request)
     refuse_unsafe_sources(state, body.sources)
     with Session(state.engine) as session, session.begin():
-        created = schedules.add_schedule(
-            session,
+        spec = schedules.ScheduleSpec(
             name=body.name,
-            sources=body.sources,
+            sources=tuple(body.sources),
             when=body.cron,
             options=body.to_options(),
             webhook_url=body.webhook,
             retry_errors=body.retry_errors,
         )
+        created = schedules.add_schedule(session, spec)
         response.headers["Location"] = f"/api/v1/schedules/{created.name}"
         return schedule_out(created)
 

@@ -322,7 +322,7 @@ def bulk_review(
         return render(request, "bulk.html", context)
     with Session(engine_of(request)) as session, session.begin():
         for item_id in ids:
-            review.add_review(session, item_id, label, found.identity.name, None)
+            review.add_review(session, item_id, review.ReviewInput(label, found.identity.name))
         claims.release(session, ids)
     return RedirectResponse(_with_param(_with_param(back, "bulk", len(ids)), "bulk_label", label), status_code=303)
 
@@ -463,7 +463,7 @@ def review_item(
     if label not in REVIEW_LABELS:
         raise ProblemError(422, f"label: choose one of {', '.join(REVIEW_LABELS)}")
     with Session(engine_of(request)) as session, session.begin():
-        given = review.add_review(session, item_id, label, found.identity.name, (note or "").strip() or None)
+        given = review.add_review(session, item_id, review.ReviewInput(label, found.identity.name, note))
         claims.release(session, [item_id])
     target = _safe_next(next, f"/console/items/{item_id}")
     return RedirectResponse(_with_param(target, "done", given.id), status_code=303)

@@ -27,7 +27,15 @@ from scanner.jobs import ScanOptions
 from scanner.launch import launch_due, launch_schedule
 from scanner.models import MediaItem, ScanJob, Schedule
 from scanner.producer import ScanBackend
-from scanner.schedules import add_schedule, claim_run, due_schedules, next_run, only_new_or_changed, parse_when
+from scanner.schedules import (
+    ScheduleSpec,
+    add_schedule,
+    claim_run,
+    due_schedules,
+    next_run,
+    only_new_or_changed,
+    parse_when,
+)
 from scanner.settings import Settings
 from scanner.sources import MediaRef
 from tests import media_factory
@@ -149,9 +157,7 @@ def _schedule_with_history(engine: Engine) -> int:
     """Schedule "ours" with three earlier runs, and another schedule's run (see _HISTORY)."""
     with Session(engine) as session, session.begin():
         schedules = {
-            name: add_schedule(
-                session, name=name, sources=["s3://b/"], when="@every 1h", options=ScanOptions(), webhook_url=None
-            )
+            name: add_schedule(session, ScheduleSpec(name=name, sources=("s3://b/",), when="@every 1h"))
             for name in ("ours", "theirs")
         }
         for (name, job_status), items in _HISTORY.items():
@@ -189,7 +195,7 @@ def test_only_new_or_changed_objects_are_scanned_again(engine: Engine) -> None:
 def _overdue_schedule(engine: Engine, name: str, source: str, *, when: str = "@every 1h") -> int:
     with Session(engine) as session, session.begin():
         schedule = add_schedule(
-            session, name=name, sources=[source], when=when, options=ScanOptions(faces=False), webhook_url=None
+            session, ScheduleSpec(name=name, sources=(source,), when=when, options=ScanOptions(faces=False))
         )
         schedule.created_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
         session.flush()

@@ -8,6 +8,7 @@ to its own exit code or HTTP status.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from scanner.errors import ConflictError, InvalidInputError, NotFoundError
 from scanner.jobs import ScanOptions, cancel_job
 from scanner.launch import NOTHING_TO_SCAN
 from scanner.producer import ScanRequest
-from scanner.schedules import add_schedule
+from scanner.review import MAX_NOTE_CHARS, ReviewInput
+from scanner.schedules import ScheduleChanges, ScheduleSpec, add_schedule
 from tests.conftest import empty_tables
 from tests.pipeline_helpers import job_count
 from tests.web.conftest import Server, assert_problem, create_token, free_port, running_server
@@ -113,8 +115,7 @@ def test_a_schedule_name_in_use_is_a_conflict_from_both_front_ends(taking_scans:
     engine = make_engine(server.database_url)
     try:
         with Session(engine) as session, pytest.raises(ConflictError, match="exists"):
-            add_schedule(session, name="nightly-rules", sources=["s3://x/"], when="@daily", options=ScanOptions(),
-                         webhook_url=None)  # fmt: skip
+            add_schedule(session, ScheduleSpec(name="nightly-rules", sources=("s3://x/",), when="@daily"))
     finally:
         engine.dispose()
     assert server.request("DELETE", "/api/v1/schedules/nightly-rules", "admin").status_code == 204
@@ -132,3 +133,34 @@ def test_a_job_that_does_not_exist_is_not_found_from_both_front_ends(taking_scan
     assert assert_problem(server.post("/api/v1/jobs/987654/cancel", "admin"), 404)["detail"] == words
     code, stderr = _cli(server.database_url, "jobs", "cancel", "987654")
     assert (code, words in stderr) == (1, True), stderr
+
+
+def test_schedule_and_review_inputs_check_themselves_whichever_front_end_builds_them(
+    taking_scans: tuple[Server, Path],
+) -> None:
+    server, _ = taking_scans
+    with pytest.raises(InvalidInputError, match="is not a webhook URL"):
+        ScheduleChanges(webhook_url=BAD_WEBHOOK)  # an edit is held to the rule an added schedule is
+    with pytest.raises(InvalidInputError, match="not both"):
+        ScheduleChanges(webhook_url="https://hooks.example/in", clear_webhook=True)
+    with pytest.raises(InvalidInputError, match="at least one source"):
+        ScheduleSpec(name="nothing", sources=(), when="@daily")
+    assert ScheduleSpec(name="spaced", sources=("s3://x/",), when=" 0  2 * * * ").when == "0 2 * * *"
+    both = ["schedule", "edit", "any", "--webhook", "https://h/in", "--no-webhook"]
+    result = CliRunner().invoke(
+        cli, ["--database-url", server.database_url, *both], env={"DEEPSCAN_WEBHOOK_SECRET": "s" * 32}
+    )
+    assert (result.exit_code, "not both" in result.stderr) == (2, True), result.stderr
+
+    long_note = "x" * (MAX_NOTE_CHARS + 1)
+    words = f"a review note holds at most {MAX_NOTE_CHARS} characters (this one {MAX_NOTE_CHARS + 1})"
+    with pytest.raises(InvalidInputError, match=re.escape(words)):
+        ReviewInput("fake", "ana", long_note)
+    assert ReviewInput("fake", " ana ", "  ").reviewer == "ana"
+    assert ReviewInput("fake", "ana", "  ").note is None
+    code, stderr = _cli(server.database_url, "review", "1", "--label", "fake", "--note", long_note, "--reviewer", "ana")
+    assert (code, words in stderr) == (2, True), stderr
+    code, stderr = _cli(server.database_url, "review", "1", "--label", "fake", "--reviewer", " ")
+    assert (code, "reviewer name" in stderr) == (2, True), stderr
+    answered = server.post("/api/v1/items/1/review", "admin", json={"label": "fake", "note": long_note})
+    assert_problem(answered, 422)
