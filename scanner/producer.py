@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -40,13 +40,27 @@ DEFAULT_POLL_INTERVAL_S = 0.5
 DEFAULT_HASH_BLOCK_BYTES = 1 << 20
 
 
+class JobEndWait(Protocol):
+    """Word that a job may have ended, sooner than the next look at the database would tell."""
+
+    def wait(self, job_id: int, timeout_s: float) -> None:
+        """Return when `job_id` may have ended, or after `timeout_s`."""
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ScanBackend:
-    """How to send chunks, which model will score them, and what to call when a job has finished."""
+    """How to send chunks, which model will score them, and what to call when a job has finished.
+
+    `listen_for_job_ends`, when given, opens a JobEndWait before the first chunk is sent (None when it
+    cannot): a producer that waits for its job then learns of the end as it happens.
+    """
 
     enqueue: EnqueueFn
     model_version: str | None
     on_job_finished: Callable[[int], None] | None = None
+    listen_for_job_ends: Callable[[], JobEndWait | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,7 @@ def run_scan(
             schedule_id=schedule_id,
         ).id
     bar: tqdm[Any] = tqdm(desc=f"job {job_id}", unit="item", disable=not progress, dynamic_ncols=True, leave=False)
+    listener = backend.listen_for_job_ends() if wait and backend.listen_for_job_ends is not None else None
     try:
         if schedule_id is not None:
             refs = only_new_or_changed(engine, schedule_id, refs)
@@ -143,11 +158,13 @@ def run_scan(
         if report.finished_job and backend.on_job_finished is not None:
             backend.on_job_finished(job_id)  # every item was answered from earlier verdicts
         if wait:
-            _follow(engine, job_id, bar)
+            _follow(engine, job_id, bar, listener)
     except DeepscanError as exc:
         fail_job(engine, job_id, str(exc))
     finally:
         bar.close()
+        if listener is not None:
+            listener.close()
     with Session(engine) as session:
         job = session.get_one(ScanJob, job_id)
         return ScanResult(job_id, job.status, job_counts(session, job_id), time.monotonic() - started, job.error)
@@ -164,8 +181,9 @@ def _enqueue_all(
     return add_items(engine, job_id, refs, enqueue=enqueue, on_progress=show)
 
 
-def _follow(engine: Engine, job_id: int, bar: tqdm[Any]) -> None:
-    """Poll the database (the source of truth) until the job is no longer running."""
+def _follow(engine: Engine, job_id: int, bar: tqdm[Any], listener: JobEndWait | None) -> None:
+    """Read the job's state from the database (the source of truth) until it is no longer running:
+    every DEFAULT_POLL_INTERVAL_S for the progress bar, and at once when `listener` says it ended."""
     while True:
         with Session(engine) as session:
             status = session.scalars(select(ScanJob.status).where(ScanJob.id == job_id)).one()
@@ -176,4 +194,7 @@ def _follow(engine: Engine, job_id: int, bar: tqdm[Any]) -> None:
         bar.refresh()
         if status != "running":
             return
-        time.sleep(DEFAULT_POLL_INTERVAL_S)
+        if listener is None:
+            time.sleep(DEFAULT_POLL_INTERVAL_S)
+        else:
+            listener.wait(job_id, DEFAULT_POLL_INTERVAL_S)

@@ -15,10 +15,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, segment_min_samples, segment_scores
 
 DEFAULT_PLOT_WIDTH_PX = 1200
@@ -86,6 +82,11 @@ def plot_timeline(
 
     With `faces` ((timestamp, [x, y, w, h]) of the scored face per frame), a panel below follows
     that face: its centre and size in pixels, a gap where no face was found."""
+    # matplotlib takes 0.3-0.5 s to import; only a plot needs it, and the CLI and the API load this module
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     samples = per_timestamp(frames)
     if not samples:
         raise ValueError("no frames to plot")

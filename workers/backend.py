@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from scanner.producer import ScanBackend, producer_model_version
 from scanner.recording import ChunkItems
 from scanner.settings import Settings
+from workers.jobends import JobEndListener
 from workers.notify import deliver_in_background, job_finished_notifier
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,10 @@ def scan_backend(settings: Settings, engine: Engine) -> ScanBackend:
     from workers.tasks import send_webhook_later  # Celery: loaded only when there is a broker to send to
 
     model_version = producer_model_version(settings, engine)
-    return ScanBackend(PipelinedChunkSender(settings), model_version, job_finished_notifier(engine, send_webhook_later))
+    notify = job_finished_notifier(engine, send_webhook_later)
+    return ScanBackend(
+        PipelinedChunkSender(settings), model_version, notify, listen_for_job_ends=lambda: JobEndListener.open(settings)
+    )
 
 
 class PipelinedChunkSender:

@@ -47,7 +47,7 @@ import urllib3
 from scanner.deadline import ItemBudget
 from scanner.errors import DeadlineExceededError, PermanentError, TransientError
 from scanner.media import MediaKind, sniff_kind
-from scanner.mediaurl import InvalidMediaUrlError, MediaUrl, scheme_of
+from scanner.mediaurl import InvalidMediaUrlError, MediaUrl, is_allowed_local_path, scheme_of
 from scanner.s3 import make_s3_client
 from scanner.settings import Settings
 from workers.cutoff import Cutoff, watch_s3_connections
@@ -331,8 +331,10 @@ def _clean_etag(etag: str | None) -> str | None:
 
 def _fetch_local(url: MediaUrl, settings: Settings, budget: ItemBudget) -> Fetched:
     assert url.path is not None  # every parsed file:// URL has one
-    path = url.path.resolve()
-    if not url.is_allowed(settings):
+    # Resolving walks every component of the path (a system call each): only done where the roots
+    # are checked, and then the resolved path is the one opened.
+    path = url.path.resolve() if settings.local_roots else url.path
+    if not is_allowed_local_path(path, settings):
         raise PermanentError("refused: file is outside the allowed local roots (DEEPSCAN_LOCAL_ROOTS)")
     try:
         info = path.stat()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_init, worker_shutting_down
@@ -14,7 +14,7 @@ from scanner.errors import TRANSIENT_DATABASE_ERRORS, PermanentError, TransientE
 from scanner.jobs import EnqueueFn
 from scanner.redaction import redact_url
 from scanner.settings import Settings
-from workers import broker
+from workers import broker, jobends
 from workers.app import RECONCILE, SCAN_CHUNK, app, configure, decode_chunk_items, encode_chunk
 from workers.notify import job_finished_notifier, post_json
 
@@ -69,7 +69,10 @@ def scan_chunk(self: Any, job_id: int, items: list[list[Any]]) -> dict[str, int]
     log.info("job %s: chunk of %d items (delivery %d)", job_id, len(pairs), self.request.retries + 1)
     from workers.pipeline import process_chunk
 
-    report = process_chunk(get_runtime(), int(job_id), pairs, deliver=send_webhook_later)
+    rt = get_runtime()
+    report = process_chunk(rt, int(job_id), pairs, deliver=send_webhook_later)
+    if report.job_finished:
+        jobends.announce(rt.settings, int(job_id))  # a producer waiting on it need not wait for its next look
     return {"done": report.done, "error": report.error, "reused": report.reused, "skipped": report.skipped}
 
 
@@ -154,7 +157,7 @@ def reconcile_items() -> dict[str, int]:
         enqueue=chunk_sender(settings),
         queued_older_than=dt.timedelta(seconds=settings.requeue_after_s) if view.waiting == 0 else None,
         sent_before=broker.lost_before(view, rt.engine, margin=dt.timedelta(seconds=settings.requeue_after_s)),
-        on_finished=job_finished_notifier(rt.engine, send_webhook_later),
+        on_finished=_announced(settings, job_finished_notifier(rt.engine, send_webhook_later)),
     )
     if report.items or report.finished_jobs:
         log.info(
@@ -162,3 +165,13 @@ def reconcile_items() -> dict[str, int]:
             report.expired, report.lost, report.finished_jobs or "none",
         )  # fmt: skip
     return {"expired": report.expired, "lost": report.lost, "finished_jobs": len(report.finished_jobs)}
+
+
+def _announced(settings: Settings, notify: Callable[[int], None]) -> Callable[[int], None]:
+    """`notify`, then word to any producer waiting on the job (workers/jobends.py)."""
+
+    def on_finished(job_id: int) -> None:
+        notify(job_id)
+        jobends.announce(settings, job_id)
+
+    return on_finished

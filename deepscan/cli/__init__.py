@@ -17,7 +17,6 @@ from deepscan.cli.context import (
     GLOBAL_OPTION_HELP,
     AppContext,
     DeepscanGroup,
-    add_global_options,
     configure_logging,
 )
 from scanner import __version__
@@ -42,8 +41,37 @@ command that uses it. The options below also work after the subcommand.
 """
 
 
+# Which module defines each command (its COMMANDS list; tested): a command's module is imported only
+# when that command runs or `--help` lists it, so `deepscan scan` loads neither training, nor the web
+# app, nor plotting. `jobs` gains `cancel` and `reconcile` from the operations module.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "scan": ("deepscan.cli.scan",),
+    "worker": ("deepscan.cli.scan",),
+    "results": ("deepscan.cli.moderation",),
+    "show": ("deepscan.cli.moderation",),
+    "review": ("deepscan.cli.moderation",),
+    "export-training-set": ("deepscan.cli.moderation",),
+    "stats": ("deepscan.cli.moderation",),
+    "jobs": ("deepscan.cli.moderation", "deepscan.cli.operations"),
+    "schedule": ("deepscan.cli.operations",),
+    "beat": ("deepscan.cli.operations",),
+    "train": ("deepscan.cli.detector",),
+    "evaluate": ("deepscan.cli.detector",),
+    "calibrate": ("deepscan.cli.detector",),
+    "demo-data": ("deepscan.cli.detector",),
+    "demo": ("deepscan.cli.demo",),
+    "db": ("deepscan.cli.db",),
+    "serve": ("deepscan.cli.serve",),
+    "tokens": ("deepscan.cli.serve",),
+}
+
+
 @click.group(
-    cls=DeepscanGroup, help=HELP, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+    cls=DeepscanGroup,
+    lazy_commands=COMMAND_MODULES,
+    help=HELP,
+    epilog=EXIT_CODES_HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, "--version", prog_name="deepscan")
 @click.option("--database-url", envvar="DEEPSCAN_DATABASE_URL", metavar="URL", help=GLOBAL_OPTION_HELP["database_url"])
@@ -63,18 +91,6 @@ def cli(
         progress=not no_progress,
     )
     ctx.call_on_close(app.close)
-
-
-def _register() -> None:
-    from deepscan.cli import db, demo, detector, moderation, operations, scan, serve
-
-    for module in (db, demo, detector, scan, moderation, operations, serve):
-        for command in module.COMMANDS:
-            add_global_options(command)
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

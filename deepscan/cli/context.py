@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from scanner import migrate
+from scanner import revisions
 from scanner.db import check_connection, database_error_message, make_engine
 from scanner.errors import DeepscanError
 from scanner.redaction import redact_text
@@ -34,6 +35,22 @@ class DeepscanGroup(click.Group):
 
     Every such line is redacted: errors often quote the URL they failed on, with its credentials.
     """
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, Sequence[str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})  # command name -> the modules that define it
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A lazy command's modules are imported the first time it is asked for (Click's lazy-loading pattern)."""
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            modules = [importlib.import_module(name) for name in self.lazy_commands[cmd_name]]
+            command = next(c for c in modules[0].COMMANDS if c.name == cmd_name)
+            add_global_options(command)
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -144,9 +161,11 @@ def ensure_schema(engine: Engine, url: str) -> None:
     A server database is shared by many processes and is migrated once, on purpose, by its
     operator (`deepscan db upgrade`, the compose `migrate` service).
     """
-    current, head = migrate.current_revision(url), migrate.head_revision()
+    current, head = revisions.database_revision(engine), revisions.newest_revision()
     if current == head:
         return
+    from scanner import migrate  # Alembic: 0.1-0.2 s to import, needed only when the schema is behind
+
     if engine.dialect.name == "sqlite":
         migrate.upgrade(url)
         return

@@ -14,6 +14,37 @@ def test_version_and_help_describe_the_product(runner: CliRunner) -> None:
     assert "db" in help_text
 
 
+def test_each_command_loads_from_the_module_named_for_it(runner: CliRunner) -> None:
+    import importlib
+
+    from deepscan.cli import COMMAND_MODULES
+
+    defined = {
+        command.name: module
+        for module in {m for modules in COMMAND_MODULES.values() for m in modules}
+        for command in importlib.import_module(module).COMMANDS
+    }
+    assert defined == {name: modules[0] for name, modules in COMMAND_MODULES.items()}
+    assert set(runner.invoke(cli, ["jobs", "--help"]).output.split()) >= {"cancel", "reconcile", "list", "show"}
+    for name in COMMAND_MODULES:  # each one's --help works, with the global options added
+        assert "--database-url" in runner.invoke(cli, [name, "--help"]).output, name
+
+
+def test_a_scan_loads_no_other_command_nor_plotting() -> None:
+    # `deepscan scan` runs often and briefly: the training, web and plotting code cost it 0.3-0.5 s.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from deepscan.cli import cli; cli.get_command(None, 'scan'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('deepscan.cli.', 'matplotlib', 'training'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == str(
+        ["deepscan.cli.context", "deepscan.cli.options", "deepscan.cli.output", "deepscan.cli.scan"]
+    )
+
+
 def test_unknown_command_is_a_usage_error(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["frobnicate"])
     assert result.exit_code == 2
