@@ -23,7 +23,14 @@ from deepscan.cli.options import (
 from deepscan.cli.output import RECORD_FORMATS, counted, format_option
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
 from scanner.errors import ConfigError
-from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, JobCounts, ScanOptions
+from scanner.jobs import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_FPS,
+    DEFAULT_LOCAL_CHUNK_SIZE,
+    DEFAULT_MAX_FRAMES,
+    JobCounts,
+    ScanOptions,
+)
 from scanner.settings import Settings
 from workers.metrics import DEFAULT_METRICS_HOST
 
@@ -90,9 +97,11 @@ _SCAN_OPTIONS = (
     click.option(
         "--chunk-size",
         type=click.IntRange(min=1),
-        default=DEFAULT_CHUNK_SIZE,
-        show_default=True,
-        help="Items per task message.",
+        default=None,
+        help=(
+            f"Items per task message [default: {DEFAULT_LOCAL_CHUNK_SIZE} when every item is a local file, "
+            f"{DEFAULT_CHUNK_SIZE} otherwise]."
+        ),
     ),
     click.option("--include", multiple=True, metavar="GLOB", help="Only paths/keys matching GLOB (repeatable)."),
     click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths/keys matching GLOB (repeatable)."),

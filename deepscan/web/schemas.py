@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scanner.aggregation import DEFAULT_VIDEO_STRATEGY, validate_strategy
-from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_MAX_FRAMES, ScanOptions
+from scanner.jobs import DEFAULT_CHUNK_SIZE, DEFAULT_FPS, DEFAULT_LOCAL_CHUNK_SIZE, DEFAULT_MAX_FRAMES, ScanOptions
 from scanner.models import REVIEW_LABELS
 from scanner.queries import FramePoint, ItemDetail, JobSummary, ResultRow, ReviewView, StatsRow
 
@@ -112,7 +112,14 @@ class ScanOptionsIn(BaseModel):
         DEFAULT_VIDEO_STRATEGY,
         description="How frame scores become a video's score: segments, segmentsN, mean, max or topK_mean.",
     )
-    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, description="Items per worker task.")
+    chunk_size: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            f"Items per worker task; null: {DEFAULT_LOCAL_CHUNK_SIZE} when every item is a local file, "
+            f"{DEFAULT_CHUNK_SIZE} otherwise."
+        ),
+    )
     include: list[str] = Field(default_factory=list, description="Only paths or keys matching these globs.")
     exclude: list[str] = Field(default_factory=list, description="Leave out paths or keys matching these globs.")
     rescan: bool = Field(False, description="Score again content already scanned with this model.")

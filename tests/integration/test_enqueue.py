@@ -52,6 +52,17 @@ def test_urls_repeated_across_batches_are_recorded_and_sent_once(
     assert (report.total, report.enqueued, report.reused) == (6, 6, 0)
 
 
+def test_a_job_that_sets_no_chunk_size_gets_larger_chunks_of_local_files(engine: Engine) -> None:
+    local = [MediaRef(f"file:///media/{n}.jpg") for n in range(150)]
+    remote = [MediaRef(f"https://media.example/{n}.jpg") for n in range(40)]
+    for refs, sizes in ((local, [64, 64, 22]), ([*local[:10], *remote], [16, 16, 16, 2])):
+        with Session(engine) as session, session.begin():
+            job_id = create_job(session, name="auto", sources=["test"], options=ScanOptions()).id
+        sent: list[list[tuple[int, str]]] = []
+        add_items(engine, job_id, iter(refs), enqueue=lambda _job, chunk, out=sent: out.append(chunk))
+        assert [len(chunk) for chunk in sent] == sizes
+
+
 def test_listing_metadata_is_recorded_as_given(engine: Engine) -> None:
     modified = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     refs = [
