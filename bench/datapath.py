@@ -11,7 +11,13 @@ sniff, decode, resize, batching, Redis, leases and PostgreSQL writes. For each i
 - (c) the "near-free" model alone, and (a) then (c) on the same cores: on a small CPU the model is
   not free, and this is the most any pipeline could get from those cores;
 
-and (b)/(a) (target >= 0.8). Image sets: 256-px JPEGs and 12-megapixel JPEG photos.
+and (b)/(a) (target >= 0.8). Image sets: 256-px JPEGs and 12-megapixel JPEG photos. Then
+
+- (d) a 1,000-image job as a user sees it: `deepscan scan FOLDER --no-faces --wait` with every
+  default, timed from the producer's start to its exit (a fresh database and new images each
+  round: a user's first job), against a plain 2-thread Pillow open + RGB + resize of the same
+  files in the same round (target >= 0.35), with where the job's seconds went: the producer's
+  start, the wait for a worker's first claim, the worker's work, the producer's exit.
 
 `--baseline REV` also runs (b) on each image set with the code of another commit (the producer,
 the worker and their migrations, from `git archive REV`), in alternating rounds with this tree on
@@ -50,6 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -57,8 +65,10 @@ from bench.enqueue import cpu_model
 from bench.pipeline import scan_images_per_s
 from scanner import migrate
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
+from scanner.db import make_engine
 from scanner.detector import Preprocessing, build_model
 from scanner.media import decode_image
+from scanner.models import MediaItem, ScanJob
 from scanner.settings import DEFAULT_FETCH_THREADS, DEFAULT_WORKER_CONCURRENCY, Settings
 from tests.pipeline_helpers import deepscan_env, worker_process
 from tests.services import fresh_postgres_database, redis_for_run
@@ -67,6 +77,7 @@ from workers.pipeline import fetch_threads_for
 
 NEAR_FREE_ARCH, NEAR_FREE_SIZE_PX = "resnet18", 32
 TARGET_RATIO = 0.8
+TARGET_USER_JOB_RATIO = 0.35  # (d) against a plain 2-thread decode+resize of the same files
 TARGET_OVER_BASELINE = 3.5  # the 256-px pipeline against the code the issue measured (00f1c39)
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,6 +113,7 @@ def write_checkpoint(path: Path, decode: str, image_size: int = NEAR_FREE_SIZE_P
 _OWN_CHECKPOINT_AND_DATABASE = """
 import sys, torch
 from scanner.checkpoint import CheckpointMeta, save_checkpoint
+from scanner.db import make_engine
 from scanner.detector import Preprocessing, build_model
 from scanner import migrate
 path, arch, size, decode, database_url = sys.argv[1:]
@@ -241,6 +253,87 @@ def rss_drift(samples_mb: list[float]) -> dict[str, float]:
     return {"rss_early_mb": round(early, 1), "rss_late_mb": round(late, 1), "rss_growth": round(late / early - 1, 4)}
 
 
+def plain_decode_resize_images_per_s(paths: Sequence[Path], size: int, threads: int = 2) -> float:
+    """What a practitioner writes first: Pillow open, convert to RGB and resize to the model's input, on `threads`."""
+
+    def one(path: Path) -> Image.Image:
+        with Image.open(path) as image:
+            return image.convert("RGB").resize((size, size))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, paths[: min(8, len(paths))]))  # warm-up: thread start, first allocations
+        started = time.perf_counter()
+        list(pool.map(one, paths))
+    return len(paths) / (time.perf_counter() - started)
+
+
+def user_job(env: dict[str, str], folder: Path) -> dict[str, float]:
+    """(d): one `deepscan scan FOLDER --no-faces --wait` with a worker running: seconds from the producer's
+    start to its exit, and the phases the database's timestamps tell apart."""
+    command = [sys.executable, "-m", "deepscan", "scan", str(folder), "--no-faces", "--wait", "--format", "json"]
+    started = time.time()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    ended = time.time()
+    lines = done.stdout.strip().splitlines()
+    summary = json.loads(lines[-1]) if lines else {"status": "no summary"}
+    if summary["status"] != "done" or summary["errors"] or summary["reused"]:
+        raise SystemExit(f"the user's job did not scan every image cleanly: {summary}\n{done.stderr[-2000:]}")
+    engine = make_engine(env["DEEPSCAN_DATABASE_URL"])
+    try:
+        with Session(engine) as session:
+            job = session.get_one(ScanJob, summary["job_id"])
+            first_claim, last_verdict = session.execute(
+                select(func.min(MediaItem.started_at), func.max(MediaItem.finished_at)).where(
+                    MediaItem.job_id == job.id
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    if first_claim is None or last_verdict is None:
+        raise SystemExit(f"the user's job {job.id} holds no scanned item")
+    return {
+        "seconds": ended - started,
+        "producer_start_s": job.created_at.timestamp() - started,
+        "until_first_claim_s": first_claim.timestamp() - job.created_at.timestamp(),
+        "worker_s": last_verdict.timestamp() - first_claim.timestamp(),
+        "producer_exit_s": ended - last_verdict.timestamp(),
+    }
+
+
+def measure_user_jobs(env: dict[str, str], work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """(d) in `args.user_rounds` rounds, each on new images with its own plain-loop rate; the median round."""
+    checkpoint = Path(env["DEEPSCAN_CHECKPOINT"])
+    rounds = []
+    for round_ in range(args.user_rounds):
+        # A user's first job: a database of its own and a worker on it (with verdicts of this model
+        # on record, each item's bytes would also be looked up for one to reuse).
+        with fresh_postgres_database() as database_url:
+            migrate.upgrade(database_url)
+            queue_env = env | {"DEEPSCAN_DATABASE_URL": database_url, "DEEPSCAN_QUEUE": f"user-{uuid.uuid4().hex[:6]}"}
+            paths = write_photos(work / f"user_{round_}", args.user_images, 256, 256, seed=100 + round_)
+            plain = plain_decode_resize_images_per_s(paths, args.image_size)
+            # The most any pipeline could do on these cores: the worker's decode, then the model, at full speed.
+            serial = 1 / (
+                1 / decode_only_images_per_s(checkpoint, paths, args.decode_threads)
+                + 1 / model_only_images_per_s(checkpoint, args.batch_size)
+            )
+            with worker_process(queue_env, work / f"worker-user-{round_}.log"):
+                job = user_job(queue_env, paths[0].parent)
+            ratio = len(paths) / job["seconds"] / plain
+            rounds.append(job | {"plain_images_per_s": plain, "ratio": ratio, "bound_ratio": serial / plain})
+    middle = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
+    result = {k: round(v, 3) for k, v in middle.items()} | {"ratios": [round(r["ratio"], 3) for r in rounds]}
+    print(f"{'user job':>14}: (d) {args.user_images} images in {middle['seconds']:.2f} s from the producer's start to "
+          f"its exit = {args.user_images / middle['seconds']:.0f} images/s; plain 2-thread decode+resize "
+          f"{middle['plain_images_per_s']:.0f} images/s; (d) / that = {middle['ratio']:.3f} (target >= "
+          f"{TARGET_USER_JOB_RATIO}; rounds {result['ratios']})")  # fmt: skip
+    print(f"{'':>14}  producer start {middle['producer_start_s']:.2f} s, until a worker's first claim "
+          f"{middle['until_first_claim_s']:.2f} s, worker {middle['worker_s']:.2f} s, producer exit after the last "
+          f"verdict {middle['producer_exit_s']:.2f} s; the worker's decode then the model at full speed, no "
+          f"overhead at all, would be {middle['bound_ratio']:.3f} x the plain loop on these cores")  # fmt: skip
+    return result
+
+
 def measure(name: str, paths: list[Path], env: dict[str, str], work: Path, args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = Path(env["DEEPSCAN_CHECKPOINT"])
     decode_before = decode_only_images_per_s(checkpoint, paths, args.decode_threads)
@@ -277,7 +370,7 @@ def main() -> None:
     parser.add_argument("--decode", choices=("reduced", "full"), default="reduced")
     parser.add_argument("--image-size", type=int, default=NEAR_FREE_SIZE_PX, help="the near-free model's input size")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--chunk-size", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=128, help="of (b); (d) uses scan's default")
     parser.add_argument("--threads", type=int, default=DEFAULT_FETCH_THREADS, help="the worker's fetch/decode threads")
     parser.add_argument(
         "--concurrency",
@@ -285,6 +378,8 @@ def main() -> None:
         default=DEFAULT_WORKER_CONCURRENCY,
         help="chunks the worker holds at once, sharing its batcher (`deepscan worker --concurrency`)",
     )
+    parser.add_argument("--user-images", type=int, default=1000, help="images of each (d) round (0: skip (d))")
+    parser.add_argument("--user-rounds", type=int, default=3, help="rounds of (d), each on new images")
     parser.add_argument("--long-count", type=int, default=10_000, help="images of --long")
     parser.add_argument("--long", action="store_true", help="10,000 256-px images; report the worker's RSS drift")
     parser.add_argument("--baseline", metavar="REV", help="also run (b) with this commit's code: the ratio to it")
@@ -325,6 +420,8 @@ def main() -> None:
                 results[name] = measure(name, paths, env, work, args)
                 if baseline is not None:
                     results[name] |= baseline_ratio(args.baseline, baseline, paths[0].parent, count, env, work, args)
+        if args.user_images and not args.long:
+            results["user_job"] = measure_user_jobs(env, work, args)
     setup = {"cpu": cpu_model(), "image_size": args.image_size, "decode": args.decode, "threads": args.decode_threads,
              "fetch_threads": args.threads, "concurrency": args.concurrency}  # fmt: skip
     print(json.dumps(setup | results))

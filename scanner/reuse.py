@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.orm import Session
 
 from scanner.aggregation import aggregate, verdict_for
@@ -94,20 +94,55 @@ def load(session: Session, items: Sequence[MediaItem]) -> dict[int, Earlier]:
     }
 
 
-def by_content(session: Session, sha256: str, model_version: str, scoring_keys: Iterable[str]) -> Earlier | None:
-    """The latest finished item with these bytes, model and scoring key, with its frames."""
-    latest = session.scalars(
-        select(MediaItem)
+def by_contents(
+    engine: Engine, sha256s: Collection[str], model_version: str, scoring_keys: Iterable[str]
+) -> dict[str, Earlier]:
+    """For each of `sha256s`, the latest finished item with those bytes, model and scoring key, with its frames.
+
+    Asked for every item a worker fetches (workers/lookups.py gathers the asks of a process's threads
+    into one call), and most often the answer is none (new bytes): that costs one small query on a
+    pooled connection; a session and the items' rows load only for matches.
+    """
+    if not sha256s:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(MediaItem.id, MediaItem.content_sha256)
+            .where(
+                MediaItem.content_sha256.in_(list(sha256s)),
+                MediaItem.model_version == model_version,
+                MediaItem.scoring_key.in_(list(scoring_keys)),
+                MediaItem.status == "done",
+            )
+            .order_by(MediaItem.finished_at.desc(), MediaItem.id.desc())
+        ).all()
+    latest: dict[str, int] = {}
+    for item_id, sha256 in rows:
+        if sha256 is not None:  # the query asks for given hashes: always true, but the column may be null
+            latest.setdefault(sha256, item_id)
+    if not latest:
+        return {}
+    with Session(engine) as session:
+        items = session.scalars(select(MediaItem).where(MediaItem.id.in_(latest.values()))).all()
+        loaded = load(session, items)
+    return {sha256: loaded[item_id] for sha256, item_id in latest.items() if item_id in loaded}
+
+
+def any_done_before(session: Session, model_version: str, scoring_keys: Iterable[str], before: dt.datetime) -> bool:
+    """Whether any item finished `done` before `before` with this model and one of these scoring keys:
+    when none did, no lookup by content for a job created at `before` can find an earlier verdict
+    outside the job itself (within it, a second copy of the same bytes is simply scored again)."""
+    found = session.execute(
+        select(MediaItem.id)
         .where(
-            MediaItem.content_sha256 == sha256,
             MediaItem.model_version == model_version,
             MediaItem.scoring_key.in_(list(scoring_keys)),
             MediaItem.status == "done",
+            MediaItem.finished_at < before,
         )
-        .order_by(MediaItem.finished_at.desc())
         .limit(1)
     ).first()
-    return None if latest is None else load(session, [latest]).get(latest.id)
+    return found is not None
 
 
 def object_version(etag: str | None, size: int | None, last_modified: dt.datetime | None) -> tuple[object, ...] | None:

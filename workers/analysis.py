@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy.orm import Session
 
 from scanner import reuse
 from scanner.deadline import ItemBudget
@@ -99,13 +98,16 @@ def analyse_item(
     model_version: str,
     *,
     budget: ItemBudget | None = None,
+    look_for_earlier: bool | None = None,
 ) -> Outcome:
     """Fetch and decode one item into model-ready units (or an error, or a reusable earlier verdict).
 
     The item's deadline starts when a fetch thread takes it up (`budget`, default now) and bounds
-    fetch and decode; the caller may watch the same budget.
+    fetch and decode; the caller may watch the same budget. `look_for_earlier` (default: unless the
+    job rescans) looks the fetched bytes up for an earlier verdict to reuse.
     """
     budget = budget if budget is not None else item_budget(rt.settings)
+    look_for_earlier = not options.rescan if look_for_earlier is None else look_for_earlier
     try:
         ref = MediaUrl.parse(url)
         s3 = rt.s3() if ref.scheme == "s3" else None
@@ -120,7 +122,7 @@ def analyse_item(
         return Outcome.failed(item_id, url, f"fetch failed: {type(exc).__name__}: {_first_line(exc)}")
     known: dict[str, Any] = {"kind": fetched.kind, "size": fetched.size, "sha256": fetched.sha256, "etag": fetched.etag}
     try:
-        if not options.rescan and (earlier := find_earlier_result(rt, fetched.sha256, model_version, options)):
+        if look_for_earlier and (earlier := find_earlier_result(rt, fetched.sha256, model_version, options)):
             return Outcome(item_id=item_id, url=url, reused=earlier, **known)
         return _decode(rt, Outcome(item_id=item_id, url=url, **known), fetched, options, budget)
     except PermanentError as exc:
@@ -226,8 +228,7 @@ def find_earlier_result(
     rt: WorkerRuntime, sha256: str, model_version: str, options: ScanOptions
 ) -> reuse.Earlier | None:
     """A finished item with the same bytes, model and score-changing options, with its frame rows."""
-    with Session(rt.engine) as session:
-        return reuse.by_content(session, sha256, model_version, options.scoring_keys().values())
+    return rt.earlier.find(sha256, model_version, list(options.scoring_keys().values()))
 
 
 def _raise_if_transient(exc: Exception, item_id: int) -> None:

@@ -67,6 +67,9 @@ class JobContext:
     threshold: float
     model_version: str
     webhook_url: str | None
+    # Whether a fetched item's bytes are looked up for an earlier verdict: not with --rescan, nor
+    # when no verdict of this model predates the job (WorkerRuntime.earlier_possible).
+    look_for_earlier: bool = True
 
 
 def process_chunk(
@@ -221,7 +224,9 @@ def claim(rt: WorkerRuntime, job_id: int, item_ids: list[int], owner: str) -> Cl
         if job.model_version is None:
             job.model_version = rt.scorer.model_version
         threshold = job.threshold if job.threshold is not None else rt.scorer.threshold
-        ctx = JobContext(ScanOptions.from_json(job.options), threshold, rt.scorer.model_version, job.webhook_url)
+        options = ScanOptions.from_json(job.options)
+        look = not options.rescan and rt.earlier_possible(session, job, options)
+        ctx = JobContext(options, threshold, rt.scorer.model_version, job.webhook_url, look_for_earlier=look)
         claimed = leases.claim(
             session.connection(),
             job_id,
@@ -266,7 +271,9 @@ def analyse_and_score(
             if len(started) == len(items):
                 turn.give_back()  # the last item is taken up: the next chunk may start on the free threads
             decoding[item_id] = budget = item_budget(rt.settings)
-            outcome = analyse_item(rt, item_id, url, ctx.options, ctx.model_version, budget=budget)
+            outcome = analyse_item(
+                rt, item_id, url, ctx.options, ctx.model_version, budget=budget, look_for_earlier=ctx.look_for_earlier
+            )
             # Waiting for room in the batcher's queue is not the item's fetch or decode running late.
             del decoding[item_id]
             submit(batcher, outcome)  # blocks while the model is behind: this thread then decodes no further

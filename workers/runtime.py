@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,11 +13,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from scanner import reuse
 from scanner.db import make_engine
 from scanner.errors import ConfigError
 from scanner.faces import detector_for
+from scanner.jobs import ScanOptions
 from scanner.media import release_decoded_memory_promptly
-from scanner.models import ModelRecord
+from scanner.models import ModelRecord, ScanJob
 from scanner.s3 import make_s3_client
 from scanner.settings import Settings, usable_cores
 from workers import cutoff, metrics
@@ -24,9 +27,13 @@ from workers.batching import Batcher
 from workers.decodebudget import DecodeBudget
 from workers.inference import ModelInput, Scored, Scorer
 from workers.isolation import Floor
+from workers.lookups import EarlierLookups
 from workers.ssrf import make_http_session
 
 log = logging.getLogger(__name__)
+
+MAX_REMEMBERED_JOBS = 1024  # jobs whose earlier_possible answer a worker keeps
+DEFAULT_SWITCH_INTERVAL_S = 0.001  # sys.setswitchinterval in a worker process (CPython's default: 0.005)
 
 
 @dataclass
@@ -47,9 +54,30 @@ class WorkerRuntime:
     # Set when the worker is told to stop: chunks stop waiting and hand their unfinished items back.
     stopping: threading.Event = field(default_factory=threading.Event)
 
+    # Earlier verdicts by content: the lookups of every fetch thread, answered in shared queries.
+    earlier: EarlierLookups = field(init=False)
+    _earlier_possible: dict[int, bool] = field(default_factory=dict)
+    _earlier_lock: threading.Lock = field(default_factory=threading.Lock)
+
     def __post_init__(self) -> None:
         self.decode_turns = threading.BoundedSemaphore(local_decode_turns(self.settings))
         self.decode_budget = DecodeBudget(round(self.settings.decode_budget_mpix * 1_000_000))
+        self.earlier = EarlierLookups(self.engine)
+
+    def earlier_possible(self, session: Session, job: ScanJob, options: ScanOptions) -> bool:
+        """Whether an earlier verdict of this model can answer the job's items (reuse.any_done_before);
+        asked once per job by this process, as the answer for a job never turns from no to yes."""
+        with self._earlier_lock:
+            known = self._earlier_possible.get(job.id)
+        if known is None:
+            known = reuse.any_done_before(
+                session, self.scorer.model_version, options.scoring_keys().values(), job.created_at
+            )
+            with self._earlier_lock:
+                if len(self._earlier_possible) >= MAX_REMEMBERED_JOBS:
+                    self._earlier_possible.clear()
+                self._earlier_possible[job.id] = known
+        return known
 
     def stop(self) -> None:
         """Stop soon: running fetches are cut off now, and chunks hand back what they have not finished."""
@@ -103,6 +131,11 @@ def load_runtime(settings: Settings, engine: Engine | None = None) -> WorkerRunt
     engine = engine if engine is not None else make_engine(settings.database_url)
     register_model(engine, scorer)
     release_decoded_memory_promptly()
+    # Fetch threads alternate a query or a read (GIL released) with decoding (GIL held in Python
+    # between the C calls). At CPython's default 5 ms switch interval a thread whose answer has come
+    # back waits up to 5 ms for a decoding thread to let go: a content lookup then costs 5 ms instead
+    # of under 1 (docs/performance.md, "A small job").
+    sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
     return WorkerRuntime(settings=settings, engine=engine, scorer=scorer)
 
 

@@ -310,6 +310,7 @@ def test_a_database_error_during_an_item_is_retried_never_stored(
     def restarting(*_: object) -> None:
         raise OperationalError("SELECT", {}, Exception("terminating connection due to administrator command"))
 
+    monkeypatch.setattr(runtime, "earlier_possible", lambda *_: True)  # each item's bytes are looked up
     monkeypatch.setattr(workers.analysis, "find_earlier_result", restarting)
     with pytest.raises(TransientError):
         process_chunk(runtime, job_id, chunk)
