@@ -70,7 +70,7 @@ from scanner.detector import Preprocessing, build_model
 from scanner.media import decode_image
 from scanner.models import MediaItem, ScanJob
 from scanner.settings import DEFAULT_FETCH_THREADS, DEFAULT_WORKER_CONCURRENCY, Settings
-from tests.pipeline_helpers import deepscan_env, worker_process
+from tests.pipeline_helpers import cli_module, deepscan_env, worker_process
 from tests.services import fresh_postgres_database, redis_for_run
 from workers.inference import Scorer
 from workers.pipeline import fetch_threads_for
@@ -267,12 +267,12 @@ def plain_decode_resize_images_per_s(paths: Sequence[Path], size: int, threads: 
     return len(paths) / (time.perf_counter() - started)
 
 
-def user_job(env: dict[str, str], folder: Path) -> dict[str, float]:
+def user_job(env: dict[str, str], folder: Path, tree: Path = REPO) -> dict[str, float]:
     """(d): one `deepscan scan FOLDER --no-faces --wait` with a worker running: seconds from the producer's
-    start to its exit, and the phases the database's timestamps tell apart."""
-    command = [sys.executable, "-m", "deepscan", "scan", str(folder), "--no-faces", "--wait", "--format", "json"]
+    start to its exit, and the phases the database's timestamps tell apart. `tree`: whose producer."""
+    command = [sys.executable, "-m", cli_module(tree), "scan", str(folder), "--no-faces", "--wait", "--format", "json"]
     started = time.time()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=tree)
     ended = time.time()
     lines = done.stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines else {"status": "no summary"}
@@ -300,37 +300,47 @@ def user_job(env: dict[str, str], folder: Path) -> dict[str, float]:
     }
 
 
-def measure_user_jobs(env: dict[str, str], work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """(d) in `args.user_rounds` rounds, each on new images with its own plain-loop rate; the median round."""
-    checkpoint = Path(env["DEEPSCAN_CHECKPOINT"])
-    rounds = []
+def measure_user_jobs(
+    env: dict[str, str], work: Path, args: argparse.Namespace, baseline: Path | None
+) -> dict[str, Any]:
+    """(d) in `args.user_rounds` rounds, each on new images with its own plain-loop rate; the median round.
+    With a baseline tree, each round runs both trees (alternating which goes first) on the same images."""
+    trees = {"this tree": REPO} | ({args.baseline: baseline} if baseline is not None else {})
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for round_ in range(args.user_rounds):
-        # A user's first job: a database of its own and a worker on it (with verdicts of this model
-        # on record, each item's bytes would also be looked up for one to reuse).
-        with fresh_postgres_database() as database_url:
-            migrate.upgrade(database_url)
-            queue_env = env | {"DEEPSCAN_DATABASE_URL": database_url, "DEEPSCAN_QUEUE": f"user-{uuid.uuid4().hex[:6]}"}
-            paths = write_photos(work / f"user_{round_}", args.user_images, 256, 256, seed=100 + round_)
-            plain = plain_decode_resize_images_per_s(paths, args.image_size)
-            # The most any pipeline could do on these cores: the worker's decode, then the model, at full speed.
-            serial = 1 / (
-                1 / decode_only_images_per_s(checkpoint, paths, args.decode_threads)
-                + 1 / model_only_images_per_s(checkpoint, args.batch_size)
-            )
-            with worker_process(queue_env, work / f"worker-user-{round_}.log"):
-                job = user_job(queue_env, paths[0].parent)
+        paths = write_photos(work / f"user_{round_}", args.user_images, 256, 256, seed=100 + round_)
+        for name in list(trees) if round_ % 2 == 0 else list(trees)[::-1]:
+            tree, run = trees[name], f"user-{'this' if trees[name] == REPO else 'baseline'}-{round_}"
+            # A user's first job: a database of its own (with verdicts of this model on record, each
+            # item's bytes are also looked up for one to reuse), made by the tree's own code.
+            with fresh_postgres_database() as database_url:
+                checkpoint = work / f"{run}.safetensors"
+                subprocess.run([sys.executable, "-c", _OWN_CHECKPOINT_AND_DATABASE, str(checkpoint), NEAR_FREE_ARCH,
+                                str(args.image_size), args.decode, database_url], cwd=tree, check=True)  # fmt: skip
+                run_env = env | {"DEEPSCAN_DATABASE_URL": database_url, "DEEPSCAN_CHECKPOINT": str(checkpoint),
+                                 "DEEPSCAN_QUEUE": f"{run}-{uuid.uuid4().hex[:6]}"}  # fmt: skip
+                plain = plain_decode_resize_images_per_s(paths, args.image_size)
+                # The most any pipeline could do on these cores: the worker's decode, then the model, at full speed.
+                serial = 1 / (
+                    1 / decode_only_images_per_s(checkpoint, paths, args.decode_threads)
+                    + 1 / model_only_images_per_s(checkpoint, args.batch_size)
+                )
+                with worker_process(run_env, work / f"worker-{run}.log", cwd=tree):
+                    job = user_job(run_env, paths[0].parent, tree)
             ratio = len(paths) / job["seconds"] / plain
-            rounds.append(job | {"plain_images_per_s": plain, "ratio": ratio, "bound_ratio": serial / plain})
-    middle = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
-    result = {k: round(v, 3) for k, v in middle.items()} | {"ratios": [round(r["ratio"], 3) for r in rounds]}
-    print(f"{'user job':>14}: (d) {args.user_images} images in {middle['seconds']:.2f} s from the producer's start to "
-          f"its exit = {args.user_images / middle['seconds']:.0f} images/s; plain 2-thread decode+resize "
-          f"{middle['plain_images_per_s']:.0f} images/s; (d) / that = {middle['ratio']:.3f} (target >= "
-          f"{TARGET_USER_JOB_RATIO}; rounds {result['ratios']})")  # fmt: skip
-    print(f"{'':>14}  producer start {middle['producer_start_s']:.2f} s, until a worker's first claim "
-          f"{middle['until_first_claim_s']:.2f} s, worker {middle['worker_s']:.2f} s, producer exit after the last "
-          f"verdict {middle['producer_exit_s']:.2f} s; the worker's decode then the model at full speed, no "
-          f"overhead at all, would be {middle['bound_ratio']:.3f} x the plain loop on these cores")  # fmt: skip
+            rounds[name].append(job | {"plain_images_per_s": plain, "ratio": ratio, "bound_ratio": serial / plain})
+    result: dict[str, Any] = {}
+    for name, runs in rounds.items():
+        middle = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
+        result[name] = {k: round(v, 3) for k, v in middle.items()} | {"ratios": [round(r["ratio"], 3) for r in runs]}
+        print(f"{'user job':>14}: (d) {name}: {args.user_images} images in {middle['seconds']:.2f} s from the "
+              f"producer's start to its exit = {args.user_images / middle['seconds']:.0f} images/s; plain 2-thread "
+              f"decode+resize {middle['plain_images_per_s']:.0f} images/s; (d) / that = {middle['ratio']:.3f} "
+              f"(target >= {TARGET_USER_JOB_RATIO}; rounds {result[name]['ratios']})")  # fmt: skip
+        print(f"{'':>14}  producer start {middle['producer_start_s']:.2f} s, until a worker's first claim "
+              f"{middle['until_first_claim_s']:.2f} s, worker {middle['worker_s']:.2f} s, producer exit after the "
+              f"last verdict {middle['producer_exit_s']:.2f} s; the worker's decode then the model at full speed, no "
+              f"overhead at all, would be {middle['bound_ratio']:.3f} x the plain loop")  # fmt: skip
     return result
 
 
@@ -421,7 +431,7 @@ def main() -> None:
                 if baseline is not None:
                     results[name] |= baseline_ratio(args.baseline, baseline, paths[0].parent, count, env, work, args)
         if args.user_images and not args.long:
-            results["user_job"] = measure_user_jobs(env, work, args)
+            results["user_job"] = measure_user_jobs(env, work, args, baseline)
     setup = {"cpu": cpu_model(), "image_size": args.image_size, "decode": args.decode, "threads": args.decode_threads,
              "fetch_threads": args.threads, "concurrency": args.concurrency}  # fmt: skip
     print(json.dumps(setup | results))
