@@ -48,8 +48,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,19 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
+@contextmanager
+def own_database(
+    tree: Path, run: str, env: dict[str, str], work: Path, args: argparse.Namespace
+) -> Iterator[dict[str, str]]:
+    """`env` for one run of `tree`: a fresh database and the near-free checkpoint, both made by the tree's own code."""
+    with fresh_postgres_database() as database_url:
+        checkpoint = work / f"{run}.safetensors"
+        subprocess.run([sys.executable, "-c", _OWN_CHECKPOINT_AND_DATABASE, str(checkpoint), NEAR_FREE_ARCH,
+                        str(args.image_size), args.decode, database_url], cwd=tree, check=True)  # fmt: skip
+        yield env | {"DEEPSCAN_DATABASE_URL": database_url, "DEEPSCAN_CHECKPOINT": str(checkpoint),
+                     "DEEPSCAN_QUEUE": f"{run}-{uuid.uuid4().hex[:6]}"}  # fmt: skip
+
+
 def baseline_ratio(
     rev: str, baseline: Path, folder: Path, count: int, env: dict[str, str], work: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -149,12 +163,7 @@ def baseline_ratio(
     for round_ in range(args.baseline_rounds):
         for name in list(trees) if round_ % 2 == 0 else list(trees)[::-1]:
             tree, run = trees[name], f"{'this' if trees[name] == REPO else 'baseline'}-{folder.name}-{round_}"
-            with fresh_postgres_database() as database_url:
-                checkpoint = work / f"{run}.safetensors"
-                subprocess.run([sys.executable, "-c", _OWN_CHECKPOINT_AND_DATABASE, str(checkpoint), NEAR_FREE_ARCH,
-                                str(args.image_size), args.decode, database_url], cwd=tree, check=True)  # fmt: skip
-                run_env = {**env, "DEEPSCAN_DATABASE_URL": database_url, "DEEPSCAN_CHECKPOINT": str(checkpoint),
-                           "DEEPSCAN_QUEUE": f"bench-datapath-{uuid.uuid4().hex[:6]}"}  # fmt: skip
+            with own_database(tree, run, env, work, args) as run_env:
                 rate, _ = pipeline_images_per_s(run_env, folder, work / f"worker-{run}.log",
                                                 chunk_size=args.chunk_size, concurrency=None, cwd=tree)  # fmt: skip
             rates[name].append(round(rate, 1))
@@ -313,12 +322,8 @@ def measure_user_jobs(
             tree, run = trees[name], f"user-{'this' if trees[name] == REPO else 'baseline'}-{round_}"
             # A user's first job: a database of its own (with verdicts of this model on record, each
             # item's bytes are also looked up for one to reuse), made by the tree's own code.
-            with fresh_postgres_database() as database_url:
-                checkpoint = work / f"{run}.safetensors"
-                subprocess.run([sys.executable, "-c", _OWN_CHECKPOINT_AND_DATABASE, str(checkpoint), NEAR_FREE_ARCH,
-                                str(args.image_size), args.decode, database_url], cwd=tree, check=True)  # fmt: skip
-                run_env = env | {"DEEPSCAN_DATABASE_URL": database_url, "DEEPSCAN_CHECKPOINT": str(checkpoint),
-                                 "DEEPSCAN_QUEUE": f"{run}-{uuid.uuid4().hex[:6]}"}  # fmt: skip
+            with own_database(tree, run, env, work, args) as run_env:
+                checkpoint = Path(run_env["DEEPSCAN_CHECKPOINT"])
                 plain = plain_decode_resize_images_per_s(paths, args.image_size)
                 # The most any pipeline could do on these cores: the worker's decode, then the model, at full speed.
                 serial = 1 / (
