@@ -87,9 +87,9 @@ def send_chunks(enqueue: EnqueueFn, job_id: int, items: Sequence[tuple[int, str]
 class OverlappedSender:
     """Sends each recorded batch while the next one is being recorded, one batch in flight at most.
 
-    Recording waits on the database and sending on the broker; overlapping them nearly halves a
-    large job's time. Only a batching (broker) sender is moved to a thread: any other `enqueue`
-    (the embedded runner scores the chunk right there) is called in line. A failed send surfaces
+    Recording waits on the database and sending on the broker (or on the scanning, for the
+    embedded runner); overlapping them nearly halves a large job's time. Only a batching sender is
+    moved to a thread: any other `enqueue` is called in line. A failed send surfaces
     at the next `send` or on exit; its items are recorded, so `reconcile` re-sends them.
     """
 

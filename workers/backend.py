@@ -30,7 +30,7 @@ def scan_backend(settings: Settings, engine: Engine) -> ScanBackend:
 
         runner = EmbeddedRunner(settings, engine)
         deliver = deliver_in_background(settings)
-        return ScanBackend(runner.enqueue, runner.model_version, job_finished_notifier(engine, deliver))
+        return ScanBackend(runner, runner.model_version, job_finished_notifier(engine, deliver))
     from workers.tasks import send_webhook_later  # Celery: loaded only when there is a broker to send to
 
     model_version = producer_model_version(settings, engine)

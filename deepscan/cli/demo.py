@@ -73,7 +73,7 @@ def demo(app: AppContext, out: Path | None, retrain: bool, output_format: str) -
     say(f"face view: {runner.runtime.scorer.meta.face_view.describe()}")
     say(f"scanning {data / 'test'} and {data / 'videos'} (embedded mode, {settings.database_url}) …")
     request = ScanRequest([str(data / "test"), str(data / "videos")], options, name="demo")
-    backend = ScanBackend(runner.enqueue, runner.model_version)  # no webhook to tell
+    backend = ScanBackend(runner, runner.model_version)  # no webhook to tell
     scanned = launch_scan(settings, app.engine, request, backend, wait=True, progress=app.show_progress(output_format))
     manifest = json.loads((data / MANIFEST_NAME).read_text())
     report = demo_report(app, scanned.job_id, runner.runtime.scorer.threshold, manifest, data)
