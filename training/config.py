@@ -34,13 +34,20 @@ DEFAULT_SELF_BLEND = "off"  # mix was not shown to win on the real-data benchmar
 LEGACY_SELF_BLEND = {"off": "False", "only": "True"}  # as training states saved when it was a flag name them
 BLEND_MASK_CHOICES = ("hull", "ellipse")  # training.selfblend.MASK_CHOICES (tested)
 DEFAULT_BLEND_MASK = "hull"
+# Paired batches (training.pairs): auto = each fake beside the real it was made from (matched by scene
+# thumbnail) when the data look paired, self-blended fakes beside their real; off = plain shuffling.
+PAIRS_CHOICES = ("auto", "off")
+DEFAULT_PAIRS = "off"
 # Probability of each training augmentation (training.augment.AugmentConfig; `--aug NAME=P`).
-DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "jpeg": 0.1}
+DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "downscale": 0.0, "jpeg": 0.1}
 AUGMENT_NAMES = tuple(DEFAULT_AUGMENT_P)
 DEFAULT_PRETRAINED = "imagenet"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_LR = 3e-4
+# Peak learning rate, by how the backbone starts (`--lr` unset): a fine-tuning rate for pretrained
+# weights, and for now the same from scratch.
+DEFAULT_LR_PRETRAINED = 3e-4
+DEFAULT_LR_SCRATCH = 3e-4
 DEFAULT_WEIGHT_DECAY = 0.05
 DEFAULT_WARMUP_FRACTION = 0.05  # of all optimizer steps
 DEFAULT_PATIENCE_EPOCHS = 5  # a noisy validation split of a few hundred images often dips two or three epochs in a row
@@ -53,6 +60,11 @@ DEFAULT_DEMO_SEED = 0
 SPLITS = ("train", "valid", "test")
 LabelSource = Literal["auto", "folders", "csv"]
 LABEL_SOURCES: tuple[LabelSource, ...] = ("auto", "folders", "csv")
+
+
+def default_lr(pretrained: str) -> float:
+    """The peak learning rate `--lr` stands for when unset: from scratch, or from pretrained weights."""
+    return DEFAULT_LR_SCRATCH if pretrained == "none" else DEFAULT_LR_PRETRAINED
 
 
 def default_loader_workers() -> int:
@@ -71,12 +83,13 @@ class TrainConfig:
     image_size: int = DEFAULT_IMAGE_SIZE_PX
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
-    lr: float = DEFAULT_LR
+    lr: float | None = None  # None: default_lr(pretrained); `train` records the rate it resolved to
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     warmup_fraction: float = DEFAULT_WARMUP_FRACTION
     freeze_backbone_epochs: int = 0
     self_blend: str = DEFAULT_SELF_BLEND  # one of SELF_BLEND_CHOICES
     blend_mask: str = DEFAULT_BLEND_MASK  # the self-blend mask: the face's landmark hull, or an ellipse
+    pairs: str = DEFAULT_PAIRS  # one of PAIRS_CHOICES: keep each fake in the batch of its real
     augment: bool = True
     augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
     crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image, "auto"
@@ -113,6 +126,11 @@ class TrainConfig:
         return "off" if self.face_view == "none" else "mix"
 
     @property
+    def learning_rate(self) -> float:
+        """The peak learning rate: `lr` as given, else the default for how the backbone starts."""
+        return default_lr(self.pretrained) if self.lr is None else self.lr
+
+    @property
     def loader_workers(self) -> int:
         return default_loader_workers() if self.workers is None else self.workers
 
@@ -134,6 +152,8 @@ class TrainConfig:
             fingerprint["decode"] = self.decode
         if self.blend_mode != "off":
             fingerprint["blend_mask"] = self.blend_mask
+        if self.pairs != "off":  # likewise
+            fingerprint["pairs"] = self.pairs
         return fingerprint
 
     def augment_changes(self) -> dict[str, float]:

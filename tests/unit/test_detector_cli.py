@@ -75,7 +75,7 @@ def test_a_bad_augmentation_probability_is_a_usage_error(runner: CliRunner, tmp_
         cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--aug", value]
     )
     assert result.exit_code == 2
-    assert f"{value!r} is not NAME=P with NAME one of flip, crop, jitter, blur, jpeg" in result.output
+    assert f"{value!r} is not NAME=P with NAME one of flip, crop, jitter, blur, downscale, jpeg" in result.output
 
 
 def test_checkpoint_must_be_safetensors(runner: CliRunner, tmp_path: Path) -> None:
@@ -121,3 +121,21 @@ def test_calibrate_sets_the_threshold_at_the_target_rate_of_a_real_folder(runner
     write_jpeg(tmp_path / "cal" / "valid" / "fake" / "0.jpg", tiny_rgb(0, fake=True))  # evaluate needs both classes
     scored = evaluate(tmp_path / "cal", out, split="valid", device="cpu", workers=0)
     assert scored.metrics.fp == 4, "exactly 10 % of the 40 reals are flagged at the new threshold"
+
+
+def test_the_default_learning_rate_depends_on_how_the_backbone_starts(tmp_path: Path) -> None:
+    def rate(**changes: object) -> float:
+        return config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", **changes).learning_rate  # type: ignore[arg-type]
+
+    assert rate(pretrained="none") == config.DEFAULT_LR_SCRATCH
+    assert rate(pretrained="imagenet") == config.DEFAULT_LR_PRETRAINED
+    assert rate(pretrained=str(tmp_path / "weights.pth")) == config.DEFAULT_LR_PRETRAINED
+    assert rate(pretrained="none", lr=5e-5) == 5e-5  # a given rate always wins
+
+
+def test_train_help_names_both_default_learning_rates(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert f"{config.DEFAULT_LR_SCRATCH:g} from scratch" in text
+    assert f"{config.DEFAULT_LR_PRETRAINED:g} from pretrained weights" in text
