@@ -63,6 +63,8 @@ class Recipe:
     changes: dict[str, Any]  # TrainConfig fields; empty = deepscan's defaults
 
 
+STRONG_AUG = {"crop": 0.5, "blur": 0.2, "downscale": 0.2, "jpeg": 0.3}
+STRONG_AUG_ARGS = " ".join(f"--aug {k}={v:g}" for k, v in STRONG_AUG.items())
 FACE_AUTO = {"crop": "auto", "self_blend": "auto"}  # resized face crops, self-blended fakes beside the real ones
 RECIPES = (
     Recipe("default", "deepscan train defaults (--crop center, no self-blending)", {}),
@@ -73,6 +75,22 @@ RECIPES = (
     Recipe("only", "--self-blend only: real images alone, fakes self-blended", {"self_blend": "only"}),
     Recipe("ema", "defaults plus --ema 0.999", {"ema": 0.999}),
     Recipe("face-view-none", "defaults, but --face-view none (the crops as they are)", {"face_view": "none"}),
+    Recipe("lr1e-3", "defaults, but --lr 1e-3 (the plain loop's peak rate)", {"lr": 1e-3}),
+    Recipe("lr2e-3", "defaults, but --lr 2e-3", {"lr": 2e-3}),
+    Recipe("resize-lr1e-3", "--crop resize --lr 1e-3", {"crop": "resize", "lr": 1e-3}),
+    Recipe("random-lr1e-3", "--crop random --lr 1e-3", {"crop": "random", "lr": 1e-3}),
+    Recipe("lr3e-4", "defaults, but --lr 3e-4 (the fine-tuning rate)", {"lr": 3e-4}),
+    Recipe("pairs", "--crop resize --lr 1e-3 --pairs auto", {"crop": "resize", "lr": 1e-3, "pairs": "auto"}),
+    Recipe(
+        "strong-aug",
+        "--crop resize --lr 1e-3, stronger augmentation " + STRONG_AUG_ARGS,
+        {"crop": "resize", "lr": 1e-3, "augment_p": STRONG_AUG},
+    ),
+    Recipe(
+        "pairs-aug",
+        "--crop resize --lr 1e-3 --pairs auto, stronger augmentation",
+        {"crop": "resize", "lr": 1e-3, "pairs": "auto", "augment_p": STRONG_AUG},
+    ),
 )
 DEFAULT_RUN = ("plain", "default", "auto", "only")
 
