@@ -38,6 +38,10 @@ DEFAULT_BLEND_MASK = "hull"
 # thumbnail) when the data look paired, self-blended fakes beside their real; off = plain shuffling.
 PAIRS_CHOICES = ("auto", "off")
 DEFAULT_PAIRS = "off"
+# Test-time augmentation, recorded in the checkpoint's preprocessing (scanner.detector.TTA_MODES, tested):
+# flip = every score is the mean logit of the square and its mirror image, in validation, evaluate and scans.
+TTA_CHOICES = ("none", "flip")
+DEFAULT_TTA = "none"
 # Probability of each training augmentation (training.augment.AugmentConfig; `--aug NAME=P`).
 DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "downscale": 0.0, "jpeg": 0.1}
 AUGMENT_NAMES = tuple(DEFAULT_AUGMENT_P)
@@ -93,6 +97,7 @@ class TrainConfig:
     augment: bool = True
     augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
     crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image, "auto"
+    tta: str = DEFAULT_TTA  # one of TTA_CHOICES: how every score of the checkpoint is taken
     decode: str = "full"  # "reduced": JPEGs decoded at 1/2-1/8 scale, see scanner.detector.Preprocessing.decode
     ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
@@ -154,6 +159,8 @@ class TrainConfig:
             fingerprint["blend_mask"] = self.blend_mask
         if self.pairs != "off":  # likewise
             fingerprint["pairs"] = self.pairs
+        if self.tta != "none":  # likewise: it changes validation scores, so which epoch is kept
+            fingerprint["tta"] = self.tta
         return fingerprint
 
     def augment_changes(self) -> dict[str, float]:

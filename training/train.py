@@ -31,7 +31,7 @@ from scanner.errors import ConfigError
 from scanner.faces import FaceView
 from scanner.precision import Precision, autocast, describe, resolve_precision
 from training.augment import augment_config
-from training.config import CROP_CHOICES, PAIRS_CHOICES, SELF_BLEND_CHOICES, TrainConfig, demo_config
+from training.config import CROP_CHOICES, PAIRS_CHOICES, SELF_BLEND_CHOICES, TTA_CHOICES, TrainConfig, demo_config
 from training.datasets import (
     FAKE,
     REAL,
@@ -120,6 +120,8 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"unknown blend mask {config.blend_mask!r}: use one of {', '.join(MASK_CHOICES)}")
     if config.crop not in CROP_CHOICES:
         raise ConfigError(f"unknown crop mode {config.crop!r}: use one of {', '.join(CROP_CHOICES)}")
+    if config.tta not in TTA_CHOICES:
+        raise ConfigError(f"unknown test-time augmentation {config.tta!r}: use one of {', '.join(TTA_CHOICES)}")
     if config.pairs not in PAIRS_CHOICES:
         raise ConfigError(f"unknown pairs mode {config.pairs!r}: use one of {', '.join(PAIRS_CHOICES)}")
     augment_config(config.augment_p)  # raises for unknown names and probabilities outside [0, 1]
@@ -371,6 +373,7 @@ def train(config: TrainConfig) -> TrainResult:
         std=spec.std,
         crop=served_crop(config.input_crop),
         decode=config.decode,
+        tta=config.tta,
     )
     data = load_data(config, prep)
     model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)

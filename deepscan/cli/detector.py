@@ -248,6 +248,15 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "from the reduced image.",
 )
 @click.option(
+    "--tta",
+    type=click.Choice(cfg.TTA_CHOICES),
+    default=cfg.DEFAULT_TTA,
+    show_default=True,
+    help="Test-time augmentation, recorded in the checkpoint and applied wherever it scores (validation, "
+    "evaluate, calibrate, every scan): flip = the mean logit of each face (or image) and its mirror "
+    "image, two forward passes per input; none = one.",
+)
+@click.option(
     "--ema",
     type=click.FloatRange(min=0, max=1, max_open=True),
     default=cfg.DEFAULT_EMA_DECAY,
