@@ -92,6 +92,29 @@ RECIPES = (
         {"crop": "resize", "lr": 1e-3, "pairs": "auto", "augment_p": STRONG_AUG},
     ),
 )
+RESIZE_FAST = {"crop": "resize", "lr": 1e-3}
+RECIPES += (
+    Recipe("center-pairs", "--crop center --lr 1e-3 --pairs auto", {"crop": "center", "lr": 1e-3, "pairs": "auto"}),
+    Recipe("resize-tta", "--crop resize --lr 1e-3 --tta flip", {**RESIZE_FAST, "tta": "flip"}),
+    Recipe(
+        "pairs-tta", "--crop resize --lr 1e-3 --pairs auto --tta flip", {**RESIZE_FAST, "pairs": "auto", "tta": "flip"}
+    ),
+    Recipe(
+        "pairs-aug-tta",
+        "--crop resize --lr 1e-3 --pairs auto --tta flip, stronger augmentation " + STRONG_AUG_ARGS,
+        {**RESIZE_FAST, "pairs": "auto", "tta": "flip", "augment_p": STRONG_AUG},
+    ),
+    Recipe(
+        "only-tuned",
+        "--self-blend only --crop resize --lr 1e-3 --pairs auto --tta flip",
+        {**RESIZE_FAST, "self_blend": "only", "pairs": "auto", "tta": "flip"},
+    ),
+    Recipe(
+        "mix-tuned",
+        "--self-blend mix --crop resize --lr 1e-3 --pairs auto --tta flip",
+        {**RESIZE_FAST, "self_blend": "mix", "pairs": "auto", "tta": "flip"},
+    ),
+)
 DEFAULT_RUN = ("plain", "default", "auto", "only")
 
 
@@ -233,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="recipes trained at once, each in its own process")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one epoch")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the checkpoints and metrics logs in this folder (outside the repository)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = data_dir(args.data)
@@ -249,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     split, counts = actor_split(data, args.cache, processes=max(1, args.jobs))
     threads = max(1, torch.get_num_threads() // max(1, args.jobs))
     with tempfile.TemporaryDirectory(prefix="deepscan-realfaces-") as tmp:
-        tasks = [Task(name, split, Path(tmp), epochs, args.max_minutes, threads) for name in wanted]
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
+        tasks = [Task(name, split, work, epochs, args.max_minutes, threads) for name in wanted]
         rows = run_all(tasks, jobs=args.jobs)
     print(
         f"CPU: {cpu_model()} ({torch.get_num_threads()} threads); {ARCH} from scratch at {IMAGE_SIZE_PX} px, "
