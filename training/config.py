@@ -21,10 +21,10 @@ DEFAULT_IMAGE_SIZE_PX = 224  # scanner.detector.DEFAULT_IMAGE_SIZE_PX (tested)
 # windows placed at random in training and the centre one when scoring (tested), and "auto": resize
 # the face crops of a face view that finds faces (a swap's blending traces are at the face's border,
 # which a centre window cuts off), the centre window of whole images (where generator traces are
-# everywhere and a resize would erase them). Not the default: on the real-data benchmark (README) it was
-# not shown to beat "center" at the training budget measured.
+# everywhere and a resize would erase them). The default: on the real-data benchmark (README, 8 epochs
+# from scratch) resized face crops reached valid ROC AUC 0.735 against 0.688 for the centre window.
 CROP_CHOICES = ("auto", "resize", "center", "random")
-DEFAULT_CROP = "center"
+DEFAULT_CROP = "auto"
 DECODE_CHOICES = ("full", "reduced")  # scanner.detector.Preprocessing.decode
 DEFAULT_EMA_DECAY = 0.0
 # Self-blended fakes (training.selfblend): off; mix = beside the data's own fakes; only = from the real images

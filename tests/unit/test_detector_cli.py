@@ -141,3 +141,11 @@ def test_train_help_names_both_default_learning_rates(runner: CliRunner) -> None
     text = " ".join(result.output.split())
     assert f"{config.DEFAULT_LR_SCRATCH:g} from scratch" in text
     assert f"{config.DEFAULT_LR_PRETRAINED:g} from pretrained weights" in text
+
+
+def test_by_default_face_crops_are_resized_and_whole_images_keep_the_centre_window(tmp_path: Path) -> None:
+    faces = config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors")
+    whole = config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", face_view="none")
+    assert (faces.crop, faces.input_crop) == ("auto", "resize")  # a swap's blending border stays in view
+    assert whole.input_crop == "center"  # generator traces everywhere: native resolution
+    assert config.demo_config(tmp_path, tmp_path / "m.safetensors").input_crop == "resize"
