@@ -31,6 +31,13 @@ THUMB_PX = 16
 PAIRED_DISTANCE_RATIO = 0.5  # median assigned distance / median random distance below this: the data are paired
 _RANDOM_COUPLES = 2000
 CANDIDATES = 8  # nearest reals considered for each fake
+CHUNK = 1024  # fakes whose distances to every real are held at once (CHUNK x reals floats)
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of `a` and of `b` (len(a) x len(b))."""
+    squared = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+    return np.asarray(np.sqrt(np.maximum(squared, 0)), dtype=np.float32)
 
 
 def thumbnail(path: Path) -> np.ndarray | None:
@@ -50,23 +57,27 @@ def match_fakes(reals: np.ndarray, fakes: np.ndarray) -> tuple[np.ndarray, np.nd
     (greedy over each fake's CANDIDATES nearest reals; a fake left without a free real stays
     unmatched): (real indices, fake indices, median matched distance / median distance of random
     real-fake couples)."""
-    squared = (reals**2).sum(1)[:, None] + (fakes**2).sum(1)[None, :] - 2 * reals @ fakes.T
-    distances = np.sqrt(np.maximum(squared, 0))
     k = min(CANDIDATES, len(reals))
-    nearest = np.argpartition(distances, k - 1, axis=0)[:k]  # k x fakes: each fake's nearest reals
-    fake_of = np.broadcast_to(np.arange(len(fakes)), nearest.shape)
-    candidates = np.stack([nearest.ravel(), fake_of.ravel()], axis=1)
-    candidates = candidates[np.argsort(distances[candidates[:, 0], candidates[:, 1]], kind="stable")]
-    used_real, used_fake, rows, cols = set(), set(), [], []
-    for r, f in candidates.tolist():
+    nearest, near = [], []  # per fake: its k nearest reals and their distances, CHUNK fakes at a time
+    for start in range(0, len(fakes), CHUNK):
+        distances = pairwise_distances(reals, fakes[start : start + CHUNK])
+        index = np.argpartition(distances, k - 1, axis=0)[:k]
+        nearest.append(index)
+        near.append(np.take_along_axis(distances, index, axis=0))
+    real_of, distance = np.concatenate(nearest, axis=1).ravel(), np.concatenate(near, axis=1).ravel()
+    fake_of = np.broadcast_to(np.arange(len(fakes)), (k, len(fakes))).ravel()
+    used_real, used_fake, rows, cols, matched = set(), set(), [], [], []
+    for i in np.argsort(distance, kind="stable").tolist():
+        r, f = int(real_of[i]), int(fake_of[i])
         if r not in used_real and f not in used_fake:
             used_real.add(r)
             used_fake.add(f)
             rows.append(r)
             cols.append(f)
+            matched.append(float(distance[i]))
     rng = np.random.default_rng(0)
-    random = distances[rng.integers(0, len(reals), _RANDOM_COUPLES), rng.integers(0, len(fakes), _RANDOM_COUPLES)]
-    matched = distances[rows, cols]
+    a, b = rng.integers(0, len(reals), _RANDOM_COUPLES), rng.integers(0, len(fakes), _RANDOM_COUPLES)
+    random = np.linalg.norm(reals[a] - fakes[b], axis=1)
     ratio = float(np.median(matched) / max(float(np.median(random)), 1e-12))
     return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), ratio
 
