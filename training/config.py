@@ -49,9 +49,10 @@ DEFAULT_PRETRAINED = "imagenet"
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 32
 # Peak learning rate, by how the backbone starts (`--lr` unset): a fine-tuning rate for pretrained
-# weights, and for now the same from scratch.
+# weights; from scratch (`--pretrained none`) the plain loop's 1e-3, which on the real-data benchmark
+# (README, resized face crops, 8 epochs) reached valid ROC AUC 0.735 against 0.717 at 3e-4.
 DEFAULT_LR_PRETRAINED = 3e-4
-DEFAULT_LR_SCRATCH = 3e-4
+DEFAULT_LR_SCRATCH = 1e-3
 DEFAULT_WEIGHT_DECAY = 0.05
 DEFAULT_WARMUP_FRACTION = 0.05  # of all optimizer steps
 DEFAULT_PATIENCE_EPOCHS = 5  # a noisy validation split of a few hundred images often dips two or three epochs in a row

@@ -133,6 +133,7 @@ def test_the_default_learning_rate_depends_on_how_the_backbone_starts(tmp_path: 
     assert rate(pretrained="imagenet") == config.DEFAULT_LR_PRETRAINED
     assert rate(pretrained=str(tmp_path / "weights.pth")) == config.DEFAULT_LR_PRETRAINED
     assert rate(pretrained="none", lr=5e-5) == 5e-5  # a given rate always wins
+    assert config.DEFAULT_LR_SCRATCH > config.DEFAULT_LR_PRETRAINED  # from scratch learns faster at a higher rate
 
 
 def test_train_help_names_both_default_learning_rates(runner: CliRunner) -> None:
