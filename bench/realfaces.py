@@ -67,19 +67,21 @@ STRONG_AUG = {"crop": 0.5, "blur": 0.2, "downscale": 0.2, "jpeg": 0.3}
 STRONG_AUG_ARGS = " ".join(f"--aug {k}={v:g}" for k, v in STRONG_AUG.items())
 FACE_AUTO = {"crop": "auto", "self_blend": "auto"}  # resized face crops, self-blended fakes beside the real ones
 RECIPES = (
-    Recipe("default", "deepscan train defaults (--crop center, no self-blending)", {}),
+    Recipe(
+        "default", "deepscan train defaults (--crop auto: resized faces, lr 1e-3 from scratch, no self-blending)", {}
+    ),
+    Recipe("center", "the previous defaults: --crop center --lr 3e-4", {"crop": "center", "lr": 3e-4}),
     Recipe("auto", "--crop auto --self-blend auto: resized face crops, self-blended fakes mixed in", FACE_AUTO),
-    Recipe("resize", "defaults, but --crop resize", {"crop": "resize"}),
+    Recipe("resize", "--crop resize --lr 3e-4", {"crop": "resize", "lr": 3e-4}),
     Recipe("mix", "defaults, but --self-blend mix", {"self_blend": "mix"}),
     Recipe("ellipse", "--self-blend mix with --blend-mask ellipse", {"self_blend": "mix", "blend_mask": "ellipse"}),
     Recipe("only", "--self-blend only: real images alone, fakes self-blended", {"self_blend": "only"}),
     Recipe("ema", "defaults plus --ema 0.999", {"ema": 0.999}),
     Recipe("face-view-none", "defaults, but --face-view none (the crops as they are)", {"face_view": "none"}),
-    Recipe("lr1e-3", "defaults, but --lr 1e-3 (the plain loop's peak rate)", {"lr": 1e-3}),
+    Recipe("lr1e-3", "--crop center --lr 1e-3 (the plain loop's peak rate)", {"crop": "center", "lr": 1e-3}),
     Recipe("lr2e-3", "defaults, but --lr 2e-3", {"lr": 2e-3}),
     Recipe("resize-lr1e-3", "--crop resize --lr 1e-3", {"crop": "resize", "lr": 1e-3}),
     Recipe("random-lr1e-3", "--crop random --lr 1e-3", {"crop": "random", "lr": 1e-3}),
-    Recipe("lr3e-4", "defaults, but --lr 3e-4 (the fine-tuning rate)", {"lr": 3e-4}),
     Recipe("pairs", "--crop resize --lr 1e-3 --pairs auto", {"crop": "resize", "lr": 1e-3, "pairs": "auto"}),
     Recipe(
         "strong-aug",
