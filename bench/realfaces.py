@@ -66,7 +66,7 @@ class Recipe:
 STRONG_AUG = {"crop": 0.5, "blur": 0.2, "downscale": 0.2, "jpeg": 0.3}
 STRONG_AUG_ARGS = " ".join(f"--aug {k}={v:g}" for k, v in STRONG_AUG.items())
 FACE_AUTO = {"crop": "auto", "self_blend": "auto"}  # resized face crops, self-blended fakes beside the real ones
-RECIPES = (
+RECIPES: tuple[Recipe, ...] = (
     Recipe(
         "default", "deepscan train defaults (--crop auto: resized faces, lr 1e-3 from scratch, no self-blending)", {}
     ),

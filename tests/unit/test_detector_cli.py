@@ -54,7 +54,7 @@ def test_torch_free_names_match_the_model_module() -> None:
     assert ("auto", *detector.CROP_MODES, "random") == config.CROP_CHOICES
     assert config.BLEND_MASK_CHOICES == MASK_CHOICES
     assert config.TTA_CHOICES == detector.TTA_MODES
-    assert config.DEFAULT_TTA == detector.Preprocessing().tta
+    assert detector.Preprocessing().tta == config.DEFAULT_TTA
     assert {f"{name}_p" for name in config.AUGMENT_NAMES} <= {f.name for f in fields(AugmentConfig)}
 
 
