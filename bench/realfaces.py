@@ -63,16 +63,59 @@ class Recipe:
     changes: dict[str, Any]  # TrainConfig fields; empty = deepscan's defaults
 
 
+STRONG_AUG = {"crop": 0.5, "blur": 0.2, "downscale": 0.2, "jpeg": 0.3}
+STRONG_AUG_ARGS = " ".join(f"--aug {k}={v:g}" for k, v in STRONG_AUG.items())
 FACE_AUTO = {"crop": "auto", "self_blend": "auto"}  # resized face crops, self-blended fakes beside the real ones
-RECIPES = (
-    Recipe("default", "deepscan train defaults (--crop center, no self-blending)", {}),
+RECIPES: tuple[Recipe, ...] = (
+    Recipe(
+        "default", "deepscan train defaults (--crop auto: resized faces, lr 1e-3 from scratch, no self-blending)", {}
+    ),
+    Recipe("center", "the previous defaults: --crop center --lr 3e-4", {"crop": "center", "lr": 3e-4}),
     Recipe("auto", "--crop auto --self-blend auto: resized face crops, self-blended fakes mixed in", FACE_AUTO),
-    Recipe("resize", "defaults, but --crop resize", {"crop": "resize"}),
+    Recipe("resize", "--crop resize --lr 3e-4", {"crop": "resize", "lr": 3e-4}),
     Recipe("mix", "defaults, but --self-blend mix", {"self_blend": "mix"}),
     Recipe("ellipse", "--self-blend mix with --blend-mask ellipse", {"self_blend": "mix", "blend_mask": "ellipse"}),
     Recipe("only", "--self-blend only: real images alone, fakes self-blended", {"self_blend": "only"}),
     Recipe("ema", "defaults plus --ema 0.999", {"ema": 0.999}),
     Recipe("face-view-none", "defaults, but --face-view none (the crops as they are)", {"face_view": "none"}),
+    Recipe("lr1e-3", "--crop center --lr 1e-3 (the plain loop's peak rate)", {"crop": "center", "lr": 1e-3}),
+    Recipe("lr2e-3", "defaults, but --lr 2e-3", {"lr": 2e-3}),
+    Recipe("resize-lr1e-3", "--crop resize --lr 1e-3", {"crop": "resize", "lr": 1e-3}),
+    Recipe("random-lr1e-3", "--crop random --lr 1e-3", {"crop": "random", "lr": 1e-3}),
+    Recipe("pairs", "--crop resize --lr 1e-3 --pairs auto", {"crop": "resize", "lr": 1e-3, "pairs": "auto"}),
+    Recipe(
+        "strong-aug",
+        "--crop resize --lr 1e-3, stronger augmentation " + STRONG_AUG_ARGS,
+        {"crop": "resize", "lr": 1e-3, "augment_p": STRONG_AUG},
+    ),
+    Recipe(
+        "pairs-aug",
+        "--crop resize --lr 1e-3 --pairs auto, stronger augmentation",
+        {"crop": "resize", "lr": 1e-3, "pairs": "auto", "augment_p": STRONG_AUG},
+    ),
+)
+RESIZE_FAST = {"crop": "resize", "lr": 1e-3}
+RECIPES += (
+    Recipe("center-pairs", "--crop center --lr 1e-3 --pairs auto", {"crop": "center", "lr": 1e-3, "pairs": "auto"}),
+    Recipe("resize-tta", "--crop resize --lr 1e-3 --tta flip", {**RESIZE_FAST, "tta": "flip"}),
+    Recipe(
+        "pairs-tta", "--crop resize --lr 1e-3 --pairs auto --tta flip", {**RESIZE_FAST, "pairs": "auto", "tta": "flip"}
+    ),
+    Recipe(
+        "pairs-aug-tta",
+        "--crop resize --lr 1e-3 --pairs auto --tta flip, stronger augmentation " + STRONG_AUG_ARGS,
+        {**RESIZE_FAST, "pairs": "auto", "tta": "flip", "augment_p": STRONG_AUG},
+    ),
+    Recipe(
+        "only-tuned",
+        "--self-blend only --crop resize --lr 1e-3 --pairs auto --tta flip",
+        {**RESIZE_FAST, "self_blend": "only", "pairs": "auto", "tta": "flip"},
+    ),
+    Recipe(
+        "mix-tuned",
+        "--self-blend mix --crop resize --lr 1e-3 --pairs auto --tta flip",
+        {**RESIZE_FAST, "self_blend": "mix", "pairs": "auto", "tta": "flip"},
+    ),
 )
 DEFAULT_RUN = ("plain", "default", "auto", "only")
 
@@ -215,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="recipes trained at once, each in its own process")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one epoch")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the checkpoints and metrics logs in this folder (outside the repository)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = data_dir(args.data)
@@ -231,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     split, counts = actor_split(data, args.cache, processes=max(1, args.jobs))
     threads = max(1, torch.get_num_threads() // max(1, args.jobs))
     with tempfile.TemporaryDirectory(prefix="deepscan-realfaces-") as tmp:
-        tasks = [Task(name, split, Path(tmp), epochs, args.max_minutes, threads) for name in wanted]
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
+        tasks = [Task(name, split, work, epochs, args.max_minutes, threads) for name in wanted]
         rows = run_all(tasks, jobs=args.jobs)
     print(
         f"CPU: {cpu_model()} ({torch.get_num_threads()} threads); {ARCH} from scratch at {IMAGE_SIZE_PX} px, "

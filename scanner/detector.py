@@ -41,6 +41,7 @@ _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torchvision names files <arch
 _RESIZE_MODES = ("bilinear",)
 _DECODE_MODES = ("full", "reduced")
 CROP_MODES = ("resize", "center")
+TTA_MODES = ("none", "flip")
 CENTER = (0.5, 0.5)
 REDUCED_DECODE_MARGIN = 2  # reduced decoding keeps both sides >= this many times the model's input size
 
@@ -69,6 +70,10 @@ class Preprocessing:
     # Checkpoints written before this field decode in full.
     decode: str = "full"
     crop: str = "resize"  # checkpoints written before this field resize
+    # Test-time augmentation, applied by `score_batch` wherever the checkpoint scores (validation in
+    # training, evaluate, calibrate, the workers): "flip" scores the mean logit of the square and its
+    # mirror image; "none" the square alone (as checkpoints written before this field do).
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -81,6 +86,8 @@ class Preprocessing:
             raise ConfigError(f"unknown decode mode {self.decode!r}: use one of {', '.join(_DECODE_MODES)}")
         if self.crop not in CROP_MODES:
             raise ConfigError(f"unknown crop mode {self.crop!r}: use one of {', '.join(CROP_MODES)}")
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"unknown test-time augmentation {self.tta!r}: use one of {', '.join(TTA_MODES)}")
 
     @property
     def decode_min_side_px(self) -> int | None:
@@ -96,6 +103,7 @@ class Preprocessing:
             "resize": self.resize,
             "decode": self.decode,
             "crop": self.crop,
+            "tta": self.tta,
         }
 
     @classmethod
@@ -109,6 +117,7 @@ class Preprocessing:
                 resize=meta.get("resize", "bilinear"),
                 decode=meta.get("decode", "full"),
                 crop=meta.get("crop", "resize"),
+                tta=meta.get("tta", "none"),
             )
         except (KeyError, ValueError, ConfigError) as exc:
             raise CheckpointError(f"checkpoint preprocessing metadata is invalid ({exc})") from None
@@ -282,13 +291,21 @@ def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def score_batch(
-    model: nn.Module, batch: torch.Tensor, device: torch.device, precision: Precision = "fp32"
+    model: nn.Module, batch: torch.Tensor, device: torch.device, precision: Precision = "fp32", tta: str = "none"
 ) -> np.ndarray:
     """P(manipulated) for each image of an NxCxSxS batch, as float32 numpy in [0, 1], at `precision`
-    (resolved by `scanner.precision.resolve_precision`; the caller records it with the scores)."""
+    (resolved by `scanner.precision.resolve_precision`; the caller records it with the scores).
+    `tta` is the checkpoint's `Preprocessing.tta`: "flip" averages the logits of each square and its
+    mirror image (one forward pass over both)."""
     if batch.shape[0] == 0:
         return np.empty((0,), dtype=np.float32)
+    if tta not in TTA_MODES:
+        raise ConfigError(f"unknown test-time augmentation {tta!r}: use one of {', '.join(TTA_MODES)}")
     with torch.inference_mode(), autocast(device, precision):
-        x = batch.to(device=device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        logits = model(x).reshape(-1)
-    return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float32, copy=False)
+        x = batch.to(device=device, non_blocking=True)
+        if tta == "flip":
+            x = torch.cat([x, x.flip(3)])
+        logits = model(x.contiguous(memory_format=torch.channels_last)).reshape(-1).float()
+        if tta == "flip":
+            logits = logits.reshape(2, -1).mean(0)
+    return torch.sigmoid(logits).cpu().numpy().astype(np.float32, copy=False)

@@ -1,8 +1,9 @@
 """Training-time augmentation for robustness to what platforms do to uploads.
 
-Flips, a random resized crop, mild colour jitter, blur and JPEG re-compression at a random
-quality, applied to the decoded uint8 RGB image before preprocessing. Evaluation and the
-workers never augment. Every random choice comes from the generator passed in, so a seed
+Flips, a random resized crop, mild colour jitter, blur, a downscale and upscale back (an upload
+resized by a platform, a low-resolution source) and JPEG re-compression at a random quality,
+applied to the decoded uint8 RGB image before preprocessing. Evaluation and the workers never
+augment. Every random choice comes from the generator passed in, so a seed
 reproduces an epoch exactly.
 """
 
@@ -33,6 +34,8 @@ class AugmentConfig:
     jitter_strength: float = 0.1  # brightness, contrast and saturation vary by up to +-10%
     blur_p: float = 0.15
     blur_sigma_px: tuple[float, float] = (0.3, 1.0)
+    downscale_p: float = 0.0
+    downscale_factor: tuple[float, float] = (0.5, 0.9)  # side scale before resizing back
     jpeg_p: float = 0.4
     jpeg_quality: tuple[int, int] = (60, 95)
 
@@ -61,6 +64,8 @@ def augment(rgb: np.ndarray, rng: np.random.Generator, config: AugmentConfig = D
         rgb = color_jitter(rgb, rng, config.jitter_strength)
     if rng.random() < config.blur_p:
         rgb = gaussian_blur(rgb, float(rng.uniform(*config.blur_sigma_px)))
+    if rng.random() < config.downscale_p:
+        rgb = downscale_upscale(rgb, float(rng.uniform(*config.downscale_factor)))
     if rng.random() < config.jpeg_p:
         rgb = jpeg_roundtrip(rgb, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
     return np.ascontiguousarray(rgb)
@@ -95,6 +100,16 @@ def color_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float) -> 
 
 def gaussian_blur(rgb: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.asarray(cv2.GaussianBlur(np.ascontiguousarray(rgb), (0, 0), sigma_px), dtype=np.uint8)
+
+
+def downscale_upscale(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink by `factor` (area interpolation) and resize back to the original size (bilinear)."""
+    height, width = rgb.shape[:2]
+    small = cv2.resize(
+        np.ascontiguousarray(rgb), (max(1, round(width * factor)), max(1, round(height * factor))),
+        interpolation=cv2.INTER_AREA,
+    )  # fmt: skip
+    return np.asarray(cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
 
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:

@@ -47,6 +47,7 @@ CSV_COLUMNS = ("original_path", "id", "label", "label_str", "path")
 CSV_LABEL_MEANING = {"1": "real", "0": "fake"}  # the 140k manifests' own convention
 DEFAULT_PLAIN_SPLIT = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
 LOADER_PREFETCH_BATCHES = 4  # batches each loader process keeps ready (torch's default is 2)
+GROUP_ORDER_STREAM = 7  # seeds the order of grouped batches apart from the per-sample generators
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,18 @@ def collate(items: Sequence[Item | int]) -> Batch:
     )
 
 
+def grouped_batches(
+    groups: Sequence[Sequence[int]], *, batch_size: int, rng: np.random.Generator | None
+) -> list[list[int]]:
+    """Batches of sample indices: the groups in a random order (as given without `rng`), each
+    group's members side by side (shuffled within the group), cut every `batch_size` indices."""
+    order: list[int] = []
+    for g in range(len(groups)) if rng is None else rng.permutation(len(groups)):
+        group = list(groups[int(g)])
+        order.extend(group if rng is None else [group[int(k)] for k in rng.permutation(len(group))])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def batches(
     dataset: ImageDataset,
     *,
@@ -325,22 +338,39 @@ def batches(
     shuffle: bool = False,
     epoch: int = 0,
     pin_memory: bool = False,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> Iterator[Batch]:
     """Batches of `dataset` for one epoch; shuffling is seeded by (dataset seed, epoch).
 
     With `workers` > 0, decoding and augmentation run in that many loader processes, each keeping
-    `LOADER_PREFETCH_BATCHES` batches ready ahead of the step. `pin_memory` speeds up copies to a GPU."""
+    `LOADER_PREFETCH_BATCHES` batches ready ahead of the step. `pin_memory` speeds up copies to a GPU.
+    `groups` (training.pairs): sample indices that go into a batch side by side, in a seeded order
+    per epoch (shuffled with `shuffle`), instead of a shuffle of single samples."""
     dataset.epoch = epoch
-    generator = torch.Generator().manual_seed(dataset.seed * 100_003 + epoch)
-    loader: DataLoader[Item | int] = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        collate_fn=collate,
-        generator=generator,
-        drop_last=False,
-        pin_memory=pin_memory,
-        prefetch_factor=LOADER_PREFETCH_BATCHES if workers > 0 else None,
-    )
+    prefetch = LOADER_PREFETCH_BATCHES if workers > 0 else None
+    loader: DataLoader[Item | int]
+    if groups is not None:
+        rng = np.random.default_rng([dataset.seed, epoch, GROUP_ORDER_STREAM]) if shuffle else None
+        order = grouped_batches(groups, batch_size=batch_size, rng=rng)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=order,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch,
+        )
+    else:
+        generator = torch.Generator().manual_seed(dataset.seed * 100_003 + epoch)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate,
+            generator=generator,
+            drop_last=False,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch,
+        )
     yield from loader

@@ -44,7 +44,8 @@ def predict(
     precision: Precision = "fp32",
     progress: bool = False,
 ) -> Predictions:
-    """Score every sample of `dataset` with `score_batch` at `precision`, counting undecodable files."""
+    """Score every sample of `dataset` with `score_batch` at `precision` (and the test-time augmentation
+    of the dataset's preprocessing), counting undecodable files."""
     was_training = model.training
     model.eval()
     scores, labels, indices, skipped = [], [], [], []
@@ -53,7 +54,9 @@ def predict(
         for batch in batches(dataset, batch_size=batch_size, workers=workers):
             bar.update(len(batch.labels) + len(batch.skipped))
             skipped.extend(batch.skipped)
-            scores.append(image_scores(score_batch(model, batch.images, device, precision), batch.faces))
+            scores.append(
+                image_scores(score_batch(model, batch.images, device, precision, dataset.prep.tta), batch.faces)
+            )
             labels.append(batch.labels.numpy())
             indices.append(batch.indices.numpy())
         bar.close()

@@ -31,7 +31,7 @@ from scanner.errors import ConfigError
 from scanner.faces import FaceView
 from scanner.precision import Precision, autocast, describe, resolve_precision
 from training.augment import augment_config
-from training.config import CROP_CHOICES, SELF_BLEND_CHOICES, TrainConfig, demo_config
+from training.config import CROP_CHOICES, PAIRS_CHOICES, SELF_BLEND_CHOICES, TTA_CHOICES, TrainConfig, demo_config
 from training.datasets import (
     FAKE,
     REAL,
@@ -45,6 +45,7 @@ from training.datasets import (
 from training.evaluate import predict
 from training.facecache import FaceCache, default_cache_dir
 from training.metrics import DetectionMetrics, calibration_warning, detection_metrics, threshold_at_fpr
+from training.pairs import sample_groups
 from training.selfblend import MASK_CHOICES
 from training.state import TrainProgress, load_state, save_state, state_path
 
@@ -77,6 +78,7 @@ class TrainResult:
 class TrainData:
     train: ImageDataset
     valid: ImageDataset
+    groups: list[list[int]] | None = None  # training.pairs: training samples batched side by side
 
 
 @dataclass
@@ -104,7 +106,7 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError("epochs, batch size and patience must be at least 1")
     if not 0 <= config.freeze_backbone_epochs <= config.epochs:
         raise ConfigError("--freeze-backbone-epochs must be between 0 and --epochs")
-    if config.lr <= 0 or config.weight_decay < 0 or not 0 <= config.warmup_fraction < 1:
+    if config.learning_rate <= 0 or config.weight_decay < 0 or not 0 <= config.warmup_fraction < 1:
         raise ConfigError("learning rate must be positive, weight decay >= 0, warmup fraction in [0, 1)")
     if config.out.suffix != ".safetensors":
         raise ConfigError(f"checkpoint path {config.out} must end in .safetensors")
@@ -118,6 +120,10 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"unknown blend mask {config.blend_mask!r}: use one of {', '.join(MASK_CHOICES)}")
     if config.crop not in CROP_CHOICES:
         raise ConfigError(f"unknown crop mode {config.crop!r}: use one of {', '.join(CROP_CHOICES)}")
+    if config.tta not in TTA_CHOICES:
+        raise ConfigError(f"unknown test-time augmentation {config.tta!r}: use one of {', '.join(TTA_CHOICES)}")
+    if config.pairs not in PAIRS_CHOICES:
+        raise ConfigError(f"unknown pairs mode {config.pairs!r}: use one of {', '.join(PAIRS_CHOICES)}")
     augment_config(config.augment_p)  # raises for unknown names and probabilities outside [0, 1]
 
 
@@ -165,6 +171,7 @@ def load_data(config: TrainConfig, prep: Preprocessing) -> TrainData:
         valid=ImageDataset(
             valid, prep, view=view, all_faces=True, face_cache=cache, blend_mask=config.blend_mask, seed=config.seed
         ),
+        groups=sample_groups(train, config.pairs),
     )
 
 
@@ -251,6 +258,7 @@ def train_one_epoch(
     total_steps: int,
     device: torch.device,
     ema: AveragedModel | None = None,
+    groups: list[list[int]] | None = None,
 ) -> EpochStats:
     """One pass over the training data; advances `progress.step` (and the weight average)."""
     model.train()
@@ -262,6 +270,7 @@ def train_one_epoch(
         shuffle=True,
         epoch=progress.next_epoch,
         pin_memory=device.type == "cuda",
+        groups=groups,
     )
     bar = tqdm(
         loader,
@@ -276,7 +285,7 @@ def train_one_epoch(
         skipped += len(batch.skipped)
         if batch.labels.numel() == 0:
             continue
-        lr = lr_at(progress.step, base_lr=config.lr, warmup_steps=warmup, total_steps=total_steps)
+        lr = lr_at(progress.step, base_lr=config.learning_rate, warmup_steps=warmup, total_steps=total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum += training_step(model, optimizer, batch, device, _precision(config)) * batch.labels.numel()
@@ -354,7 +363,7 @@ def train(config: TrainConfig) -> TrainResult:
     check_config(config)
     started = time.perf_counter()
     device = resolve_device(config.device)
-    config = replace(config, precision=resolve_precision(config.precision, device))
+    config = replace(config, precision=resolve_precision(config.precision, device), lr=config.learning_rate)
     log.info("precision: %s", describe(_precision(config), device))
     seed_everything(config.seed, device)
     spec = backbone(config.arch)  # its pretrained weights expect its own normalisation
@@ -364,10 +373,11 @@ def train(config: TrainConfig) -> TrainResult:
         std=spec.std,
         crop=served_crop(config.input_crop),
         decode=config.decode,
+        tta=config.tta,
     )
     data = load_data(config, prep)
     model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, lr=config.learning_rate, weight_decay=config.weight_decay)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     ema = weight_average(model, config.ema)
     progress = start_or_resume(model, optimizer, config, ema)
@@ -412,7 +422,15 @@ def run_epoch(
     epoch = progress.next_epoch
     set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
     stats = train_one_epoch(
-        model, optimizer, data.train, config=config, progress=progress, total_steps=total_steps, device=device, ema=ema
+        model,
+        optimizer,
+        data.train,
+        config=config,
+        progress=progress,
+        total_steps=total_steps,
+        device=device,
+        ema=ema,
+        groups=data.groups,
     )
     scored = model if ema is None else ema.module
     metrics, valid_skipped = validate(scored, data.valid, config=config, device=device)

@@ -171,4 +171,5 @@ class Scorer:
         count = batch.shape[0]
         if self.compiled and 0 < count < self.batch_size:
             batch = torch.cat([batch, batch.new_zeros((self.batch_size - count, *batch.shape[1:]))])
-        return score_batch(self.model, normalize(batch, self.meta.preprocessing), self.device, self.precision)[:count]
+        prep = self.meta.preprocessing
+        return score_batch(self.model, normalize(batch, prep), self.device, self.precision, prep.tta)[:count]

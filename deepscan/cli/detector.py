@@ -133,9 +133,10 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    default=cfg.DEFAULT_LR,
-    show_default=True,
-    help="Peak AdamW learning rate, reached after a linear warmup and followed by cosine decay.",
+    default=None,
+    help="Peak AdamW learning rate, reached after a linear warmup and followed by cosine decay "
+    f"[default: {cfg.DEFAULT_LR_SCRATCH:g} from scratch (--pretrained none), {cfg.DEFAULT_LR_PRETRAINED:g} "
+    "from pretrained weights].",
 )
 @click.option(
     "--freeze-backbone-epochs",
@@ -163,6 +164,15 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="The self-blend mask: hull = the face's region, a hull placed by its five landmarks (SBI's choice); "
     "ellipse = a jittered ellipse around the crop's centre.",
+)
+@click.option(
+    "--pairs",
+    type=click.Choice(cfg.PAIRS_CHOICES),
+    default=cfg.DEFAULT_PAIRS,
+    show_default=True,
+    help="auto = batch each fake beside the real image it was made from (matched by a thumbnail of the "
+    "scene, one to one; only when the data look paired, as face swaps of original videos do) and each "
+    "self-blended fake beside its real, so a batch contrasts the manipulation alone; off = plain shuffling.",
 )
 @DEVICE_OPTION
 @click.option(
@@ -236,6 +246,15 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "scaled decoding: a 12-megapixel photo decodes 2-3x faster and scans about 4x faster). It changes "
     "pixels, so the model learns on what it will be shown; with --crop center the window then comes "
     "from the reduced image.",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(cfg.TTA_CHOICES),
+    default=cfg.DEFAULT_TTA,
+    show_default=True,
+    help="Test-time augmentation, recorded in the checkpoint and applied wherever it scores (validation, "
+    "evaluate, calibrate, every scan): flip = the mean logit of each face (or image) and its mirror "
+    "image, two forward passes per input; none = one.",
 )
 @click.option(
     "--ema",

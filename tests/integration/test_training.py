@@ -368,3 +368,52 @@ def test_a_reduced_decode_checkpoint_trains_evaluates_and_scans_alike(
     assert len(items) == len(expected) > 0
     for url, score in expected.items():
         assert items[url].score == pytest.approx(score, abs=PARITY_ATOL)
+
+
+def test_a_flip_tta_checkpoint_trains_evaluates_and_scans_alike(
+    demo_data: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`deepscan train --tta flip`: the checkpoint records it, every score (evaluate's, a scan's) is
+    the sigmoid of the mean logit of each face and its mirror image, and a scan stores evaluate's scores."""
+    out, faces = tmp_path / "flip.safetensors", tmp_path / "faces"
+    trained = CliRunner().invoke(
+        cli,
+        ["--no-progress", "train", "--data", str(demo_data), "--out", str(out), "--arch", "resnet18",
+         "--pretrained", "none", "--image-size", str(TINY_SIZE), "--epochs", "1", "--batch-size", "8",
+         "--no-augment", "--crop", "resize", "--tta", "flip", "--face-cache", str(faces), "--workers", "0",
+         "--device", "cpu"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    loaded = load_checkpoint(out, device=CPU)
+    assert loaded.meta.preprocessing.tta == "flip"
+    assert loaded.meta.train_config["tta"] == "flip"
+
+    report = evaluate(demo_data, out, device="cpu", precision="fp32", workers=0, face_cache=faces)
+    for path, _label, score in report.files:  # by hand: both views of every face, the mean logit, the max
+        crops = [face.rgb for face in loaded.meta.face_view.faces(read_image_file(str(path)))]
+        x = torch.stack([preprocess(crop, loaded.meta.preprocessing) for crop in crops])
+        with torch.inference_mode():
+            logits = (loaded.model(x).reshape(-1) + loaded.model(x.flip(3)).reshape(-1)) / 2
+        assert abs(float(torch.sigmoid(logits).max()) - score) <= PARITY_ATOL
+        one_view = float(score_batch(loaded.model, x, CPU).max())
+        assert one_view == pytest.approx(score_batch(loaded.model, x, CPU, "fp32", "none").max())
+    assert any(
+        abs(float(score_batch(loaded.model, torch.stack([preprocess(f.rgb, loaded.meta.preprocessing)
+            for f in loaded.meta.face_view.faces(read_image_file(str(p)))]), CPU).max()) - s) > PARITY_ATOL
+        for p, _, s in report.files
+    ), "flipping changes some score: the mirror image is really scored"  # fmt: skip
+
+    expected = {Path(path).resolve().as_uri(): score for path, _label, score in evaluate(
+        demo_data, out, device="cpu", workers=0, face_cache=faces).files}  # fmt: skip
+    listing = tmp_path / "test-images.txt"
+    listing.write_text("\n".join(expected) + "\n")
+    result = CliRunner().invoke(
+        cli,
+        ["--database-url", sqlite_url, "scan", "--from-file", str(listing), "--checkpoint", str(out),
+         "--device", "cpu", "--format", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    items = {item.url: item for item in items_of(sqlite_url, json.loads(result.output.splitlines()[-1])["job_id"])}
+    assert len(items) == len(expected) > 0
+    for url, score in expected.items():
+        assert items[url].score == pytest.approx(score, abs=PARITY_ATOL)

@@ -234,3 +234,27 @@ def test_crop_mode_is_recorded_and_old_checkpoints_resize() -> None:
     assert Preprocessing.from_metadata(old).crop == "resize"
     with pytest.raises(CheckpointError, match="crop mode 'tiles'"):
         Preprocessing.from_metadata({**prep.to_metadata(), "crop": "tiles"})
+
+
+def test_flip_tta_scores_the_mean_logit_of_each_square_and_its_mirror() -> None:
+    model = prepare_for_inference(tiny_model(), torch.device("cpu"))
+    batch = preprocess_batch([tiny_rgb(i) for i in range(3)], Preprocessing(image_size=32))
+    scores = score_batch(model, batch, torch.device("cpu"), "fp32", "flip")
+    with torch.inference_mode():
+        expected = torch.sigmoid((model(batch).reshape(-1) + model(batch.flip(3)).reshape(-1)) / 2).numpy()
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    assert not np.allclose(scores, score_batch(model, batch, torch.device("cpu")), atol=1e-6)
+    mirrored = score_batch(model, batch.flip(3), torch.device("cpu"), "fp32", "flip")
+    np.testing.assert_allclose(mirrored, scores, atol=1e-6)  # a mirror image scores as the original
+    assert score_batch(model, batch[:0], torch.device("cpu"), "fp32", "flip").shape == (0,)
+    with pytest.raises(ConfigError, match="test-time augmentation 'five-crop'"):
+        score_batch(model, batch, torch.device("cpu"), "fp32", "five-crop")
+
+
+def test_tta_is_recorded_and_old_checkpoints_score_one_view() -> None:
+    prep = Preprocessing(image_size=64, tta="flip")
+    assert Preprocessing.from_metadata(prep.to_metadata()).tta == "flip"
+    old = {k: v for k, v in prep.to_metadata().items() if k != "tta"}
+    assert Preprocessing.from_metadata(old).tta == "none"
+    with pytest.raises(CheckpointError, match="test-time augmentation 'mirror'"):
+        Preprocessing.from_metadata({**prep.to_metadata(), "tta": "mirror"})

@@ -53,6 +53,8 @@ def test_torch_free_names_match_the_model_module() -> None:
     assert config.DEFAULT_IMAGE_SIZE_PX == detector.DEFAULT_IMAGE_SIZE_PX
     assert ("auto", *detector.CROP_MODES, "random") == config.CROP_CHOICES
     assert config.BLEND_MASK_CHOICES == MASK_CHOICES
+    assert config.TTA_CHOICES == detector.TTA_MODES
+    assert detector.Preprocessing().tta == config.DEFAULT_TTA
     assert {f"{name}_p" for name in config.AUGMENT_NAMES} <= {f.name for f in fields(AugmentConfig)}
 
 
@@ -75,7 +77,7 @@ def test_a_bad_augmentation_probability_is_a_usage_error(runner: CliRunner, tmp_
         cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--aug", value]
     )
     assert result.exit_code == 2
-    assert f"{value!r} is not NAME=P with NAME one of flip, crop, jitter, blur, jpeg" in result.output
+    assert f"{value!r} is not NAME=P with NAME one of flip, crop, jitter, blur, downscale, jpeg" in result.output
 
 
 def test_checkpoint_must_be_safetensors(runner: CliRunner, tmp_path: Path) -> None:
@@ -121,3 +123,30 @@ def test_calibrate_sets_the_threshold_at_the_target_rate_of_a_real_folder(runner
     write_jpeg(tmp_path / "cal" / "valid" / "fake" / "0.jpg", tiny_rgb(0, fake=True))  # evaluate needs both classes
     scored = evaluate(tmp_path / "cal", out, split="valid", device="cpu", workers=0)
     assert scored.metrics.fp == 4, "exactly 10 % of the 40 reals are flagged at the new threshold"
+
+
+def test_the_default_learning_rate_depends_on_how_the_backbone_starts(tmp_path: Path) -> None:
+    def rate(**changes: object) -> float:
+        return config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", **changes).learning_rate  # type: ignore[arg-type]
+
+    assert rate(pretrained="none") == config.DEFAULT_LR_SCRATCH
+    assert rate(pretrained="imagenet") == config.DEFAULT_LR_PRETRAINED
+    assert rate(pretrained=str(tmp_path / "weights.pth")) == config.DEFAULT_LR_PRETRAINED
+    assert rate(pretrained="none", lr=5e-5) == 5e-5  # a given rate always wins
+    assert config.DEFAULT_LR_SCRATCH > config.DEFAULT_LR_PRETRAINED  # from scratch learns faster at a higher rate
+
+
+def test_train_help_names_both_default_learning_rates(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert f"{config.DEFAULT_LR_SCRATCH:g} from scratch" in text
+    assert f"{config.DEFAULT_LR_PRETRAINED:g} from pretrained weights" in text
+
+
+def test_by_default_face_crops_are_resized_and_whole_images_keep_the_centre_window(tmp_path: Path) -> None:
+    faces = config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors")
+    whole = config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", face_view="none")
+    assert (faces.crop, faces.input_crop) == ("auto", "resize")  # a swap's blending border stays in view
+    assert whole.input_crop == "center"  # generator traces everywhere: native resolution
+    assert config.demo_config(tmp_path, tmp_path / "m.safetensors").input_crop == "resize"

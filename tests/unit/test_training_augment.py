@@ -15,6 +15,7 @@ from training.augment import (
     augment,
     augment_config,
     color_jitter,
+    downscale_upscale,
     jpeg_roundtrip,
     random_resized_crop,
 )
@@ -57,6 +58,19 @@ def test_jpeg_roundtrip_loses_a_little_and_keeps_the_size() -> None:
     out = jpeg_roundtrip(rgb, quality=60)
     assert out.shape == rgb.shape
     assert 0 < np.abs(out.astype(int) - rgb).mean() < 10
+
+
+def test_downscale_upscale_softens_and_keeps_the_size() -> None:
+    rgb = tiny_rgb(6, size=64)
+    out = downscale_upscale(rgb, 0.5)
+    assert out.shape == rgb.shape
+    assert out.dtype == np.uint8
+    assert np.abs(np.diff(out.astype(int), axis=1)).mean() < np.abs(np.diff(rgb.astype(int), axis=1)).mean()
+    softened = augment(rgb, np.random.default_rng(0), AugmentConfig(flip_p=0, crop_p=0, jitter_p=0, blur_p=0,
+                                                                    downscale_p=1, jpeg_p=0))  # fmt: skip
+    assert not np.array_equal(softened, rgb)
+    assert augment_config({"downscale": 0.3}).downscale_p == 0.3
+    assert DEFAULT_AUGMENT.downscale_p == 0  # off by default: states saved before it existed still resume
 
 
 def test_color_jitter_is_mild() -> None:
