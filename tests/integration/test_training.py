@@ -356,18 +356,7 @@ def test_a_reduced_decode_checkpoint_trains_evaluates_and_scans_alike(
 
     report = evaluate(demo_data, out, device="cpu", workers=0, face_cache=faces)
     expected = {Path(path).resolve().as_uri(): score for path, _label, score in report.files}
-    listing = tmp_path / "test-images.txt"
-    listing.write_text("\n".join(expected) + "\n")
-    result = CliRunner().invoke(
-        cli,
-        ["--database-url", sqlite_url, "scan", "--from-file", str(listing), "--checkpoint", str(out),
-         "--device", "cpu", "--format", "json"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    items = {item.url: item for item in items_of(sqlite_url, json.loads(result.output.splitlines()[-1])["job_id"])}
-    assert len(items) == len(expected) > 0
-    for url, score in expected.items():
-        assert items[url].score == pytest.approx(score, abs=PARITY_ATOL)
+    assert_a_scan_stores(expected, checkpoint=out, database_url=sqlite_url, tmp_path=tmp_path)
 
 
 def test_a_flip_tta_checkpoint_trains_evaluates_and_scans_alike(
@@ -405,15 +394,20 @@ def test_a_flip_tta_checkpoint_trains_evaluates_and_scans_alike(
 
     expected = {Path(path).resolve().as_uri(): score for path, _label, score in evaluate(
         demo_data, out, device="cpu", workers=0, face_cache=faces).files}  # fmt: skip
+    assert_a_scan_stores(expected, checkpoint=out, database_url=sqlite_url, tmp_path=tmp_path)
+
+
+def assert_a_scan_stores(expected: dict[str, float], *, checkpoint: Path, database_url: str, tmp_path: Path) -> None:
+    """`deepscan scan` of the files `expected` names (file URL -> score) stores those scores, within PARITY_ATOL."""
     listing = tmp_path / "test-images.txt"
     listing.write_text("\n".join(expected) + "\n")
     result = CliRunner().invoke(
         cli,
-        ["--database-url", sqlite_url, "scan", "--from-file", str(listing), "--checkpoint", str(out),
+        ["--database-url", database_url, "scan", "--from-file", str(listing), "--checkpoint", str(checkpoint),
          "--device", "cpu", "--format", "json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    items = {item.url: item for item in items_of(sqlite_url, json.loads(result.output.splitlines()[-1])["job_id"])}
+    items = {item.url: item for item in items_of(database_url, json.loads(result.output.splitlines()[-1])["job_id"])}
     assert len(items) == len(expected) > 0
     for url, score in expected.items():
         assert items[url].score == pytest.approx(score, abs=PARITY_ATOL)
