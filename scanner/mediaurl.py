@@ -107,10 +107,6 @@ class MediaUrl:
         return cls(text, "file", path=path)
 
     @property
-    def is_local(self) -> bool:
-        return self.path is not None
-
-    @property
     def redacted(self) -> str:
         """The form safe to log, print or store where a person may read it (scanner.redaction)."""
         return redact_url(self.text)
@@ -130,10 +126,6 @@ class MediaUrl:
     def suffix(self) -> str:
         """The file name's extension with its dot (`.mp4`), or ""."""
         return Path(self.name).suffix
-
-    def is_allowed(self, settings: Settings) -> bool:
-        """False for a local path outside `settings.local_roots` (when set); remote URLs are the SSRF guard's."""
-        return self.path is None or is_allowed_local_path(self.path, settings)
 
     def __str__(self) -> str:
         return self.text

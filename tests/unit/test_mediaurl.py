@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.mediaurl import InvalidMediaUrlError, MediaUrl, display_name, scheme_of
+from scanner.mediaurl import InvalidMediaUrlError, MediaUrl, display_name, is_allowed_local_path, scheme_of
 from scanner.settings import Settings
 
 
@@ -29,7 +29,7 @@ def test_each_scheme_parses_into_its_parts() -> None:
     assert MediaUrl.parse("s3://bucket").key == ""
 
     local = MediaUrl.parse("file:///data/caf%C3%A9.png")
-    assert (local.scheme, local.path, local.name, local.is_local) == ("file", Path("/data/café.png"), "café.png", True)
+    assert (local.scheme, local.path, local.name) == ("file", Path("/data/café.png"), "café.png")
     assert MediaUrl.parse("/data/a.jpg").path == Path("/data/a.jpg")
     assert str(local) == "file:///data/caf%C3%A9.png"  # the text is kept verbatim: it is what is stored and fetched
 
@@ -65,12 +65,15 @@ def test_reasons_never_show_a_credential() -> None:
     assert "hunter2" not in str(caught.value)
 
 
-def test_local_roots_bound_local_paths_only(tmp_path: Path) -> None:
+def test_local_roots_bound_local_paths(tmp_path: Path) -> None:
     settings = Settings.from_env({"DEEPSCAN_LOCAL_ROOTS": str(tmp_path / "allowed")})
     (tmp_path / "allowed").mkdir()
-    assert MediaUrl.parse((tmp_path / "allowed" / "a.jpg").as_uri()).is_allowed(settings)
-    assert not MediaUrl.parse((tmp_path / "other.jpg").as_uri()).is_allowed(settings)
-    assert MediaUrl.parse("https://example.com/a.jpg").is_allowed(settings)
+    inside, outside = MediaUrl.parse((tmp_path / "allowed" / "a.jpg").as_uri()), MediaUrl.parse(tmp_path.as_uri())
+    assert inside.path is not None
+    assert outside.path is not None
+    assert is_allowed_local_path(inside.path, settings)
+    assert not is_allowed_local_path(outside.path, settings)
+    assert is_allowed_local_path(outside.path, Settings.from_env({}))
 
 
 def test_scheme_and_display_name_never_raise() -> None:
