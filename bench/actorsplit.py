@@ -23,12 +23,12 @@ import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
 from scanner.faces.hog import landmark_model_path
 from scanner.media import decode_image
+from training.pairs import scene_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 EMBEDDING_DIMS = 128
 DEFAULT_CLUSTER_DISTANCE = 0.5  # average-linkage cut; dlib's "same person" threshold is 0.6
 DEFAULT_TEST_FRACTION = 0.15  # of train/'s real faces, whole actors at a time
-THUMB_PX = 16  # side of the scene thumbnail used to pair a fake with its real
 SPLIT_VERSION = 1  # bump when the way splits are made changes, so cached ones are rebuilt
 
 
@@ -72,12 +71,6 @@ class Embedder:
         return vector
 
 
-def thumbnail(rgb: np.ndarray) -> np.ndarray:
-    """A tiny, contrast-normalised picture of the whole scene."""
-    small = np.asarray(cv2.resize(rgb, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA), np.float32).ravel()
-    return np.asarray((small - small.mean()) / (small.std() + 1e-6) / np.sqrt(small.size), np.float32)
-
-
 _embedder: Embedder | None = None
 
 
@@ -87,10 +80,10 @@ def face_features(face: FaceFile) -> tuple[np.ndarray, np.ndarray]:
     global _embedder
     rgb = decode_image(face.path.read_bytes())
     if face.label != "real":
-        return np.zeros(EMBEDDING_DIMS, dtype=np.float32), thumbnail(rgb)
+        return np.zeros(EMBEDDING_DIMS, dtype=np.float32), scene_thumbnail(rgb)
     if _embedder is None:
         _embedder = Embedder()
-    return _embedder.embed(rgb), thumbnail(rgb)
+    return _embedder.embed(rgb), scene_thumbnail(rgb)
 
 
 def features(files: list[FaceFile], cache: Path, *, processes: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -40,16 +40,20 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(np.sqrt(np.maximum(squared, 0)), dtype=np.float32)
 
 
+def scene_thumbnail(pixels: np.ndarray) -> np.ndarray:
+    """A THUMB_PX square, zero-mean unit-norm thumbnail of a whole decoded image (any channel order,
+    the same for every image compared): a swap keeps its original's scene and light."""
+    small = np.asarray(cv2.resize(pixels, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA), np.float32).ravel()
+    return np.asarray((small - small.mean()) / (small.std() + 1e-6) / np.sqrt(small.size), np.float32)
+
+
 def thumbnail(path: Path) -> np.ndarray | None:
-    """A THUMB_PX square, zero-mean unit-norm thumbnail of the whole image (None when unreadable).
+    """`scene_thumbnail` of the image file at `path` (None when unreadable).
 
     Decoded at reduced scale (libjpeg's 1/8), so a pass over thousands of files takes seconds."""
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_8) if data.size else None
-    if image is None:
-        return None
-    small = np.asarray(cv2.resize(image, (THUMB_PX, THUMB_PX), interpolation=cv2.INTER_AREA), np.float32).ravel()
-    return np.asarray((small - small.mean()) / (small.std() + 1e-6) / np.sqrt(small.size), np.float32)
+    return None if image is None else scene_thumbnail(image)
 
 
 def match_fakes(reals: np.ndarray, fakes: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

@@ -38,7 +38,6 @@ class EmbeddedRunner:
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.runtime: WorkerRuntime = load_runtime(settings, engine)
-        self.report = ChunkReport()
         self._concurrency = max(1, settings.worker_concurrency)
         self._pool: ThreadPoolExecutor | None = None  # while a batch is open
         self._in_flight: deque[Future[ChunkReport]] = deque()
@@ -50,10 +49,10 @@ class EmbeddedRunner:
     def __call__(self, job_id: int, items: ChunkItems, /) -> None:
         """Scan one chunk: at once outside a batch; inside one, beside the chunks still running."""
         if self._pool is None:
-            self._add(self._process(job_id, items))
+            self._process(job_id, items)
             return
         while len(self._in_flight) >= self._concurrency:
-            self._add(self._in_flight.popleft().result())
+            self._in_flight.popleft().result()  # a chunk's failure is raised here
         self._in_flight.append(self._pool.submit(self._process, job_id, items))
 
     @contextmanager
@@ -73,18 +72,12 @@ class EmbeddedRunner:
         failure: BaseException | None = None
         while self._in_flight:
             try:
-                self._add(self._in_flight.popleft().result())
+                self._in_flight.popleft().result()
             except BaseException as exc:  # the others still end, and are stored, before it is raised
                 failure = failure or exc
         pool.shutdown()
         if failure is not None and raise_failure:
             raise failure
-
-    def _add(self, chunk: ChunkReport) -> None:
-        self.report.done += chunk.done
-        self.report.error += chunk.error
-        self.report.reused += chunk.reused
-        self.report.inferred_units += chunk.inferred_units
 
     def _process(self, job_id: int, items: ChunkItems) -> ChunkReport:
         deliver = deliver_in_background(self.runtime.settings)
