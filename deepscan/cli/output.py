@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import click
-from tabulate import tabulate
 
 LIST_FORMATS = ("table", "json", "jsonl", "csv")
 RECORD_FORMATS = ("table", "json")  # for commands that print one record (show, jobs show)
@@ -79,6 +78,8 @@ def cell(value: Any) -> str:
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Rows under a header line, columns aligned (tabulate's `plain` format: easy to grep and cut)."""
+    from tabulate import tabulate  # here: `deepscan scan --format json` and --help start faster without it
+
     cells = [[cell(v) for v in row] for row in rows]
     return tabulate(cells, headers=list(headers), tablefmt="plain", disable_numparse=True)
 

@@ -31,13 +31,14 @@ def test_each_command_loads_from_the_module_named_for_it(runner: CliRunner) -> N
 
 
 def test_a_scan_loads_no_other_command_nor_plotting() -> None:
-    # `deepscan scan` runs often and briefly: the training, web and plotting code cost it 0.3-0.5 s.
+    # `deepscan scan` runs often and briefly: the training, web and plotting code cost it 0.3-0.5 s,
+    # the table renderer (tabulate) another 0.03-0.06 s when it prints JSON.
     import subprocess
     import sys
 
     probe = (
         "import sys; from deepscan.cli import cli; cli.get_command(None, 'scan'); "
-        "print(sorted(m for m in sys.modules if m.startswith(('deepscan.cli.', 'matplotlib', 'training'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('deepscan.cli.', 'matplotlib', 'training', 'tabulate'))))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == str(
