@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import requests
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -37,7 +36,6 @@ from scanner.jobs import job_counts
 from scanner.models import ScanJob, utcnow
 from scanner.redaction import redact_text, redact_url
 from scanner.settings import Settings
-from workers.ssrf import make_http_session
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +122,10 @@ def post_json(url: str, payload: dict[str, Any], settings: Settings) -> None:
 
     The errors name the receiver by its redacted URL: the token in the real one must not reach logs.
     """
+    import requests  # here: producers import this module, and only a delivery needs an HTTP client
+
+    from workers.ssrf import make_http_session
+
     shown = redact_url(url)
     if not settings.webhook_secret:
         raise PermanentError(f"webhook {shown} not sent: {NO_SECRET_HINT}")

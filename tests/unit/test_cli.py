@@ -53,14 +53,15 @@ def test_unknown_command_is_a_usage_error(runner: CliRunner) -> None:
 
 def test_a_producer_sends_chunks_without_loading_torch() -> None:
     # `deepscan scan` with a broker only records and sends: loading torch and torchvision would add
-    # seconds to every scan command. The worker side loads them when it starts.
+    # seconds to every scan command, an HTTP client (requests, for webhooks) 0.05 s. The worker side
+    # loads them when it starts.
     import subprocess
     import sys
 
     probe = (
         "import sys; import deepscan.cli, deepscan.cli.scan, workers.backend, workers.tasks; "
         "from workers.backend import PipelinedChunkSender; "
-        "print(sorted(m for m in ('torch', 'torchvision', 'cv2') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'torchvision', 'cv2', 'requests') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
