@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from scanner.backbones import backbone
 from scanner.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
-from scanner.detector import ARCHS, Preprocessing, build_model, resolve_device
+from scanner.detector import ARCHS, Preprocessing, build_model, head_path, resolve_device
 from scanner.errors import ConfigError
 from scanner.faces import FaceView
 from scanner.precision import Precision, autocast, describe, resolve_precision
@@ -215,10 +215,11 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
-def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
-    """Freeze or unfreeze everything but the `fc` head."""
+def set_backbone_trainable(model: nn.Module, trainable: bool, *, head: str) -> None:
+    """Freeze or unfreeze everything but the one-logit head at dotted path `head` (`head_path`), which
+    is `fc` only for ResNets and Xception, and sits under `backbone.` behind an input stem."""
     for name, param in model.named_parameters():
-        param.requires_grad_(trainable or name.startswith("fc."))
+        param.requires_grad_(trainable or name.startswith(head + "."))
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -420,7 +421,7 @@ def run_epoch(
     With a weight average, the average is what is validated and saved."""
     device = next(model.parameters()).device
     epoch = progress.next_epoch
-    set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
+    set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs, head=head_path(config.arch))
     stats = train_one_epoch(
         model,
         optimizer,

@@ -1,5 +1,5 @@
 """The SRM input stem: fixed high-pass residuals beside the RGB square, a widened first convolution
-that leaves a pretrained backbone as it was."""
+that leaves a pretrained backbone as it was, and a head that stays trainable behind it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch import nn
 from scanner.detector import build_model, head_path
 from scanner.errors import ConfigError
 from scanner.stems import SRM_CLIP, SrmResiduals, SrmStem
+from training.train import set_backbone_trainable
 
 KB, KV, HORIZONTAL = range(3)  # the residual channels, in the order scanner/stems.py stacks them
 FLAT_ATOL = 1e-5  # the 1/12 of the KV kernel is not exact in binary
@@ -94,6 +95,16 @@ def test_a_pretrained_backbone_behind_the_stem_starts_exactly_as_it_was(tmp_path
         assert torch.allclose(srm(x), plain(x), atol=1e-5)
         conv.weight[:, 3:].normal_(std=0.1)  # once the residual weights move, the residuals count
         assert not torch.allclose(srm(x), plain(x), atol=1e-3)
+
+
+@pytest.mark.parametrize(("arch", "stem"), [("resnet18", "srm"), ("efficientnet_b0", "none")])
+def test_a_frozen_backbone_leaves_only_the_head_trainable(arch: str, stem: str) -> None:
+    model = build_model(arch, stem=stem)
+    set_backbone_trainable(model, False, head=head_path(arch, stem))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"{head_path(arch, stem)}.weight", f"{head_path(arch, stem)}.bias"}
+    set_backbone_trainable(model, True, head=head_path(arch, stem))
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_an_unknown_stem_is_refused() -> None:
