@@ -1,6 +1,6 @@
 """The checkpoint format: one `.safetensors` file holding the weights and, in its header, everything
 needed to use them (arch, preprocessing, face view, calibrated threshold, metrics, label meaning, training
-config, creation time).
+config, creation time, input stem).
 
 The file's sha256 is the `model_version` recorded on every verdict. The header also carries a
 `content_sha256` over the tensors and the other metadata, so a file edited after it was written
@@ -29,7 +29,7 @@ from safetensors.torch import save as dump_tensors
 from torch import nn
 
 from scanner.checkpoint_header import header_metadata
-from scanner.detector import Preprocessing, build_model, prepare_for_inference, resolve_device
+from scanner.detector import STEMS, Preprocessing, build_model, prepare_for_inference, resolve_device
 from scanner.errors import CheckpointError, ConfigError
 from scanner.faces import FaceView
 
@@ -55,6 +55,9 @@ class CheckpointMeta:
     # The arithmetic the threshold was calibrated in (fp32 | bf16); None for checkpoints from before
     # precision was recorded, which were calibrated in fp32 on a CPU.
     precision: str | None = None
+    # The input stem the model was built with (scanner/stems.py); checkpoints from before stems
+    # were recorded read the RGB square alone ("none").
+    stem: str = "none"
 
     def to_metadata(self) -> dict[str, str]:
         """The header fields, all strings as safetensors requires."""
@@ -71,6 +74,7 @@ class CheckpointMeta:
             "train_config": json.dumps(self.train_config, sort_keys=True, default=str),
             "created_at": self.created_at,
             **({"precision": self.precision} if self.precision is not None else {}),
+            **({"stem": self.stem} if self.stem != "none" else {}),  # a plain model's header is as it was
         }
 
     @classmethod
@@ -94,12 +98,15 @@ class CheckpointMeta:
                 created_at=meta["created_at"],
                 face_view=FaceView.from_metadata(meta),
                 precision=meta.get("precision"),
+                stem=meta.get("stem", "none"),
             )
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint metadata is incomplete or malformed ({exc})") from None
         _check_threshold(checkpoint.threshold)
         if checkpoint.precision not in (None, "fp32", "bf16"):
             raise CheckpointError(f"checkpoint precision {checkpoint.precision!r} is not fp32 or bf16")
+        if checkpoint.stem not in STEMS:
+            raise CheckpointError(f"checkpoint input stem {checkpoint.stem!r} is not one of {', '.join(STEMS)}")
         return checkpoint
 
 
@@ -202,13 +209,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     content = read_tensor_file(path)
     meta = CheckpointMeta.from_metadata(content.metadata)
     try:
-        model = build_model(meta.arch, pretrained="none")
+        model = build_model(meta.arch, pretrained="none", stem=meta.stem)
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from None
     try:
         model.load_state_dict(content.tensors, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} weights do not fit {meta.arch}: {_first_detail(exc)}") from None
+        described = meta.arch if meta.stem == "none" else f"{meta.arch} with the {meta.stem} stem"
+        raise CheckpointError(f"checkpoint {path} weights do not fit {described}: {_first_detail(exc)}") from None
     target = device if isinstance(device, torch.device) else resolve_device(device)
     return LoadedCheckpoint(
         model=prepare_for_inference(model, target), meta=meta, model_version=content.sha256, path=path

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scanner import backbones
+from scanner import backbones, stems
 from scanner.errors import CheckpointError, ConfigError
 from scanner.precision import Precision, autocast
 
@@ -34,6 +34,7 @@ DEFAULT_IMAGE_SIZE_PX = 224
 IMAGENET_MEAN = backbones.IMAGENET_MEAN
 IMAGENET_STD = backbones.IMAGENET_STD
 PRETRAINED_CHOICES = ("none", "imagenet")
+STEMS = stems.STEMS
 DEFAULT_DOWNLOAD_TIMEOUT_S = 20.0
 DEFAULT_DOWNLOAD_CHUNK_BYTES = 1 << 20
 
@@ -128,23 +129,36 @@ def _three_floats(text: str) -> tuple[float, float, float]:
     return (a, b, c)
 
 
-def build_model(arch: str = DEFAULT_ARCH, pretrained: str = "none") -> nn.Module:
-    """A backbone from scanner/backbones.py with a one-logit head.
+def build_model(arch: str = DEFAULT_ARCH, pretrained: str = "none", stem: str = stems.DEFAULT_STEM) -> nn.Module:
+    """A backbone from scanner/backbones.py with a one-logit head, behind an input stem.
 
     `pretrained` is "none" (random weights), "imagenet" (the library's ImageNet weights: torchvision's
     from the torch cache, downloaded once when online; timm's through its own loader) or the path of
     a local weights file from the same library's model (.pth/.pt state dict, read with
     `weights_only=True`, or .safetensors). Only the backbone is taken from pretrained weights; the
     head always starts fresh.
+
+    `stem` is "none" (the backbone reads the normalised RGB square) or "srm" (scanner/stems.py: it
+    also reads three fixed high-pass residuals of the square, through a first convolution widened
+    after the pretrained weights are loaded, its new input channels zero). Either way the model
+    takes the same normalised 3-channel batch.
     """
     spec = backbones.backbone(arch)
+    stems.check_stem(stem)  # before any weights are downloaded
     model = spec.create()
     if pretrained == "imagenet":
         state = imagenet_state_dict(arch) if spec.library == "torchvision" else backbones.timm_imagenet_state_dict(spec)
         backbones.load_backbone(model, spec, state, source=f"ImageNet weights for {arch}")
     elif pretrained != "none":
         backbones.load_backbone(model, spec, read_weights_file(Path(pretrained)), source=str(pretrained))
-    return backbones.with_one_logit(model, spec)
+    return stems.with_stem(backbones.with_one_logit(model, spec), stem)
+
+
+def head_path(arch: str, stem: str = stems.DEFAULT_STEM) -> str:
+    """The dotted path of the one-logit head in `build_model(arch, stem=stem)`: what stays trainable
+    while the backbone is frozen."""
+    head = backbones.backbone(arch).head
+    return stems.BACKBONE_PREFIX + head if stem == "srm" else head
 
 
 def read_weights_file(path: Path) -> dict[str, torch.Tensor]:

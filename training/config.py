@@ -42,6 +42,10 @@ DEFAULT_PAIRS = "off"
 # flip = every score is the mean logit of the square and its mirror image, in validation, evaluate and scans.
 TTA_CHOICES = ("none", "flip")
 DEFAULT_TTA = "none"
+# The model's input stem, recorded in the checkpoint (scanner.stems.STEMS, tested): srm = the backbone also
+# reads three fixed high-pass (SRM) residuals of its square, where blending and resampling traces show.
+STEM_CHOICES = ("none", "srm")
+DEFAULT_STEM = "none"
 # Probability of each training augmentation (training.augment.AugmentConfig; `--aug NAME=P`).
 DEFAULT_AUGMENT_P = {"flip": 0.5, "crop": 0.0, "jitter": 0.2, "blur": 0.1, "downscale": 0.0, "jpeg": 0.1}
 AUGMENT_NAMES = tuple(DEFAULT_AUGMENT_P)
@@ -99,6 +103,7 @@ class TrainConfig:
     augment_p: dict[str, float] = field(default_factory=dict)  # per-transform probabilities, see training.augment
     crop: str = DEFAULT_CROP  # "center"/"random" = native-resolution windows, "resize" = the whole image, "auto"
     tta: str = DEFAULT_TTA  # one of TTA_CHOICES: how every score of the checkpoint is taken
+    stem: str = DEFAULT_STEM  # one of STEM_CHOICES: what the backbone reads besides the RGB square
     decode: str = "full"  # "reduced": JPEGs decoded at 1/2-1/8 scale, see scanner.detector.Preprocessing.decode
     ema: float = DEFAULT_EMA_DECAY  # decay of an exponential moving average of the weights; 0 = off
     device: str = "auto"
@@ -162,6 +167,8 @@ class TrainConfig:
             fingerprint["pairs"] = self.pairs
         if self.tta != "none":  # likewise: it changes validation scores, so which epoch is kept
             fingerprint["tta"] = self.tta
+        if self.stem != "none":  # likewise; it changes the model's weights, which a state must fit
+            fingerprint["stem"] = self.stem
         return fingerprint
 
     def augment_changes(self) -> dict[str, float]:

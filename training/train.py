@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from scanner.backbones import backbone
 from scanner.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
-from scanner.detector import ARCHS, Preprocessing, build_model, resolve_device
+from scanner.detector import ARCHS, STEMS, Preprocessing, build_model, head_path, resolve_device
 from scanner.errors import ConfigError
 from scanner.faces import FaceView
 from scanner.precision import Precision, autocast, describe, resolve_precision
@@ -124,6 +124,8 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"unknown test-time augmentation {config.tta!r}: use one of {', '.join(TTA_CHOICES)}")
     if config.pairs not in PAIRS_CHOICES:
         raise ConfigError(f"unknown pairs mode {config.pairs!r}: use one of {', '.join(PAIRS_CHOICES)}")
+    if config.stem not in STEMS:
+        raise ConfigError(f"unknown input stem {config.stem!r}: use one of {', '.join(STEMS)}")
     augment_config(config.augment_p)  # raises for unknown names and probabilities outside [0, 1]
 
 
@@ -215,10 +217,11 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
-def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
-    """Freeze or unfreeze everything but the `fc` head."""
+def set_backbone_trainable(model: nn.Module, trainable: bool, *, head: str) -> None:
+    """Freeze or unfreeze everything but the one-logit head at dotted path `head` (`head_path`), which
+    is `fc` only for ResNets and Xception, and sits under `backbone.` behind an input stem."""
     for name, param in model.named_parameters():
-        param.requires_grad_(trainable or name.startswith("fc."))
+        param.requires_grad_(trainable or name.startswith(head + "."))
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -331,6 +334,7 @@ def save_best(model: nn.Module, config: TrainConfig, prep: Preprocessing, metric
         threshold=metrics.threshold,
         target_fpr=config.target_fpr,
         precision=_precision(config),
+        stem=config.stem,
         metrics={
             "split": "valid",
             "epoch": epoch + 1,
@@ -376,7 +380,7 @@ def train(config: TrainConfig) -> TrainResult:
         tta=config.tta,
     )
     data = load_data(config, prep)
-    model = build_model(config.arch, config.pretrained).to(device).to(memory_format=torch.channels_last)
+    model = build_model(config.arch, config.pretrained, config.stem).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, lr=config.learning_rate, weight_decay=config.weight_decay)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     ema = weight_average(model, config.ema)
@@ -420,7 +424,7 @@ def run_epoch(
     With a weight average, the average is what is validated and saved."""
     device = next(model.parameters()).device
     epoch = progress.next_epoch
-    set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs)
+    set_backbone_trainable(model, epoch >= config.freeze_backbone_epochs, head=head_path(config.arch, config.stem))
     stats = train_one_epoch(
         model,
         optimizer,

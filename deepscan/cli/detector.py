@@ -257,6 +257,16 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "image, two forward passes per input; none = one.",
 )
 @click.option(
+    "--stem",
+    type=click.Choice(cfg.STEM_CHOICES),
+    default=cfg.DEFAULT_STEM,
+    show_default=True,
+    help="The model's input stem, recorded in the checkpoint and used wherever it scores: srm = the backbone "
+    "also reads three fixed high-pass (SRM) residuals of its input, where blending and resampling traces "
+    "show, through a first convolution widened to 6 channels (the new ones start at zero, so pretrained "
+    "weights start as they were); none = the RGB input alone.",
+)
+@click.option(
     "--ema",
     type=click.FloatRange(min=0, max=1, max_open=True),
     default=cfg.DEFAULT_EMA_DECAY,

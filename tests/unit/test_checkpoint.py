@@ -5,18 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from scanner import checkpoint as ckpt
 from scanner.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from scanner.detector import prepare_for_inference, preprocess_batch, score_batch
+from scanner.detector import build_model, prepare_for_inference, preprocess_batch, score_batch
 from scanner.errors import CheckpointError
-from tests.training_helpers import tiny_meta, tiny_model, tiny_rgb, write_tiny_checkpoint
+from scanner.stems import SrmStem
+from tests.training_helpers import randomize_batchnorm, tiny_meta, tiny_model, tiny_rgb, write_tiny_checkpoint
 
 PARITY_ATOL = 1e-5
 
@@ -162,3 +165,60 @@ def test_metadata_is_plain_strings_with_every_documented_field(tmp_path: Path) -
     for key in ("train_config", "created_at", ckpt.DIGEST_KEY, "format", "format_version"):
         assert key in header
     assert "1 = fake" in header["label_meaning"]
+
+
+def _header(path: Path) -> dict[str, str]:
+    data = path.read_bytes()
+    metadata: dict[str, str] = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    return metadata
+
+
+def residual_weights(model: nn.Module) -> torch.Tensor:
+    """The first convolution's weights over the SRM residual channels (after the three RGB ones)."""
+    conv = model.get_submodule("backbone.conv1")
+    assert isinstance(conv, nn.Conv2d)
+    return conv.weight[:, 3:]
+
+
+def test_a_srm_stem_checkpoint_loads_with_its_stem_and_scores_alike(tmp_path: Path) -> None:
+    path = tmp_path / "srm.safetensors"
+    torch.manual_seed(0)
+    model = randomize_batchnorm(build_model("resnet18", stem="srm"))
+    with torch.no_grad():
+        residual_weights(model).normal_(std=0.1)  # as if trained: the residuals count
+    meta = replace(tiny_meta(), stem="srm")
+    save_checkpoint(path, model, meta)
+    assert _header(path)["stem"] == "srm"
+
+    loaded = load_checkpoint(path)
+    assert loaded.meta == meta
+    assert isinstance(loaded.model, SrmStem)
+    cpu = torch.device("cpu")
+    batch = preprocess_batch([tiny_rgb(i, fake=i % 2 == 1, size=80) for i in range(8)], meta.preprocessing)
+    expected = score_batch(prepare_for_inference(model, cpu), batch, cpu)
+    assert np.abs(score_batch(loaded.model, batch, cpu) - expected).max() <= PARITY_ATOL
+    with torch.no_grad():
+        residual_weights(loaded.model).zero_()
+    rgb_only = score_batch(loaded.model, batch, cpu)
+    assert np.abs(rgb_only - expected).max() > PARITY_ATOL, "the loaded residual weights are really used"
+
+
+def test_a_checkpoint_from_before_stems_loads_as_the_plain_model(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    write_tiny_checkpoint(path)
+    assert "stem" not in _header(path), "a plain model's header is the one older versions wrote"
+    loaded = load_checkpoint(path)
+    assert loaded.meta.stem == "none"
+    assert not isinstance(loaded.model, SrmStem)
+
+
+def test_an_unknown_stem_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    ckpt.write_tensor_file(path, tiny_model().state_dict(), {**tiny_meta().to_metadata(), "stem": "dct"})
+    assert "checkpoint input stem 'dct' is not one of none, srm" in _refusal(path)
+
+
+def test_a_stem_checkpoint_relabelled_as_plain_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, build_model("resnet18", stem="srm"), tiny_meta())
+    assert "do not fit resnet18" in _refusal(path)

@@ -12,10 +12,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
+import training.train
 from deepscan.cli import cli
 from deepscan.cli import detector as commands
-from scanner import detector
+from scanner import detector, stems
 from scanner.checkpoint import read_checkpoint_meta
+from scanner.errors import ConfigError
 from tests.training_helpers import tiny_rgb, write_jpeg, write_tiny_checkpoint
 from training import config
 from training.augment import AugmentConfig
@@ -55,6 +57,8 @@ def test_torch_free_names_match_the_model_module() -> None:
     assert config.BLEND_MASK_CHOICES == MASK_CHOICES
     assert config.TTA_CHOICES == detector.TTA_MODES
     assert detector.Preprocessing().tta == config.DEFAULT_TTA
+    assert config.STEM_CHOICES == detector.STEMS
+    assert config.DEFAULT_STEM == stems.DEFAULT_STEM
     assert {f"{name}_p" for name in config.AUGMENT_NAMES} <= {f.name for f in fields(AugmentConfig)}
 
 
@@ -150,3 +154,29 @@ def test_by_default_face_crops_are_resized_and_whole_images_keep_the_centre_wind
     assert (faces.crop, faces.input_crop) == ("auto", "resize")  # a swap's blending border stays in view
     assert whole.input_crop == "center"  # generator traces everywhere: native resolution
     assert config.demo_config(tmp_path, tmp_path / "m.safetensors").input_crop == "resize"
+
+
+def test_train_builds_its_config_with_the_stem(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[config.TrainConfig] = []
+
+    def stop(run: config.TrainConfig) -> None:
+        seen.append(run)
+        raise ConfigError("stopped before training")
+
+    monkeypatch.setattr(training.train, "train", stop)
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--pretrained", "none"]
+    assert runner.invoke(cli, [*args, "--stem", "srm"]).exit_code == 1
+    assert runner.invoke(cli, args).exit_code == 1
+    assert [run.stem for run in seen] == ["srm", "none"]
+    refused = runner.invoke(cli, [*args, "--stem", "dct"])
+    assert refused.exit_code == 2
+    assert "'dct' is not one of 'none', 'srm'" in refused.output
+
+
+def test_the_resume_fingerprint_names_the_stem_only_when_there_is_one(tmp_path: Path) -> None:
+    plain = config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors")
+    srm = config.TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", stem="srm")
+    assert "stem" not in plain.fingerprint()  # states saved before the option existed still resume
+    assert srm.fingerprint() == {**plain.fingerprint(), "stem": "srm"}
