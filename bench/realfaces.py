@@ -120,6 +120,10 @@ RECIPES += (
 GEO_EMA = {"augment_p": {"crop": 0.5}, "ema": 0.998}
 RECIPES += (
     Recipe("geo-ema", "defaults plus --aug crop=0.5 --ema 0.998 (random resized crops, a weight average)", GEO_EMA),
+    Recipe("srm", "defaults plus --stem srm (three fixed high-pass residual maps beside RGB)", {"stem": "srm"}),
+    Recipe("geo-ema-srm", "geo-ema plus --stem srm", {**GEO_EMA, "stem": "srm"}),
+    Recipe("geo-ema-mix", "geo-ema plus --self-blend mix", {**GEO_EMA, "self_blend": "mix"}),
+    Recipe("geo-ema-only", "geo-ema plus --self-blend only: real faces alone", {**GEO_EMA, "self_blend": "only"}),
 )
 DEFAULT_RUN = ("plain", "default", "auto", "only")
 
@@ -292,7 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run_all(tasks, jobs=args.jobs)
     print(
         f"CPU: {cpu_model()} ({torch.get_num_threads()} threads); {ARCH} from scratch at {IMAGE_SIZE_PX} px, "
-        f"at most {epochs} epochs (the plain loop {plain_epochs}), {args.jobs} at a time; split by actor: {json.dumps(counts, sort_keys=True)}; "
+        f"at most {epochs} epochs (the plain loop {plain_epochs}), {args.jobs} at a time; "
+        f"split by actor: {json.dumps(counts, sort_keys=True)}; "
         f"{time.perf_counter() - started:.0f} s in all"
     )
     print(table(rows))
