@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ from deepscan.cli.context import AppContext, pass_app
 from deepscan.cli.options import precision_option, require_checkpoint
 from scanner.faces.view import DEFAULT_FACE_DETECTOR, FACE_DETECTORS, FaceView
 from training import config as cfg
+
+
+def choice_option(flag: str, choices: Sequence[str], default: str, help: str, **extra: Any) -> Callable[[Any], Any]:
+    """One of a fixed set of words, its default shown in --help (most training options recorded in the checkpoint)."""
+    return click.option(flag, type=click.Choice(choices), default=default, show_default=True, help=help, **extra)
+
 
 DEVICE_OPTION = click.option(
     "--device",
@@ -95,12 +102,11 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Checkpoint to write (.safetensors), the best epoch by validation ROC AUC. Beside it go "
     "NAME.metrics.jsonl (one JSON line per epoch) and NAME.train-state.safetensors (for --resume).",
 )
-@click.option(
+@choice_option(
     "--arch",
-    type=click.Choice(cfg.ARCH_CHOICES),
-    default=cfg.DEFAULT_ARCH,
-    show_default=True,
-    help="Backbone: ResNet-18/34/50 and EfficientNet-B0/B4 (torchvision), Xception and ConvNeXt-Tiny (timm); "
+    cfg.ARCH_CHOICES,
+    cfg.DEFAULT_ARCH,
+    "Backbone: ResNet-18/34/50 and EfficientNet-B0/B4 (torchvision), Xception and ConvNeXt-Tiny (timm); "
     "resnet18 is small enough for CPU demos and tests, efficientnet_b4 is the SBI and DFDC-winner backbone.",
 )
 @click.option(
@@ -145,32 +151,29 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="Train only the new one-logit head for the first N epochs (useful with pretrained weights).",
 )
-@click.option(
+@choice_option(
     "--self-blend",
-    type=click.Choice(cfg.SELF_BLEND_CHOICES),
-    default=cfg.DEFAULT_SELF_BLEND,
-    show_default=True,
-    is_flag=False,
-    flag_value="only",
-    help="Self-Blended Images: fakes made on the fly by blending an altered copy of each real face back into "
+    cfg.SELF_BLEND_CHOICES,
+    cfg.DEFAULT_SELF_BLEND,
+    "Self-Blended Images: fakes made on the fly by blending an altered copy of each real face back into "
     "it. only (also a bare --self-blend) = train from real images alone, fake images in DATA ignored; "
     "mix = beside DATA's own fakes, validated on DATA's real fakes; off; auto = mix with a face view that "
     "finds faces, off with --face-view none.",
+    is_flag=False,
+    flag_value="only",
 )
-@click.option(
+@choice_option(
     "--blend-mask",
-    type=click.Choice(cfg.BLEND_MASK_CHOICES),
-    default=cfg.DEFAULT_BLEND_MASK,
-    show_default=True,
-    help="The self-blend mask: hull = the face's region, a hull placed by its five landmarks (SBI's choice); "
+    cfg.BLEND_MASK_CHOICES,
+    cfg.DEFAULT_BLEND_MASK,
+    "The self-blend mask: hull = the face's region, a hull placed by its five landmarks (SBI's choice); "
     "ellipse = a jittered ellipse around the crop's centre.",
 )
-@click.option(
+@choice_option(
     "--pairs",
-    type=click.Choice(cfg.PAIRS_CHOICES),
-    default=cfg.DEFAULT_PAIRS,
-    show_default=True,
-    help="auto = batch each fake beside the real image it was made from (matched by a thumbnail of the "
+    cfg.PAIRS_CHOICES,
+    cfg.DEFAULT_PAIRS,
+    "auto = batch each fake beside the real image it was made from (matched by a thumbnail of the "
     "scene, one to one; only when the data look paired, as face swaps of original videos do) and each "
     "self-blended fake beside its real, so a batch contrasts the manipulation alone; off = plain shuffling.",
 )
@@ -226,12 +229,11 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Set one augmentation's probability, e.g. --aug jpeg=0.1 --aug blur=0; NAME is one of "
     f"{', '.join(cfg.AUGMENT_NAMES)} (defaults: {_augment_defaults()}).",
 )
-@click.option(
+@choice_option(
     "--crop",
-    type=click.Choice(cfg.CROP_CHOICES),
-    default=cfg.DEFAULT_CROP,
-    show_default=True,
-    help="How an image (or face crop) becomes the model's square, recorded in the checkpoint: resize = the whole "
+    cfg.CROP_CHOICES,
+    cfg.DEFAULT_CROP,
+    "How an image (or face crop) becomes the model's square, recorded in the checkpoint: resize = the whole "
     "image or face crop resized to the square, border and all; center = its centre window at native resolution, "
     "which keeps the high-frequency traces generators leave; random = windows anywhere in training, the centre "
     "one when scoring; auto = resize with a face view that finds faces, center with --face-view none.",
@@ -247,21 +249,19 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "pixels, so the model learns on what it will be shown; with --crop center the window then comes "
     "from the reduced image.",
 )
-@click.option(
+@choice_option(
     "--tta",
-    type=click.Choice(cfg.TTA_CHOICES),
-    default=cfg.DEFAULT_TTA,
-    show_default=True,
-    help="Test-time augmentation, recorded in the checkpoint and applied wherever it scores (validation, "
+    cfg.TTA_CHOICES,
+    cfg.DEFAULT_TTA,
+    "Test-time augmentation, recorded in the checkpoint and applied wherever it scores (validation, "
     "evaluate, calibrate, every scan): flip = the mean logit of each face (or image) and its mirror "
     "image, two forward passes per input; none = one.",
 )
-@click.option(
+@choice_option(
     "--stem",
-    type=click.Choice(cfg.STEM_CHOICES),
-    default=cfg.DEFAULT_STEM,
-    show_default=True,
-    help="The model's input stem, recorded in the checkpoint and used wherever it scores: srm = the backbone "
+    cfg.STEM_CHOICES,
+    cfg.DEFAULT_STEM,
+    "The model's input stem, recorded in the checkpoint and used wherever it scores: srm = the backbone "
     "also reads three fixed high-pass (SRM) residuals of its input, where blending and resampling traces "
     "show, through a first convolution widened to 6 channels (the new ones start at zero, so pretrained "
     "weights start as they were); none = the RGB input alone.",
@@ -274,12 +274,11 @@ def _pretrained(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Validate and save an exponential moving average of the weights with this decay per step "
     "(e.g. 0.999); 0 = off.",
 )
-@click.option(
+@choice_option(
     "--face-view",
-    type=click.Choice(FACE_DETECTORS),
-    default=DEFAULT_FACE_DETECTOR,
-    show_default=True,
-    help="How images become model inputs, recorded in the checkpoint and used by evaluate and every scan: "
+    FACE_DETECTORS,
+    DEFAULT_FACE_DETECTOR,
+    "How images become model inputs, recorded in the checkpoint and used by evaluate and every scan: "
     "faces found by dlib's hog detector (eyes levelled by its landmarks) or OpenCV's haar cascade, cropped "
     "with a margin (the whole image when none is found); none = the whole image, for data sets that are "
     "already aligned face crops (the 140k set is).",
