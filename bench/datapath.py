@@ -385,6 +385,9 @@ def main() -> None:
     parser.add_argument("--decode", choices=("reduced", "full"), default="reduced")
     parser.add_argument("--image-size", type=int, default=NEAR_FREE_SIZE_PX, help="the near-free model's input size")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="the worker's (DEEPSCAN_PRECISION)"
+    )
     parser.add_argument("--chunk-size", type=int, default=128, help="of (b); (d) uses scan's default")
     parser.add_argument("--threads", type=int, default=DEFAULT_FETCH_THREADS, help="the worker's fetch/decode threads")
     parser.add_argument(
@@ -422,11 +425,12 @@ def main() -> None:
             DEEPSCAN_HOME=str(work / "home"),
             DEEPSCAN_BATCH_SIZE=str(args.batch_size),
             DEEPSCAN_FETCH_THREADS=str(args.threads),
+            DEEPSCAN_PRECISION=args.precision,
         )
         print(f"{cpu_model()}: {NEAR_FREE_ARCH} at {args.image_size} px (near-free), batch {args.batch_size}, "
               f"chunk {args.chunk_size}, worker concurrency {args.concurrency}, {args.decode_threads} decode threads "
               f"(DEEPSCAN_FETCH_THREADS={args.threads}), "
-              f"{args.decode} JPEG decode, torch threads {torch.get_num_threads()}")  # fmt: skip
+              f"{args.decode} JPEG decode, torch threads {torch.get_num_threads()}, worker precision {args.precision}")  # fmt: skip
         results: dict[str, Any] = {}
         sets = [("jpeg_256px", args.small, 256, 256), ("jpeg_12mp", args.large, 4000, 3000)]
         for name, count, width, height in sets:

@@ -10,7 +10,11 @@ through `training.evaluate.evaluate` (the workers' path). Nothing is selected on
 Per recipe: ROC AUC, average precision and TPR at 1 % FPR on the test split, and what the
 calibrated threshold (1 % FPR on valid) gives there: its TPR and the FPR it really has.
 
-    .venv/bin/python bench/realfaces.py [--recipes plain,default,...] [--epochs N] [--quick] [--json]
+    .venv/bin/python bench/realfaces.py [--recipes plain,default,...] [--epochs N] [--plain-epochs 10]
+        [--jobs J] [--keep DIR] [--quick] [--json]
+
+The plain loop keeps the 10 epochs issue 22 measured it at (`--plain-epochs`) whatever `--epochs`
+the recipes get, so a longer schedule is compared with the same baseline.
 
 resnet18 from scratch at 128 px on the CPU, as `deepscan train --arch resnet18 --pretrained none
 --image-size 128 --device cpu` runs it, every other option at its default unless the recipe
