@@ -429,8 +429,8 @@ def main() -> None:
         )
         print(f"{cpu_model()}: {NEAR_FREE_ARCH} at {args.image_size} px (near-free), batch {args.batch_size}, "
               f"chunk {args.chunk_size}, worker concurrency {args.concurrency}, {args.decode_threads} decode threads "
-              f"(DEEPSCAN_FETCH_THREADS={args.threads}), "
-              f"{args.decode} JPEG decode, torch threads {torch.get_num_threads()}, worker precision {args.precision}")  # fmt: skip
+              f"(DEEPSCAN_FETCH_THREADS={args.threads}), {args.decode} JPEG decode, "
+              f"torch threads {torch.get_num_threads()}, worker precision {args.precision}")  # fmt: skip
         results: dict[str, Any] = {}
         sets = [("jpeg_256px", args.small, 256, 256), ("jpeg_12mp", args.large, 4000, 3000)]
         for name, count, width, height in sets:
