@@ -128,6 +128,7 @@ RECIPES += (
     Recipe("geo-ema-srm", "geo-ema plus --stem srm", {**GEO_EMA, "stem": "srm"}),
     Recipe("geo-ema-mix", "geo-ema plus --self-blend mix", {**GEO_EMA, "self_blend": "mix"}),
     Recipe("geo-ema-only", "geo-ema plus --self-blend only: real faces alone", {**GEO_EMA, "self_blend": "only"}),
+    Recipe("geo-ema-20", "geo-ema with --epochs 20 whatever --epochs the run gives", {**GEO_EMA, "epochs": 20}),
 )
 DEFAULT_RUN = ("plain", "default", "auto", "only")
 
