@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scanner import backbones, stems
-from scanner.errors import CheckpointError, ConfigError
+from scanner.errors import CheckpointError, ConfigError, check_choice
 from scanner.precision import Precision, autocast
 
 ARCHS = backbones.ARCHS
@@ -79,16 +79,12 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.image_size < 16:
             raise ConfigError(f"image size {self.image_size} px is too small: use 16 px or more")
-        if self.resize not in _RESIZE_MODES:
-            raise ConfigError(f"unknown resize mode {self.resize!r}: use one of {', '.join(_RESIZE_MODES)}")
+        check_choice(self.resize, _RESIZE_MODES, "resize mode")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError("preprocessing needs three means and three positive standard deviations")
-        if self.decode not in _DECODE_MODES:
-            raise ConfigError(f"unknown decode mode {self.decode!r}: use one of {', '.join(_DECODE_MODES)}")
-        if self.crop not in CROP_MODES:
-            raise ConfigError(f"unknown crop mode {self.crop!r}: use one of {', '.join(CROP_MODES)}")
-        if self.tta not in TTA_MODES:
-            raise ConfigError(f"unknown test-time augmentation {self.tta!r}: use one of {', '.join(TTA_MODES)}")
+        check_choice(self.decode, _DECODE_MODES, "decode mode")
+        check_choice(self.crop, CROP_MODES, "crop mode")
+        check_choice(self.tta, TTA_MODES, "test-time augmentation")
 
     @property
     def decode_min_side_px(self) -> int | None:

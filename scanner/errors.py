@@ -8,6 +8,8 @@ database driver's own errors for a lost or refused connection: a restart of the 
 item is the world being unavailable, never the item's verdict.
 """
 
+from collections.abc import Collection
+
 from sqlalchemy import exc as sa_exc
 
 # The database went away, refused us or timed out: retrying later can succeed. (An IntegrityError
@@ -26,6 +28,12 @@ class DeepscanError(Exception):
 
 class ConfigError(DeepscanError):
     """A setting or option is invalid: fix the configuration and run again."""
+
+
+def check_choice(value: str, choices: Collection[str], what: str) -> None:
+    """ConfigError, naming the choices, when `value` is not one of them ("unknown crop mode 'x': use one of ...")."""
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
 
 
 class NotFoundError(DeepscanError):

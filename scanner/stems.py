@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scanner.errors import ConfigError
+from scanner.errors import check_choice
 
 STEMS = ("none", "srm")
 DEFAULT_STEM = "none"
@@ -88,8 +88,7 @@ class SrmStem(nn.Module):
 
 def check_stem(stem: str) -> None:
     """Raise ConfigError for a stem name not in STEMS."""
-    if stem not in STEMS:
-        raise ConfigError(f"unknown input stem {stem!r}: use one of {', '.join(STEMS)}")
+    check_choice(stem, STEMS, "input stem")
 
 
 def with_stem(model: nn.Module, stem: str) -> nn.Module:

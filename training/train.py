@@ -27,7 +27,7 @@ from tqdm import tqdm
 from scanner.backbones import backbone
 from scanner.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from scanner.detector import ARCHS, STEMS, Preprocessing, build_model, head_path, resolve_device
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, check_choice
 from scanner.faces import FaceView
 from scanner.precision import Precision, autocast, describe, resolve_precision
 from training.augment import augment_config
@@ -114,18 +114,12 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError("--max-minutes must be positive")
     if not 0 <= config.ema < 1:
         raise ConfigError("--ema must be a decay in [0, 1): 0 turns the weight average off, 0.999 is typical")
-    if config.self_blend not in SELF_BLEND_CHOICES:
-        raise ConfigError(f"unknown self-blend mode {config.self_blend!r}: use one of {', '.join(SELF_BLEND_CHOICES)}")
-    if config.blend_mask not in MASK_CHOICES:
-        raise ConfigError(f"unknown blend mask {config.blend_mask!r}: use one of {', '.join(MASK_CHOICES)}")
-    if config.crop not in CROP_CHOICES:
-        raise ConfigError(f"unknown crop mode {config.crop!r}: use one of {', '.join(CROP_CHOICES)}")
-    if config.tta not in TTA_CHOICES:
-        raise ConfigError(f"unknown test-time augmentation {config.tta!r}: use one of {', '.join(TTA_CHOICES)}")
-    if config.pairs not in PAIRS_CHOICES:
-        raise ConfigError(f"unknown pairs mode {config.pairs!r}: use one of {', '.join(PAIRS_CHOICES)}")
-    if config.stem not in STEMS:
-        raise ConfigError(f"unknown input stem {config.stem!r}: use one of {', '.join(STEMS)}")
+    check_choice(config.self_blend, SELF_BLEND_CHOICES, "self-blend mode")
+    check_choice(config.blend_mask, MASK_CHOICES, "blend mask")
+    check_choice(config.crop, CROP_CHOICES, "crop mode")
+    check_choice(config.tta, TTA_CHOICES, "test-time augmentation")
+    check_choice(config.pairs, PAIRS_CHOICES, "pairs mode")
+    check_choice(config.stem, STEMS, "input stem")
     augment_config(config.augment_p)  # raises for unknown names and probabilities outside [0, 1]
 
 
