@@ -309,8 +309,7 @@ def score_batch(
     mirror image (one forward pass over both)."""
     if batch.shape[0] == 0:
         return np.empty((0,), dtype=np.float32)
-    if tta not in TTA_MODES:
-        raise ConfigError(f"unknown test-time augmentation {tta!r}: use one of {', '.join(TTA_MODES)}")
+    check_choice(tta, TTA_MODES, "test-time augmentation")
     with torch.inference_mode(), autocast(device, precision):
         x = batch.to(device=device, non_blocking=True)
         if tta == "flip":

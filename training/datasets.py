@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from scanner.detector import CENTER, Preprocessing, preprocess
-from scanner.errors import ConfigError, PermanentError
+from scanner.errors import ConfigError, PermanentError, check_choice
 from scanner.faces import BBox, FaceView, detect
 from scanner.faces.hog import HogDetector
 from scanner.media import decode_image
@@ -155,8 +155,7 @@ def load_split(root: Path, split: str, *, labels: LabelSource = "auto", seed: in
     `labels="auto"` uses split folders when they exist, else the CSV manifests, else a plain
     real/fake tree. Raises ConfigError when nothing usable is found.
     """
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    check_choice(split, SPLITS, "split")
     images = image_root(root)
     csv_path = _csv_path(root, split)
     if labels == "csv" or (labels == "auto" and not _has_split_folders(images) and csv_path):

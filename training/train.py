@@ -100,8 +100,7 @@ def metrics_log_path(checkpoint: Path) -> Path:
 
 def check_config(config: TrainConfig) -> None:
     """Raise ConfigError for values no run can use."""
-    if config.arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {config.arch!r}: use one of {', '.join(ARCHS)}")
+    check_choice(config.arch, ARCHS, "architecture")
     if config.epochs < 1 or config.batch_size < 1 or config.patience < 1:
         raise ConfigError("epochs, batch size and patience must be at least 1")
     if not 0 <= config.freeze_backbone_epochs <= config.epochs:
